@@ -1,0 +1,43 @@
+# dlserve: `make serve` sets up, trains missing default models and serves;
+# `make test` sets up and runs lint and the tests. Both work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# onnxruntime (cpu) or onnxruntime-gpu (gpu): never both in one environment.
+RUNTIME ?= cpu
+PORT ?= 3000
+STAMP := $(VENV)/.installed-$(RUNTIME)
+
+.PHONY: setup models serve test lint bench build clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train,dev,$(RUNTIME)]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP) ## virtual environment with training, serving and test dependencies
+
+models: setup ## train the full preset of every default model missing from the model store
+	$(BIN)/python -m training.ensure
+
+serve: models ## serve every enabled model on http://127.0.0.1:$(PORT)
+	$(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-trained models)
+	$(BIN)/python -m pytest
+
+bench: models ## wrk against a local server beside the in-process ONNX Runtime ceiling
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.fraud
+
+build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
+	$(BIN)/bentoml build
+
+clean:
+	rm -rf $(VENV) reports .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: HTTP throughput under wrk beside the in-process ONNX Runtime ceiling."""

@@ -1,0 +1,1 @@
+"""PyTorch architectures served by dlserve, one module per application area."""

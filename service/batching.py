@@ -1,0 +1,132 @@
+"""Adaptive micro-batching: rows from concurrent requests share one ONNX Runtime call.
+
+BentoML's own batching (``batchable=True``) only fits routes whose body and response are bare
+lists; dlserve's routes answer ``{"model": ..., "results": [...]}``, so batching happens here,
+in-process, behind the route. One inference runs at a time per model; requests that arrive
+while it runs are joined into the next call (up to ``max_batch_rows``), so batches grow with
+load and an idle service adds no waiting. ``max_wait_ms`` optionally holds an open batch a
+little longer for more rows. Beyond ``max_queue_rows`` waiting rows, new requests are refused
+with ``OverloadedError`` rather than queued without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+Arrays = dict[str, np.ndarray]
+
+
+class OverloadedError(RuntimeError):
+    """Too many rows are already waiting; the caller should retry later (HTTP 503)."""
+
+
+@dataclass
+class _Pending:
+    inputs: Arrays
+    rows: int
+    future: asyncio.Future[Arrays]
+
+
+class MicroBatcher:
+    """Joins concurrent ``submit`` calls into batched calls of ``infer``.
+
+    ``infer`` takes arrays whose first axis is rows and returns arrays with the same first
+    axis; it runs in one dedicated thread. ``on_batch(rows, seconds, outputs)`` is called in
+    that thread after each call (metrics).
+    """
+
+    def __init__(
+        self,
+        infer: Callable[[Arrays], Arrays],
+        *,
+        max_batch_rows: int,
+        max_wait_ms: float = 0.0,
+        max_queue_rows: int = 100_000,
+        on_batch: Callable[[int, float, Arrays], None] | None = None,
+    ) -> None:
+        self._infer = infer
+        self._max_batch_rows = max_batch_rows
+        self._max_wait = max_wait_ms / 1000
+        self._max_queue_rows = max_queue_rows
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    async def submit(self, inputs: Arrays) -> Arrays:
+        """Queue one request's rows and wait for its slice of the batched outputs."""
+        rows = len(next(iter(inputs.values())))
+        if self._queued_rows + rows > self._max_queue_rows:
+            raise OverloadedError(
+                f"{self._queued_rows} rows already waiting (limit {self._max_queue_rows})"
+            )
+        loop = asyncio.get_running_loop()
+        self._ensure_worker(loop)
+        pending = _Pending(inputs, rows, loop.create_future())
+        self._queue.append(pending)
+        self._queued_rows += rows
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await pending.future
+
+    def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._run())
+
+    def _take_batch(self) -> list[_Pending]:
+        """Pop queued requests, in arrival order, up to ``max_batch_rows`` (at least one)."""
+        batch = [self._queue.popleft()]
+        rows = batch[0].rows
+        while self._queue and rows + self._queue[0].rows <= self._max_batch_rows:
+            rows += self._queue[0].rows
+            batch.append(self._queue.popleft())
+        self._queued_rows -= rows
+        return batch
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                if self._max_wait and self._queued_rows < self._max_batch_rows:
+                    await asyncio.sleep(self._max_wait)
+                batch = self._take_batch()
+                try:
+                    outputs = await loop.run_in_executor(self._executor, self._call, batch)
+                except Exception as exc:  # the failure belongs to every request in the batch
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
+                    continue
+                start = 0
+                for pending in batch:
+                    if not pending.future.done():  # a cancelled request is simply skipped
+                        stop = start + pending.rows
+                        pending.future.set_result(
+                            {name: value[start:stop] for name, value in outputs.items()}
+                        )
+                    start += pending.rows
+
+    def _call(self, batch: list[_Pending]) -> Arrays:
+        names = batch[0].inputs.keys()
+        if len(batch) == 1:
+            joined = batch[0].inputs
+        else:
+            joined = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
+        started = time.perf_counter()
+        outputs = self._infer(joined)
+        if self._on_batch is not None:
+            self._on_batch(sum(p.rows for p in batch), time.perf_counter() - started, outputs)
+        return outputs

@@ -1,0 +1,92 @@
+"""Client-facing errors: one JSON shape for every 4xx/5xx dlserve produces itself.
+
+The shape matches BentoML's validation errors: ``{"error": summary, "detail": [{"loc": [...],
+"msg": ..., "type": ...}]}``. Messages never carry stack traces or server paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def error_response(
+    status: int,
+    error: str,
+    detail: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON error response with the common shape."""
+    return JSONResponse({"error": error, "detail": detail or []}, status, headers=headers)
+
+
+def field_error(loc: list[str | int], msg: str, error_type: str) -> dict[str, Any]:
+    """One entry of ``detail``: where the problem is, what rule it broke, and its type."""
+    return {"loc": loc, "msg": msg, "type": error_type}
+
+
+class BodyLimitMiddleware:
+    """Answer 413 to any request body larger than ``max_bytes``.
+
+    A declared Content-Length over the limit is refused before reading; a body without one
+    (chunked) is counted as it streams and refused once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        if declared is not None:
+            await self.app(scope, receive, send)
+            return
+        body, too_large = await self._read_limited(receive)
+        if too_large:
+            await self._refuse(scope, receive, send)
+            return
+        await self.app(scope, _replay(body), send)
+
+    async def _read_limited(self, receive: Receive) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), False
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.max_bytes
+        response = error_response(
+            413,
+            f"request body larger than {limit} bytes",
+            [field_error(["body"], f"body must be at most {limit} bytes", "body_too_large")],
+        )
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that hands the app an already-read body in one message."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

@@ -1,0 +1,95 @@
+"""Start ``bentoml serve`` for this repository on 127.0.0.1 and a free port (tests, bench)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+class LocalServer:
+    """A ``bentoml serve`` subprocess; ``env`` adds to (or overrides) this process's variables."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_fd, log_path = tempfile.mkstemp(prefix="dlserve-", suffix=".log")
+        self._log = Path(log_path)
+        command = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPOSITORY,
+            env={**os.environ, **(env or {})},
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(log_fd)  # the child keeps its own copy
+
+    def wait(self, probe: str = "/livez", timeout: float = 90) -> LocalServer:
+        """Block until ``probe`` answers 200; raise with the server's log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.logs()}")
+            if _status(self.url + probe) == 200:
+                return self
+            time.sleep(0.3)
+        raise TimeoutError(f"{probe} did not answer 200 within {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        """The last 4,000 characters the server printed."""
+        return self._log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Stop the server and its workers; remove the log."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self._log.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,73 @@
+"""Prometheus metrics, declared once at module level so ``/metrics`` shows them for every worker.
+
+Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PREDICTIONS = Counter(
+    "dlserve_predictions_total",
+    "Prediction requests by model and outcome: ok, rejected (4xx), unavailable (model not "
+    "loaded), overloaded (queue full), error.",
+    ["model", "outcome"],
+)
+INFERENCE_SECONDS = Histogram(
+    "dlserve_inference_seconds",
+    "Seconds per ONNX Runtime call (one micro-batch), by model.",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+BATCH_ROWS = Histogram(
+    "dlserve_batch_rows",
+    "Rows per ONNX Runtime call after micro-batching, by model.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
+SCORES = Histogram(
+    "dlserve_score",
+    "Distribution of each model's headline score (a drift signal).",
+    ["model"],
+    buckets=tuple(np.round(np.linspace(0.05, 1.0, 20), 2)),
+)
+MODEL_INFO = Gauge(
+    "dlserve_model_info",
+    "1 for each loaded model, labelled with its name, version and execution provider.",
+    ["model", "version", "provider"],
+    multiprocess_mode="max",
+)
+
+
+def observe_scores(model: str, scores: np.ndarray) -> None:
+    """Add a batch of scores in [0, 1] to the model's score histogram."""
+    histogram = SCORES.labels(model=model)
+    for score in scores.tolist():
+        histogram.observe(score)
+
+
+class RejectedRequestCounter:
+    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``.
+
+    Validation happens in BentoML before a route's code runs, so rejections are counted here.
+    ``routes`` maps a route path to the model name it serves.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[str, str]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if model is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_and_count(message: Message) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                PREDICTIONS.labels(model=model, outcome="rejected").inc()
+            await send(message)
+
+        await self.app(scope, receive, send_and_count)

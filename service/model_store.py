@@ -1,0 +1,130 @@
+"""Load exported models from the BentoML model store, verified and warmed up.
+
+Each stored model holds ``model.onnx`` and ``metadata.json`` (written by ``training.registry``).
+Loading checks the ONNX file's sha256 against the metadata, opens a session with the configured
+provider and runs one warm-up inference; any failure becomes a ``ModelUnavailableError`` whose
+message tells the operator what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import onnxruntime as ort
+
+from service.runtime import ProviderUnavailableError, create_session
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model could not be loaded; the message says why and how to fix it."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    """A verified, warmed-up ONNX model and what ``/v1/models`` says about it."""
+
+    metadata: dict[str, Any]
+    session: ort.InferenceSession
+    provider: str
+    output_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_names = [output.name for output in self.session.get_outputs()]
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference call: named input arrays in, named output arrays out."""
+        return dict(zip(self.output_names, self.session.run(None, inputs), strict=True))
+
+    def describe(self) -> dict[str, Any]:
+        """The public description served by ``GET /v1/models``."""
+        meta = self.metadata
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": meta["task"],
+            "status": "ready",
+            "sha256": meta["sha256"],
+            "provider": self.provider,
+            "inputs": meta["inputs"],
+            "outputs": meta["outputs"],
+            "labels": meta.get("labels", []),
+            "metrics": meta.get("headline_metrics", {}),
+        }
+
+
+def warm_up_inputs(input_schema: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Zero-filled inputs of batch 1 (every symbolic axis set to 1) matching the schema."""
+    return {
+        spec["name"]: np.zeros(
+            [dim if isinstance(dim, int) else 1 for dim in spec["shape"]], dtype=spec["dtype"]
+        )
+        for spec in input_schema
+    }
+
+
+def read_stored_model(tag: str) -> tuple[dict[str, Any], Path]:
+    """Return ``(metadata, onnx_path)`` of a model in the store, checking its sha256."""
+    try:
+        stored = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise ModelUnavailableError(
+            f"model {tag!r} is not in the BentoML model store; train it first "
+            f"(`make models`, or `python -m training <area>`)"
+        ) from exc
+    root = Path(stored.path)
+    metadata = json.loads((root / METADATA_FILE).read_text())
+    onnx_path = root / metadata["onnx_file"]
+    actual = sha256_file(onnx_path)
+    if actual != metadata["sha256"]:
+        raise ModelUnavailableError(
+            f"model {tag!r}: sha256 of {metadata['onnx_file']} is {actual}, metadata says "
+            f"{metadata['sha256']}; the file was altered or corrupted, re-export the model"
+        )
+    return metadata, onnx_path
+
+
+def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> LoadedModel:
+    """Load, verify and warm up one model; raise ModelUnavailableError with the reason."""
+    metadata, onnx_path = read_stored_model(tag)
+    try:
+        session, provider = create_session(onnx_path, provider_setting, intra_op_threads)
+    except ProviderUnavailableError as exc:
+        raise ModelUnavailableError(f"model {tag!r}: {exc}") from exc
+    model = LoadedModel(metadata=metadata, session=session, provider=provider)
+    model.run(warm_up_inputs(metadata["inputs"]))
+    log.info(
+        "model %s:%s ready on %s (sha256 %s)",
+        model.name,
+        model.version,
+        provider,
+        metadata["sha256"][:12],
+    )
+    return model

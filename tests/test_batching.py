@@ -1,0 +1,67 @@
+import asyncio
+
+import numpy as np
+import pytest
+
+from service.batching import MicroBatcher, OverloadedError
+
+
+def _doubler(calls: list[int]):
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        calls.append(len(inputs["x"]))
+        return {"y": inputs["x"] * 2}
+
+    return infer
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_rows_back() -> None:
+    calls: list[int] = []
+    batcher = MicroBatcher(_doubler(calls), max_batch_rows=64)
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        requests = [np.arange(i, i + 3, dtype=np.float32) for i in range(0, 60, 3)]
+        return await asyncio.gather(*(batcher.submit({"x": r}) for r in requests))
+
+    results = asyncio.run(main())
+    for index, result in enumerate(results):
+        start = index * 3
+        np.testing.assert_array_equal(result["y"], np.arange(start, start + 3) * 2)
+    assert sum(calls) == 60
+    assert len(calls) < 20  # some requests were joined
+
+
+def test_batches_never_exceed_max_batch_rows() -> None:
+    calls: list[int] = []
+    batcher = MicroBatcher(_doubler(calls), max_batch_rows=8)
+
+    async def main() -> None:
+        await asyncio.gather(*(batcher.submit({"x": np.ones(3)}) for _ in range(10)))
+
+    asyncio.run(main())
+    assert max(calls) <= 8 and sum(calls) == 30
+
+
+def test_queue_beyond_its_limit_is_refused() -> None:
+    batcher = MicroBatcher(_doubler([]), max_batch_rows=8, max_queue_rows=5)
+
+    async def main() -> None:
+        await batcher.submit({"x": np.ones(6)})
+
+    with pytest.raises(OverloadedError, match="limit 5"):
+        asyncio.run(main())
+
+
+def test_a_failing_inference_fails_its_requests_and_not_the_next_ones() -> None:
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative")
+        return {"y": inputs["x"]}
+
+    batcher = MicroBatcher(infer, max_batch_rows=1)
+
+    async def main() -> np.ndarray:
+        with pytest.raises(ValueError, match="negative"):
+            await batcher.submit({"x": -np.ones(1)})
+        return (await batcher.submit({"x": np.ones(1)}))["y"]
+
+    np.testing.assert_array_equal(asyncio.run(main()), np.ones(1))

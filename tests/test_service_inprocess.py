@@ -1,0 +1,49 @@
+"""The service's ASGI app in-process: routes, validation and metrics without a server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from service.fraud import FraudScoreResponse, Transaction, to_arrays
+from service.model_store import load_model
+from tests.payloads import transactions
+
+
+@pytest.fixture(scope="module")
+def client(fraud_model: dict) -> Iterator[TestClient]:
+    from service.service import DLServe
+
+    with TestClient(DLServe.to_asgi()) as test_client:
+        yield test_client
+
+
+def test_scores_come_back_in_input_order_and_match_the_stored_model(
+    client: TestClient, fraud_model: dict
+) -> None:
+    rows = transactions(40)
+    response = client.post("/v1/fraud/score", json={"transactions": rows})
+    assert response.status_code == 200
+    body = FraudScoreResponse.model_validate(response.json())
+    assert body.model.name == "fraud-scorer" and body.model.version == fraud_model["version"]
+    expected = load_model("fraud-scorer:latest", "cpu").run(
+        to_arrays([Transaction(**row) for row in rows])
+    )
+    got = np.array([r.fraud_probability for r in body.results])
+    np.testing.assert_allclose(got, expected["fraud_probability"], atol=1e-6)
+    threshold = fraud_model["decision"]["threshold"]
+    assert [r.is_fraud for r in body.results] == [p >= threshold for p in got.tolist()]
+
+
+def test_models_route_lists_the_loaded_model(client: TestClient, fraud_model: dict) -> None:
+    models = client.get("/v1/models").json()["models"]
+    assert len(models) == 1
+    entry = models[0]
+    assert entry["status"] == "ready" and entry["provider"] == "cpu"
+    assert entry["sha256"] == fraud_model["sha256"]
+    assert entry["route"] == "/v1/fraud/score"
+    assert "amount" in entry["request_schema"]["properties"]
+    assert entry["metrics"]["pr_auc"] == fraud_model["headline_metrics"]["pr_auc"]

@@ -1,0 +1,1 @@
+"""Training: PyTorch models trained on real or simulated data and exported to ONNX."""

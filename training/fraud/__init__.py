@@ -1,0 +1,1 @@
+"""Fraud scoring data: a seeded transaction simulator and the feature spec / table loader."""

@@ -1,0 +1,107 @@
+"""Where a training run's numbers and plots go: ``reports/<area>[-<preset>]/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+FULL_PRESET = "full"
+
+
+def reports_root() -> Path:
+    """``$DLSERVE_REPORTS`` or ``reports/`` under the current directory."""
+    return Path(os.environ.get("DLSERVE_REPORTS", "reports"))
+
+
+def report_dir(area: str, preset: str) -> Path:
+    """``reports/<area>`` for the full preset, ``reports/<area>-<preset>`` otherwise (created)."""
+    name = area if preset == FULL_PRESET else f"{area}-{preset}"
+    path = reports_root() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def git_commit() -> str:
+    """The checked-out commit (``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def write_metrics(directory: Path, metrics: dict[str, Any]) -> Path:
+    """Write ``metrics.json`` (adding the git commit) and return its path."""
+    path = directory / "metrics.json"
+    path.write_text(json.dumps({**metrics, "git_commit": git_commit()}, indent=2) + "\n")
+    return path
+
+
+def plot_pr_roc(path: Path, labels: np.ndarray, scores: dict[str, np.ndarray]) -> Path:
+    """Precision-recall and ROC curves of several scorers on the same labels, side by side."""
+    figure, (pr_axis, roc_axis) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for name, score in scores.items():
+        precision, recall, _ = precision_recall_curve(labels, score)
+        false_positive, true_positive, _ = roc_curve(labels, score)
+        pr_axis.plot(recall, precision, label=name)
+        roc_axis.plot(false_positive, true_positive, label=name)
+    pr_axis.set(xlabel="recall", ylabel="precision", title="Precision-recall (test)")
+    roc_axis.set(
+        xlabel="false-positive rate",
+        ylabel="true-positive rate",
+        title="ROC (test)",
+        xscale="log",
+        xlim=(1e-4, 1),
+    )
+    pr_axis.legend(fontsize=8)
+    roc_axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_score_histogram(
+    path: Path, labels: np.ndarray, score: np.ndarray, threshold: float, title: str
+) -> Path:
+    """Score distribution per class (log counts) with the decision threshold marked."""
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    bins = np.linspace(float(score.min()), float(score.max()), 60)
+    for value, name in ((0, "legitimate"), (1, "fraud")):
+        axis.hist(score[labels == value], bins=bins, alpha=0.6, label=name, log=True)
+    axis.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axis.set(xlabel="score", ylabel="rows (log)", title=title)
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_training_curves(path: Path, curves: dict[str, list[float]], ylabel: str) -> Path:
+    """One line per named curve over epochs."""
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for name, values in curves.items():
+        axis.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    axis.set(xlabel="epoch", ylabel=ylabel, title="Training curves")
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
