@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.ceiling import ceiling_rows_per_second
 from bench.wrk import run_wrk
-from service.fraud import MODEL_TAG, ROUTE, Transaction, json_rows, to_arrays
+from service.fraud import SPEC, Transaction, json_rows, to_arrays
 from service.local_server import LocalServer
 from service.model_store import load_model
 from training.fraud.simulator import simulate_transactions
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the figures as JSON",
     )
     args = parser.parse_args(argv)
-    model = load_model(MODEL_TAG, "cpu", intra_op_threads=1)
+    model = load_model(SPEC.tag, "cpu", intra_op_threads=1)
     rows = json_rows(simulate_transactions(1000, seed=7))
     figures = []
     env = {"DLSERVE_WORKERS": str(args.workers), "DLSERVE_PROVIDER": "cpu"}
@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             inputs = to_arrays([Transaction(**row) for row in batch])
             ceiling, ceiling_ms = ceiling_rows_per_second(model, inputs)
             for connections in CONCURRENCY:
-                result = run_wrk(server.url + ROUTE, body, connections, args.seconds, threads=2)
+                result = run_wrk(
+                    server.url + SPEC.route, body, connections, args.seconds, threads=2
+                )
                 figures.append(
                     {
                         "rows_per_request": size,

@@ -14,11 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.batching import Arrays
 from service.model_store import ModelUnavailableError
+from service.served_model import ModelSpec
 from training.fraud.features import FRAUD_SPEC
 
-MODEL_NAME = "fraud-scorer"
-MODEL_TAG = f"{MODEL_NAME}:latest"
-ROUTE = "/v1/fraud/score"
 MAX_ROWS = 1000
 MERCHANT_CATEGORIES = FRAUD_SPEC.categorical["merchant_category"]
 MerchantCategory = Literal[MERCHANT_CATEGORIES]  # type: ignore[valid-type]
@@ -105,3 +103,13 @@ def check_feature_spec(metadata: dict[str, Any]) -> None:
                 f"stored fraud model's {key} features {stored[key]} differ from the route's "
                 f"{expected[key]}; serve it with a matching schema or retrain on the default spec"
             )
+
+
+SPEC = ModelSpec(
+    area="fraud",
+    name="fraud-scorer",
+    route="/v1/fraud/score",
+    score_output="fraud_probability",
+    request_schema=Transaction,
+    check=check_feature_spec,
+)

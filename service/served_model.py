@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,37 +21,43 @@ class ModelNotReadyError(RuntimeError):
     """The model is enabled but could not be loaded (HTTP 503 with the reason)."""
 
 
-class ServedModel:
-    """Loads ``tag`` at construction; never raises, records why a load failed instead.
+@dataclass(frozen=True)
+class ModelSpec:
+    """How one stored model is served.
 
-    ``score_output`` names the output whose values feed the score histogram (drift signal).
-    ``check`` may inspect the loaded metadata and raise ModelUnavailableError when the model
-    does not fit the route that serves it. ``route`` and ``request_schema`` (one input row's
-    pydantic model) are shown by ``/v1/models`` so clients see what to send.
+    ``area``: the ``DLSERVE_MODELS`` name that enables it; ``name``: its name in the model
+    store (the latest version is served); ``route``: the prediction route; ``score_output``:
+    the output whose values feed the score histogram (drift signal); ``request_schema``: one
+    input row's pydantic model, shown by ``/v1/models``; ``check``: inspects the stored
+    metadata and raises ModelUnavailableError when the model does not fit the route.
     """
 
-    def __init__(
-        self,
-        tag: str,
-        settings: Settings,
-        score_output: str,
-        check: Callable[[dict[str, Any]], None] | None = None,
-        route: str = "",
-        request_schema: type[BaseModel] | None = None,
-    ) -> None:
-        self.tag = tag
-        self.route = route
-        self.request_schema = request_schema
-        self.score_output = score_output
+    area: str
+    name: str
+    route: str
+    score_output: str
+    request_schema: type[BaseModel]
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:latest"
+
+
+class ServedModel:
+    """Loads ``spec``'s model at construction; never raises, records why a load failed."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings) -> None:
+        self.spec = spec
         self.model: LoadedModel | None = None
         self.error: str | None = None
         try:
-            model = load_model(tag, settings.provider, settings.intra_op_threads)
-            if check is not None:
-                check(model.metadata)
+            model = load_model(spec.tag, settings.provider, settings.intra_op_threads)
+            if spec.check is not None:
+                spec.check(model.metadata)
         except ModelUnavailableError as exc:
             self.error = str(exc)
-            log.error("model %s is NOT available: %s", tag, exc)
+            log.error("model %s is NOT available: %s", spec.tag, exc)
             return
         self.model = model
         MODEL_INFO.labels(model=model.name, version=model.version, provider=model.provider).set(1)
@@ -68,7 +75,7 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return self.model.name if self.model else self.tag.split(":")[0]
+        return self.spec.name
 
     def reference(self) -> dict[str, str]:
         """``{"name", "version"}`` as every prediction response carries it."""
@@ -77,9 +84,10 @@ class ServedModel:
 
     def describe(self) -> dict[str, Any]:
         """This model's entry in ``GET /v1/models``."""
-        route = {"route": self.route}
-        if self.request_schema is not None:
-            route["request_schema"] = self.request_schema.model_json_schema()
+        route = {
+            "route": self.spec.route,
+            "request_schema": self.spec.request_schema.model_json_schema(),
+        }
         if self.model is None:
             return {"name": self.name, "status": "unavailable", "reason": self.error, **route}
         return {**self.model.describe(), **route}
@@ -103,4 +111,4 @@ class ServedModel:
     def _record_batch(self, rows: int, seconds: float, outputs: Arrays) -> None:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)
         BATCH_ROWS.labels(model=self.name).observe(rows)
-        observe_scores(self.name, outputs[self.score_output])
+        observe_scores(self.name, outputs[self.spec.score_output])

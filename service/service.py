@@ -3,6 +3,10 @@
 ``bentoml serve`` at the repository root starts ``DLServe`` (see ``bentofile.yaml``). Models
 load in ``__init__``; a model that is missing, corrupted or denied its required provider is
 reported by ``/v1/models`` and keeps ``/readyz`` at 503, while the process stays up.
+
+To serve a new model: describe it with a ``ModelSpec`` in its area module, add the spec to
+``MODEL_SPECS`` and write its route below (validate with pydantic, build arrays, call
+``self._predict``, shape the answer).
 """
 
 from __future__ import annotations
@@ -16,14 +20,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import fraud
-from service.batching import OverloadedError
+from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.errors import BodyLimitMiddleware, error_response
 from service.metrics import RejectedRequestCounter
-from service.served_model import ModelNotReadyError, ServedModel
+from service.served_model import ModelNotReadyError, ModelSpec, ServedModel
 
 log = logging.getLogger("dlserve")
 SETTINGS = Settings.from_env()
+MODEL_SPECS: tuple[ModelSpec, ...] = (fraud.SPEC,)
+
+
+class ErrorAnswer(Exception):
+    """Stops a route with a ready-made error response."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
 
 
 async def list_models(_: Request) -> JSONResponse:
@@ -45,48 +57,45 @@ class DLServe:
     """Loads the enabled models once per worker; routes validate, batch and answer."""
 
     def __init__(self) -> None:
-        self.served: dict[str, ServedModel] = {}
-        if "fraud" in SETTINGS.models:
-            self.served["fraud"] = ServedModel(
-                fraud.MODEL_TAG,
-                SETTINGS,
-                score_output="fraud_probability",
-                check=fraud.check_feature_spec,
-                route=fraud.ROUTE,
-                request_schema=fraud.Transaction,
-            )
-        for area, served in self.served.items():
+        self.served = {
+            spec.name: ServedModel(spec, SETTINGS)
+            for spec in MODEL_SPECS
+            if spec.area in SETTINGS.models
+        }
+        for served in self.served.values():
             state = f"ready on {served.model.provider}" if served.model else "UNAVAILABLE"
-            log.info("area %s: model %s %s", area, served.name, state)
+            log.info("model %s (%s): %s", served.name, served.spec.route, state)
 
     def __is_ready__(self) -> bool:
         return all(served.ready for served in self.served.values())
 
-    @bentoml.api(route=fraud.ROUTE)
+    async def _predict(self, name: str, inputs: Arrays) -> tuple[ServedModel, Arrays]:
+        """Batched inference on model ``name``; ErrorAnswer when disabled, missing or busy."""
+        served = self.served.get(name)
+        if served is None:
+            raise ErrorAnswer(
+                error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)")
+            )
+        try:
+            return served, await served.predict(inputs)
+        except (ModelNotReadyError, OverloadedError) as exc:
+            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
+
+    @bentoml.api(route=fraud.SPEC.route)
     async def fraud_score(self, transactions: fraud.Transactions) -> fraud.FraudScoreResponse:
         """Score 1 to 1,000 transactions: fraud probability, anomaly score, decision."""
-        served = self.served.get("fraud")
-        if served is None:
-            return _area_disabled("fraud")
         try:
-            outputs = await served.predict(fraud.to_arrays(transactions))
-        except (ModelNotReadyError, OverloadedError) as exc:
-            return _unavailable(exc)
+            served, outputs = await self._predict(fraud.SPEC.name, fraud.to_arrays(transactions))
+        except ErrorAnswer as answer:
+            return answer.response
         threshold = served.model.metadata["decision"]["threshold"]
-        return JSONResponse(
-            {"model": served.reference(), "results": fraud.to_results(outputs, threshold)}
-        )
-
-
-def _area_disabled(area: str) -> Response:
-    return error_response(404, f"area {area!r} is not enabled (DLSERVE_MODELS)")
-
-
-def _unavailable(exc: Exception) -> Response:
-    return error_response(503, str(exc), headers={"Retry-After": "1"})
+        results = fraud.to_results(outputs, threshold)
+        return JSONResponse({"model": served.reference(), "results": results})
 
 
 DLServe.mount_asgi_app(v1_app, path="/v1")
 # The first middleware added is the outermost: the counter also sees the 413s of the limit.
-DLServe.add_asgi_middleware(RejectedRequestCounter, routes={fraud.ROUTE: fraud.MODEL_NAME})
+DLServe.add_asgi_middleware(
+    RejectedRequestCounter, routes={spec.route: spec.name for spec in MODEL_SPECS}
+)
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)

@@ -27,19 +27,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
+# Every served model, smoke-trained into the private store once per test session:
+# model store name -> training CLI arguments. A new area adds its line here.
+SMOKE_RUNS = {
+    "fraud-scorer": ["fraud", "--preset", "smoke", "--register", "--quiet"],
+}
+
+
 @pytest.fixture(scope="session")
-def fraud_model() -> dict:
-    """Train the smoke preset into the private store once; return its stored metadata."""
+def stored_models() -> dict[str, dict]:
+    """Train every model of ``SMOKE_RUNS``; return each one's stored metadata by name."""
     from service.model_store import read_stored_model
     from training.cli import main
 
-    assert main(["fraud", "--preset", "smoke", "--register", "--quiet"]) == 0
-    metadata, _ = read_stored_model("fraud-scorer:latest")
-    return metadata
+    stored = {}
+    for name, arguments in SMOKE_RUNS.items():
+        assert main(arguments) == 0
+        stored[name] = read_stored_model(f"{name}:latest")[0]
+    return stored
 
 
 @pytest.fixture(scope="session")
-def server(fraud_model: dict) -> Iterator[LocalServer]:
-    """A real HTTP server over the private store, up and ready."""
+def fraud_model(stored_models: dict[str, dict]) -> dict:
+    """Stored metadata of the smoke-trained fraud scorer."""
+    return stored_models["fraud-scorer"]
+
+
+@pytest.fixture(scope="session")
+def server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
+    """A real HTTP server over the private store with every model loaded and ready."""
     with LocalServer() as running:
         yield running.wait("/readyz")
