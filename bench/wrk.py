@@ -34,7 +34,7 @@ def parse(report: str) -> WrkResult:
     """Requests/s, p50/p99 latency and error counts from ``wrk --latency`` output."""
     percentiles = {
         int(p): _milliseconds(v, u)
-        for p, v, u in re.findall(r"^\s+(50|99)\.000%\s+([\d.]+)(us|ms|s|m)\s*$", report, re.M)
+        for p, v, u in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", report, re.M)
     }
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", report)
     errors = re.search(

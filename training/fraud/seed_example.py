@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import torch
 from sklearn.datasets import make_classification
@@ -54,6 +55,7 @@ def accuracy_for_seed(seed: int, dry_run: bool, quiet: bool) -> float:
 
 def run(args: argparse.Namespace) -> str:
     """Train over ``SEEDS``; write each accuracy, mean, min and max; return the summary."""
+    started = time.perf_counter()
     accuracies = {seed: accuracy_for_seed(seed, args.dry_run, args.quiet) for seed in SEEDS}
     values = list(accuracies.values())
     summary = {
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> str:
                     "per_seed": {str(k): round(v, 4) for k, v in accuracies.items()},
                     **summary,
                 },
+                "duration_seconds": round(time.perf_counter() - started, 1),
             },
         )
     return (

@@ -58,7 +58,7 @@ class Preset:
 
 PRESETS: dict[str, Preset | None] = {
     "smoke": Preset(rows=20_000, epochs=2, autoencoder_epochs=1),
-    "full": Preset(rows=600_000, epochs=8, autoencoder_epochs=5),
+    "full": Preset(rows=1_000_000, epochs=12, autoencoder_epochs=5),
     "seed-example": None,  # the seed tutorial's make_classification run (seed_example.py)
 }
 
