@@ -335,6 +335,9 @@ def run(args: argparse.Namespace) -> str:
     if args.preset == "seed-example":
         return seed_example.run(args)
     started = time.perf_counter()
+    # A network of a few thousand weights: more threads only add synchronisation (and spin
+    # badly when the cores are shared), so training uses one.
+    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
     spec, frames = load_frames(args, preset)
     preprocessor, splits = to_splits(spec, frames)
