@@ -1,0 +1,257 @@
+"""Image classification route contract: decoding uploads to the model's input, and the answers.
+
+Conversion rule (every upload, any format Pillow reads, any size and colour mode):
+
+1. Only the first frame is used; EXIF orientation is applied.
+2. Transparency is composited onto white, then the image becomes 8-bit grayscale (``L``).
+3. Fashion-MNIST is light garments on a black background. When the image's border (the outer
+   tenth of each side) is light on average (above mid-grey, 127) and brighter than its centre
+   (the middle half of each side), the image is taken to be dark-on-light, like a photo on a
+   white table, and is inverted. (No Fashion-MNIST train or test image meets this condition.)
+4. The aspect ratio is kept: the image is padded to a square with black (the background after
+   step 3), centred, then resized to 28x28 with Pillow's Lanczos filter.
+
+A 28x28 grayscale image that is already light-on-dark (a Fashion-MNIST image saved as PNG)
+passes through unchanged. Images over ``MAX_PIXELS`` pixels are refused before decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from typing import Annotated, Any
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image, ImageOps
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from service.batch.adapter import BatchAdapter
+from service.batching import Arrays
+from service.errors import error_response, field_error
+from service.model_store import ModelUnavailableError
+from service.served_model import ModelSpec
+
+SIZE = 28
+MAX_PIXELS = 16_000_000  # width x height of one upload, checked before its pixels are decoded
+MAX_IMAGES = 256
+MAX_K = 10
+MID_GREY = 127
+DEFAULT_K = 3
+
+
+class ImageInputError(ValueError):
+    """An input is not a usable image; ``loc`` names it, ``kind`` is the error type."""
+
+    def __init__(self, loc: list[str | int], message: str, kind: str) -> None:
+        super().__init__(message)
+        self.loc, self.kind = loc, kind
+
+
+ImageList = Annotated[
+    list[str],
+    Field(
+        min_length=1,
+        max_length=MAX_IMAGES,
+        description="Base64 (standard alphabet) of each image file: PNG, JPEG, ...",
+    ),
+]
+
+
+class ImageBatch(BaseModel):
+    """``POST /v1/images/classify_batch``: base64-encoded image files, answered in order."""
+
+    images: ImageList
+
+
+class ModelReference(BaseModel):
+    name: str
+    version: str
+
+
+class ClassProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class ImageResult(BaseModel):
+    label: str = Field(description="Most probable class.")
+    class_id: int = Field(description="Its index in the model's labels.")
+    top_k: list[ClassProbability] = Field(description="The k most probable classes, best first.")
+
+
+class ImageClassifyResponse(ImageResult):
+    model: ModelReference
+
+
+class ImageBatchResponse(BaseModel):
+    model: ModelReference
+    results: list[ImageResult]
+
+
+def decode(data: bytes, loc: list[str | int]) -> np.ndarray:
+    """One image file -> ``uint8 [28, 28]`` by the module's conversion rule.
+
+    Raises ImageInputError (at ``loc``) for an empty, unreadable, truncated or oversized file.
+    """
+    if not data:
+        raise ImageInputError(loc, "the image file is empty", "empty_image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_size decides
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise ImageInputError(
+                loc, f"image exceeds {MAX_PIXELS} pixels", "image_too_large"
+            ) from exc
+        except Exception as exc:  # UnidentifiedImageError and any parser failure on the header
+            raise ImageInputError(loc, "not an image file Pillow can read", "not_an_image") from exc
+        _check_size(image, loc)
+        try:
+            image.load()
+            return _to_model_input(image)
+        except Exception as exc:  # truncated data, bad chunks, broken EXIF: never a 500
+            raise ImageInputError(loc, "truncated or corrupt image file", "corrupt_image") from exc
+
+
+def _check_size(image: Image.Image, loc: list[str | int]) -> None:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageInputError(
+            loc,
+            f"image is {width}x{height} pixels; at most {MAX_PIXELS} pixels are accepted",
+            "image_too_large",
+        )
+    if width == 0 or height == 0:
+        raise ImageInputError(loc, "image has no pixels", "corrupt_image")
+
+
+def _to_model_input(image: Image.Image) -> np.ndarray:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    gray = image.convert("L")
+    if _is_dark_on_light(np.asarray(gray)):
+        gray = ImageOps.invert(gray)
+    side = max(gray.size)
+    square = Image.new("L", (side, side), 0)
+    square.paste(gray, ((side - gray.width) // 2, (side - gray.height) // 2))
+    return np.asarray(square.resize((SIZE, SIZE), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def _is_dark_on_light(pixels: np.ndarray) -> bool:
+    """Border (outer tenth of each side) lighter than mid-grey and than the centre (middle half)."""
+    height, width = pixels.shape
+    edge_y, edge_x = max(1, height // 10), max(1, width // 10)
+    border = np.ones_like(pixels, dtype=bool)
+    border[edge_y : height - edge_y, edge_x : width - edge_x] = False
+    centre = pixels[height // 4 : height - height // 4, width // 4 : width - width // 4]
+    border_mean = pixels[border].mean()
+    return bool(border_mean > MID_GREY and border_mean > centre.mean())
+
+
+def decode_base64(images: list[str]) -> list[bytes]:
+    """The image files of a batch; ImageInputError at ``images.<i>`` for bad base64."""
+    files = []
+    for index, text in enumerate(images):
+        try:
+            files.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise ImageInputError(
+                ["images", index], "not valid base64 (standard alphabet, padded)", "bad_base64"
+            ) from exc
+    return files
+
+
+def to_arrays(files: list[bytes], locs: list[list[str | int]]) -> Arrays:
+    """Image files -> the graph's ``images`` input, ``uint8 [N, 28, 28]``."""
+    return {"images": np.stack([decode(data, loc) for data, loc in zip(files, locs, strict=True)])}
+
+
+def parse_k(raw: str | None) -> int:
+    """The ``k`` query parameter: an integer from 1 to ``MAX_K`` (default ``DEFAULT_K``)."""
+    if raw is None:
+        return DEFAULT_K
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_K:
+        raise ImageInputError(
+            ["query", "k"], f"k must be an integer from 1 to {MAX_K}", "k_out_of_range"
+        )
+    return int(raw)
+
+
+def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any]]:
+    """Graph outputs -> per image: best class and the ``k`` most probable (sorted, best first)."""
+    probabilities = outputs["probabilities"]
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    results = []
+    for row, best in zip(probabilities.tolist(), order.tolist(), strict=True):
+        top = [{"label": labels[i], "probability": row[i]} for i in best]
+        results.append({"label": labels[best[0]], "class_id": best[0], "top_k": top})
+    return results
+
+
+def error_answer(exc: ImageInputError) -> JSONResponse:
+    """The 400 answer for a bad image input, naming where it is."""
+    where = ".".join(str(part) for part in exc.loc)
+    return error_response(400, f"{where}: {exc}", [field_error(exc.loc, str(exc), exc.kind)])
+
+
+def check_input(metadata: dict[str, Any]) -> None:
+    """Refuse a stored model that does not take ``uint8 [batch, 28, 28]`` images."""
+    inputs = metadata["inputs"]
+    wanted = [{"name": "images", "dtype": "uint8", "shape": ["batch", SIZE, SIZE]}]
+    if inputs != wanted or len(metadata.get("labels", [])) < MAX_K:
+        raise ModelUnavailableError(
+            f"stored image model takes {inputs} with labels {metadata.get('labels')}; the route "
+            f"needs {wanted} and at least {MAX_K} labels: retrain with `python -m training image`"
+        )
+
+
+SPEC = ModelSpec(
+    area="image",
+    name="image-classifier",
+    route="/v1/images/classify",
+    score_output="confidence",
+    request_schema=ImageBatch,
+    check=check_input,
+)
+BATCH_ROUTE = "/v1/images/classify_batch"
+
+
+def decode_column(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Batch jobs: the ``image`` (file bytes) column -> decoded images and, per row, ``None``
+    or why it cannot be classified (``decode``'s reasons)."""
+    rows = table.num_rows
+    files = table.column("image").to_pylist() if "image" in table.column_names else [None] * rows
+    images = np.zeros((rows, SIZE, SIZE), dtype=np.uint8)
+    reasons = np.full(rows, None, dtype=object)
+    for row, data in enumerate(files):
+        try:
+            images[row] = decode(data or b"", ["image", row])
+        except ImageInputError as exc:
+            reasons[row] = f"image: {exc}"
+    return {"images": images}, reasons
+
+
+def to_columns(outputs: Arrays, labels: list[str]) -> dict[str, np.ndarray]:
+    """Graph outputs -> per image the best class (as ``to_results``) and its probability."""
+    probabilities = outputs["probabilities"]
+    best = np.argsort(-probabilities, axis=1, kind="stable")[:, 0]
+    return {
+        "label": np.asarray(labels, dtype=object)[best],
+        "class_id": best,
+        "probability": probabilities[np.arange(len(best)), best],
+    }
+
+
+BATCH = BatchAdapter(
+    spec=SPEC,
+    input_columns=("image",),
+    validate=decode_column,
+    to_arrays=lambda columns: {"images": columns["images"]},
+    to_columns=lambda outputs, metadata: to_columns(outputs, metadata["labels"]),
+)

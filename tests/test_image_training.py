@@ -1,0 +1,84 @@
+"""Image area: the IDX loader, augmentation, the smoke run's report and the exported graph."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.model_store import load_model
+from tests.images import load_test_images
+from training.cli import main
+from training.image.augment import augment
+from training.image.data import CLASSES, DataError, default_dir, load_splits, read_idx
+
+REPORTS = Path(os.environ["DLSERVE_REPORTS"])
+
+
+def test_splits_hold_out_validation_from_train() -> None:
+    train, validation, test = load_splits(default_dir(), validation_rows=5000, seed=0)
+    assert (len(train.labels), len(validation.labels), len(test.labels)) == (55_000, 5000, 10_000)
+    assert train.images.shape[1:] == (28, 28) and train.images.dtype == np.uint8
+    assert set(np.unique(validation.labels)) == set(range(len(CLASSES)))
+
+
+def test_malformed_idx_file_is_refused(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(b"\x00\x00\x08\x01" + b"\x00" * 16)  # a labels magic number
+    with pytest.raises(DataError, match="magic"):
+        read_idx(tmp_path / "t10k-images-idx3-ubyte", 2051)
+    with pytest.raises(DataError, match="not found"):
+        load_splits(tmp_path / "missing", 10, 0)
+
+
+def test_augment_moves_each_image_by_at_most_two_pixels_or_mirrors_it() -> None:
+    images = torch.zeros((500, 28, 28), dtype=torch.uint8)
+    images[:, 10, 5] = 255  # one lit pixel per image
+    torch.manual_seed(0)
+    moved = augment(images)
+    assert moved.shape == images.shape and moved.dtype == torch.uint8
+    rows, columns = (moved == 255).nonzero()[:, 1:].T
+    assert len(rows) == 500 and (moved > 0).sum() == 500
+    assert (rows - 10).abs().max() <= 2 and len(rows.unique()) == 5
+    plain, mirrored = (columns - 5).abs() <= 2, (columns - 22).abs() <= 2
+    assert bool((plain | mirrored).all()) and 150 < int(mirrored.sum()) < 350
+
+
+def test_dry_run_trains_one_batch_and_writes_nothing(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DLSERVE_REPORTS", str(tmp_path))
+    assert main(["image", "--preset", "smoke", "--dry-run", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_smoke_run_reports_accuracy_plots_and_registers(image_model: dict) -> None:
+    metrics = json.loads((REPORTS / "image-smoke" / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert list(metrics["per_class_accuracy"]) == list(CLASSES)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == metrics["data"]["test"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert metrics["parameters"] > 10_000 and metrics["parity_max_abs_diff"] <= 1e-4
+    for plot in ("confusion_matrix.png", "training_curves.png"):
+        assert (REPORTS / "image-smoke" / plot).stat().st_size > 1000
+    assert metrics["registered"]["version"] == image_model["version"]
+    assert image_model["labels"] == list(CLASSES)
+
+
+def test_exported_graph_takes_raw_uint8_images(image_model: dict) -> None:
+    model = load_model("image-classifier:latest", "cpu")
+    images, _ = load_test_images(32)
+    outputs = model.run({"images": images})
+    probabilities = outputs["probabilities"]
+    assert probabilities.shape == (32, 10)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(outputs["confidence"], probabilities.max(1), atol=1e-6)
+    with pytest.raises(Exception, match=r"(?i)type"):
+        model.run({"images": images.astype(np.float32)})

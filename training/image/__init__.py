@@ -1,0 +1,1 @@
+"""Image classification area: a CNN on Fashion-MNIST (see ``training.image.train``)."""
