@@ -1,0 +1,65 @@
+"""The per-model plug-in of batch jobs, and how the job finds it.
+
+An area module ``service/<module>.py`` declares ``BATCH = BatchAdapter(...)`` at top level; the
+batch job finds it there (by that declaration) and scores the model with no batch code of its
+own. The adapter's functions are the ones the HTTP route uses, so both paths share them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from service.batching import Arrays
+from service.served_model import ModelSpec
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchAdapter:
+    """How to score one model from a table chunk.
+
+    ``validate(table) -> (columns, reasons)``: numpy input columns for every row and, per row,
+    ``None`` or why the row is rejected. ``to_arrays(columns)``: valid rows' columns -> the ONNX
+    graph's inputs (the HTTP route calls it too). ``to_columns(outputs, metadata)``: graph
+    outputs -> the output fields, one array each. ``input_columns``: the columns to read.
+    """
+
+    spec: ModelSpec
+    input_columns: tuple[str, ...]
+    validate: Callable[[pa.Table], tuple[Columns, np.ndarray]]
+    to_arrays: Callable[[Mapping[str, np.ndarray]], Arrays]
+    to_columns: Callable[[Arrays, dict[str, Any]], Columns]
+
+
+class UnknownModelError(LookupError):
+    """No area module offers a batch adapter for the requested model."""
+
+
+def _area_modules() -> list[str]:
+    """Modules of the ``service`` package that declare a top-level ``BATCH`` adapter."""
+    package = Path(__file__).resolve().parents[1]
+    declares = re.compile(r"^BATCH\s*[:=]", re.MULTILINE)
+    return [
+        f"service.{path.stem}"
+        for path in sorted(package.glob("*.py"))
+        if declares.search(path.read_text(encoding="utf-8"))
+    ]
+
+
+def find_adapter(model: str) -> BatchAdapter:
+    """The adapter whose area or model-store name is ``model``."""
+    adapters = [importlib.import_module(name).BATCH for name in _area_modules()]
+    for adapter in adapters:
+        if model in (adapter.spec.area, adapter.spec.name):
+            return adapter
+    offered = sorted(adapter.spec.area for adapter in adapters)
+    raise UnknownModelError(f"no batch adapter for model {model!r}; available: {offered}")

@@ -1,0 +1,136 @@
+"""``--engine ray``: the same job on Ray Data, one ONNX Runtime session per actor.
+
+The driver lists the chunks still to do (the manifest makes it resumable, as on the local
+engine) and hands their indices to ``map_batches`` over a pool of ``ChunkScorer`` actors. Each
+actor loads the model once, reads its chunks' rows straight from the Parquet file (only the
+row groups that hold them), runs the shared ``prepare`` / ``LoadedModel.run`` / ``to_tables``
+steps and puts the part files in place; the driver then records each chunk in the manifest and
+finally writes the output files. Parquet input only (the actors need random access by row);
+the part folder must be on storage every actor and the driver share.
+
+Without ``--ray-address`` a local Ray is started bound to 127.0.0.1 with no dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from service.batch.adapter import find_adapter
+from service.batch.job import (
+    JobConfig,
+    Summary,
+    close_job,
+    load_for_batch,
+    open_store,
+    prepare,
+    to_tables,
+)
+from service.batch.parts import write_parts
+from service.batch.readers import InputError, input_format, open_source, parquet_rows
+from service.progress import progress_bar
+
+SPAN_ROWS = 131_072  # rows one actor call reads at once: about one Parquet row group
+PASSED_ENV = ("BENTOML_", "DLSERVE_")
+
+
+class ChunkScorer:
+    """A Ray Data actor: one loaded model, scoring chunks of one input into part files."""
+
+    def __init__(self, config: JobConfig) -> None:
+        self.config = config
+        self.adapter = find_adapter(config.model)
+        self.model = load_for_batch(self.adapter)
+        self.columns = [*self.adapter.input_columns, *filter(None, [config.id_column])]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score the chunks whose indices are in ``batch["index"]``; return their counts."""
+        size, indices = self.config.batch_size, [int(i) for i in batch["index"]]
+        first = min(indices)
+        rows = parquet_rows(
+            self.config.input, first * size, (max(indices) + 1) * size, self.columns
+        )
+        counts = []
+        for index in indices:
+            chunk = prepare(
+                self.adapter,
+                rows.slice((index - first) * size, size),
+                index,
+                size,
+                self.config.id_column,
+            )
+            outputs = self.model.run(chunk.inputs)
+            scored, rejects = to_tables(
+                self.adapter, self.model, chunk, outputs, self.config.id_column
+            )
+            write_parts(self.config.work_folder, index, scored, rejects)
+            counts.append((index, scored.num_rows, rejects.num_rows))
+        index, scored, rejected = (np.array(column) for column in zip(*counts, strict=True))
+        return {"index": index, "scored": scored, "rejected": rejected}
+
+
+def start_ray(address: str | None) -> bool:
+    """Join ``address`` or start a private local Ray; True when this process started it."""
+    import ray
+
+    env = {key: value for key, value in os.environ.items() if key.startswith(PASSED_ENV)}
+    runtime_env: dict[str, Any] = {"env_vars": env}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        return False
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env=runtime_env,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return True
+
+
+def run_ray(config: JobConfig, address: str | None, actors: int | None = None) -> Summary:
+    """Run ``config`` on Ray Data; same parts, manifest and final files as the local engine."""
+    import ray
+
+    started = time.perf_counter()
+    if input_format(config.input) != "parquet":
+        raise InputError("the Ray engine reads Parquet only; use --engine local for CSV/JSONL")
+    model = load_for_batch(find_adapter(config.model))
+    fingerprint = open_source(config.input, config.batch_size, []).fingerprint
+    store = open_store(config, fingerprint, model)
+    total = pq.ParquetFile(config.input).metadata.num_rows
+    todo = [i for i in range(math.ceil(total / config.batch_size)) if not store.done(i)]
+    config = JobConfig(
+        **{**config.__dict__, "input": config.input.resolve(), "output": config.output.resolve()}
+    )
+    owned = start_ray(address)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+        scored = ray.data.from_items([{"index": i} for i in todo]).map_batches(
+            ChunkScorer,
+            fn_constructor_args=(config,),
+            batch_size=max(1, SPAN_ROWS // config.batch_size),
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            num_cpus=1,
+        )
+        with progress_bar(total, f"batch {model.name} (ray)", config.quiet, unit="row") as bar:
+            bar.update(
+                total - sum(min(config.batch_size, total - i * config.batch_size) for i in todo)
+            )
+            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                counts = (batch["index"], batch["scored"], batch["rejected"])
+                for index, rows, rejected in zip(*counts, strict=True):
+                    store.record(int(index), int(rows), int(rejected))
+                    bar.update(int(rows + rejected))
+    finally:
+        if owned:
+            ray.shutdown()
+    return close_job(config, store, model, started)

@@ -1,0 +1,74 @@
+"""Batch jobs over HTTP: the BentoML task at ``/v1/batch/jobs`` (submit, status, get, files)."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from service.local_server import LocalServer
+from training.fraud.simulator import simulate_transactions
+
+pytestmark = pytest.mark.http
+ROUTE = "/v1/batch/jobs"
+
+
+def _submit(server: LocalServer, content: bytes, name: str, model: str = "fraud") -> httpx.Response:
+    files = {"file": (name, content, "application/octet-stream")}
+    return httpx.post(
+        server.url + ROUTE + "/submit", files=files, data={"model": model}, timeout=30
+    )
+
+
+def _result(server: LocalServer, task_id: str) -> httpx.Response:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(server.url + ROUTE + "/status", params={"task_id": task_id}).json()
+        if status["status"] != "in_progress":
+            break
+        time.sleep(0.2)
+    return httpx.get(server.url + ROUTE + "/get", params={"task_id": task_id}, timeout=30)
+
+
+def test_a_submitted_file_is_scored_and_downloadable(server: LocalServer) -> None:
+    frame = simulate_transactions(600, seed=8)
+    frame.loc[5, "amount"] = -1.0
+    submitted = _submit(server, frame.to_csv(index=False).encode(), "rows.csv")
+    assert submitted.status_code == 200, submitted.text
+    answer = _result(server, submitted.json()["task_id"])
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    assert body["rows"] == 600 and body["rejected"] >= 1
+    assert body["model"]["name"] == "fraud-scorer"
+    scores = pd.read_parquet(io.BytesIO(httpx.get(server.url + body["files"]["scores"]).content))
+    rejects = pd.read_parquet(io.BytesIO(httpx.get(server.url + body["files"]["rejects"]).content))
+    assert len(scores) == body["scored"] and 5 in set(rejects["row_id"])
+
+
+@pytest.mark.parametrize(
+    ("content", "model"),
+    [(b"hello\n", "fraud"), (b"\x00\xff\xfe garbage", "fraud"), (b"amount\n1\n", "nope")],
+)
+def test_a_bad_file_or_model_gets_a_400_naming_it(
+    server: LocalServer, content: bytes, model: str
+) -> None:
+    submitted = _submit(server, content, "bad.csv", model)
+    assert submitted.status_code == 200
+    answer = _result(server, submitted.json()["task_id"])
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["detail"][0]["loc"][0] == "body" and "/tmp" not in answer.text
+
+
+def test_an_upload_over_the_size_limit_gets_413(server: LocalServer) -> None:
+    response = _submit(server, b"x" * (9 * 1024 * 1024), "big.csv")
+    assert response.status_code == 413
+    assert response.json()["detail"][0]["type"] == "body_too_large"
+
+
+def test_an_unknown_job_file_is_404(server: LocalServer) -> None:
+    assert httpx.get(server.url + ROUTE + "/0123/scores").status_code == 404
