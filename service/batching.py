@@ -27,6 +27,33 @@ class OverloadedError(RuntimeError):
     """Too many rows are already waiting; the caller should retry later (HTTP 503)."""
 
 
+Join = Callable[[list[Arrays]], Arrays]
+
+
+def concatenate(parts: list[Arrays]) -> Arrays:
+    """Rows of every request, stacked along axis 0 (the default join)."""
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def concatenate_padded(parts: list[Arrays], pad_value: int = 0) -> Arrays:
+    """Like ``concatenate``, first right-padding axis 1 of every request's arrays with
+    ``pad_value`` to the longest among them (token sequences of different lengths)."""
+    width = {name: max(part[name].shape[1] for part in parts) for name in parts[0]}
+    return concatenate(
+        [
+            {
+                name: np.pad(
+                    value,
+                    [(0, 0), (0, width[name] - value.shape[1])] + [(0, 0)] * (value.ndim - 2),
+                    constant_values=pad_value,
+                )
+                for name, value in part.items()
+            }
+            for part in parts
+        ]
+    )
+
+
 @dataclass
 class _Pending:
     inputs: Arrays
@@ -39,7 +66,8 @@ class MicroBatcher:
 
     ``infer`` takes arrays whose first axis is rows and returns arrays with the same first
     axis; it runs in one dedicated thread. ``on_batch(rows, seconds, outputs)`` is called in
-    that thread after each call (metrics).
+    that thread after each call (metrics). ``join`` stacks several requests' inputs into one
+    batch (default: ``concatenate``; ``concatenate_padded`` for token sequences).
     """
 
     def __init__(
@@ -50,8 +78,10 @@ class MicroBatcher:
         max_wait_ms: float = 0.0,
         max_queue_rows: int = 100_000,
         on_batch: Callable[[int, float, Arrays], None] | None = None,
+        join: Join = concatenate,
     ) -> None:
         self._infer = infer
+        self._join = join
         self._max_batch_rows = max_batch_rows
         self._max_wait = max_wait_ms / 1000
         self._max_queue_rows = max_queue_rows
@@ -120,11 +150,7 @@ class MicroBatcher:
                     start += pending.rows
 
     def _call(self, batch: list[_Pending]) -> Arrays:
-        names = batch[0].inputs.keys()
-        if len(batch) == 1:
-            joined = batch[0].inputs
-        else:
-            joined = {name: np.concatenate([p.inputs[name] for p in batch]) for name in names}
+        joined = batch[0].inputs if len(batch) == 1 else self._join([p.inputs for p in batch])
         started = time.perf_counter()
         outputs = self._infer(joined)
         if self._on_batch is not None:

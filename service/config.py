@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
-KNOWN_AREAS = ("fraud",)
+KNOWN_AREAS = ("fraud", "image", "sentiment")
 
 
 class SettingsError(ValueError):

@@ -53,7 +53,7 @@ class BodyLimitMiddleware:
         if too_large:
             await self._refuse(scope, receive, send)
             return
-        await self.app(scope, _replay(body), send)
+        await self.app(scope, _replay(body, receive), send)
 
     async def _read_limited(self, receive: Receive) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
@@ -78,14 +78,15 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes) -> Receive:
-    """A ``receive`` that hands the app an already-read body in one message."""
+def _replay(body: bytes, downstream: Receive) -> Receive:
+    """A ``receive`` that hands the app an already-read body in one message, then passes on
+    the client's later messages (a streaming response waits on them for the disconnect)."""
     sent = False
 
     async def receive() -> Message:
         nonlocal sent
         if sent:
-            return {"type": "http.disconnect"}
+            return await downstream()
         sent = True
         return {"type": "http.request", "body": body, "more_body": False}
 

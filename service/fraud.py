@@ -6,13 +6,16 @@ a stored model trained on another spec is refused at load by ``check_feature_spe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.batch.adapter import BatchAdapter
 from service.batching import Arrays
+from service.columns import AtLeast, ColumnRules
 from service.model_store import ModelUnavailableError
 from service.served_model import ModelSpec
 from training.fraud.features import FRAUD_SPEC
@@ -20,6 +23,7 @@ from training.fraud.features import FRAUD_SPEC
 MAX_ROWS = 1000
 MERCHANT_CATEGORIES = FRAUD_SPEC.categorical["merchant_category"]
 MerchantCategory = Literal[MERCHANT_CATEGORIES]  # type: ignore[valid-type]
+DAY_COVERS_HOUR = AtLeast(high="txn_count_24h", low="txn_count_1h")
 
 
 class Transaction(BaseModel):
@@ -41,8 +45,8 @@ class Transaction(BaseModel):
 
     @model_validator(mode="after")
     def _day_count_covers_hour_count(self) -> Transaction:
-        if self.txn_count_24h < self.txn_count_1h:
-            raise ValueError("txn_count_24h must be at least txn_count_1h")
+        if not DAY_COVERS_HOUR.holds(self.__dict__):
+            raise ValueError(DAY_COVERS_HOUR.message)
         return self
 
 
@@ -65,26 +69,51 @@ class FraudScoreResponse(BaseModel):
     results: list[FraudResult]
 
 
+COLUMN_RULES = ColumnRules.from_model(Transaction, row_rules=(DAY_COVERS_HOUR,))
+
+
+def columns_to_arrays(columns: Mapping[str, np.ndarray]) -> Arrays:
+    """Valid transaction columns (category as code) -> the graph's ``numeric``/``categorical``."""
+    numeric = np.empty((len(columns["amount"]), len(FRAUD_SPEC.numeric)), dtype=np.float32)
+    for position, name in enumerate(FRAUD_SPEC.numeric):
+        numeric[:, position] = columns[name]
+    codes = np.asarray(columns["merchant_category"], dtype=np.int64)
+    return {"numeric": numeric, "categorical": codes.reshape(-1, 1)}
+
+
+_CATEGORY_CODES = {
+    name: code for code, name in enumerate(COLUMN_RULES.rule("merchant_category").choices)
+}
+
+
 _numeric_values = attrgetter(*FRAUD_SPEC.numeric)
-_category_code = {name: code for code, name in enumerate(MERCHANT_CATEGORIES)}
 
 
 def to_arrays(transactions: list[Transaction]) -> Arrays:
-    """Validated transactions -> the ONNX graph's ``numeric`` and ``categorical`` inputs."""
+    """Validated transactions -> graph inputs, equal to ``columns_to_arrays`` of the same rows.
+
+    Built row by row (the numeric columns in spec order, category codes from the batch rule's
+    choices): for the few rows of a request this is ~8x cheaper than going through columns.
+    """
     numeric = np.array([_numeric_values(t) for t in transactions], dtype=np.float32)
-    codes = [_category_code[t.merchant_category] for t in transactions]
-    categorical = np.array(codes, dtype=np.int64).reshape(-1, 1)
-    return {"numeric": numeric, "categorical": categorical}
+    codes = [_CATEGORY_CODES[t.merchant_category] for t in transactions]
+    return {"numeric": numeric, "categorical": np.array(codes, dtype=np.int64).reshape(-1, 1)}
+
+
+def to_columns(outputs: Arrays, threshold: float) -> dict[str, np.ndarray]:
+    """Graph outputs -> the response fields, one array each, in input order."""
+    probability = outputs["fraud_probability"]
+    return {
+        "fraud_probability": probability,
+        "anomaly_score": outputs["anomaly_score"],
+        "is_fraud": probability >= threshold,
+    }
 
 
 def to_results(outputs: Arrays, threshold: float) -> list[dict[str, Any]]:
     """Graph outputs -> one result per row, in input order."""
-    probability = outputs["fraud_probability"].tolist()
-    anomaly = outputs["anomaly_score"].tolist()
-    return [
-        {"fraud_probability": p, "anomaly_score": a, "is_fraud": p >= threshold}
-        for p, a in zip(probability, anomaly, strict=True)
-    ]
+    columns = {name: values.tolist() for name, values in to_columns(outputs, threshold).items()}
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def json_rows(frame: Any) -> list[dict[str, Any]]:
@@ -112,4 +141,12 @@ SPEC = ModelSpec(
     score_output="fraud_probability",
     request_schema=Transaction,
     check=check_feature_spec,
+)
+
+BATCH = BatchAdapter(
+    spec=SPEC,
+    input_columns=tuple(COLUMN_RULES.names),
+    validate=COLUMN_RULES.validate,
+    to_arrays=columns_to_arrays,
+    to_columns=lambda outputs, metadata: to_columns(outputs, metadata["decision"]["threshold"]),
 )

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.batching import Arrays, MicroBatcher, OverloadedError
+from service.batching import Arrays, Join, MicroBatcher, OverloadedError, concatenate
 from service.config import Settings
 from service.metrics import BATCH_ROWS, INFERENCE_SECONDS, MODEL_INFO, PREDICTIONS, observe_scores
 from service.model_store import LoadedModel, ModelUnavailableError, load_model
@@ -29,7 +29,8 @@ class ModelSpec:
     store (the latest version is served); ``route``: the prediction route; ``score_output``:
     the output whose values feed the score histogram (drift signal); ``request_schema``: one
     input row's pydantic model, shown by ``/v1/models``; ``check``: inspects the stored
-    metadata and raises ModelUnavailableError when the model does not fit the route.
+    metadata and raises ModelUnavailableError when the model does not fit the route;
+    ``join``: how the micro-batcher stacks concurrent requests' inputs.
     """
 
     area: str
@@ -38,6 +39,7 @@ class ModelSpec:
     score_output: str
     request_schema: type[BaseModel]
     check: Callable[[dict[str, Any]], None] | None = None
+    join: Join = concatenate
 
     @property
     def tag(self) -> str:
@@ -67,6 +69,7 @@ class ServedModel:
             max_wait_ms=settings.max_wait_ms,
             max_queue_rows=settings.max_queue_rows,
             on_batch=self._record_batch,
+            join=spec.join,
         )
 
     @property

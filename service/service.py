@@ -11,7 +11,11 @@ To serve a new model: describe it with a ``ModelSpec`` in its area module, add t
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
+from pathlib import Path
+from typing import Any
 
 import bentoml
 from starlette.applications import Starlette
@@ -19,7 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import fraud
+from service import fraud, sentiment
+from service import images as image_api
+from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.errors import BodyLimitMiddleware, error_response
@@ -28,7 +34,7 @@ from service.served_model import ModelNotReadyError, ModelSpec, ServedModel
 
 log = logging.getLogger("dlserve")
 SETTINGS = Settings.from_env()
-MODEL_SPECS: tuple[ModelSpec, ...] = (fraud.SPEC,)
+MODEL_SPECS: tuple[ModelSpec, ...] = (fraud.SPEC, image_api.SPEC, *sentiment.SPECS)
 
 
 class ErrorAnswer(Exception):
@@ -44,7 +50,12 @@ async def list_models(_: Request) -> JSONResponse:
     return JSONResponse({"models": [m.describe() for m in service.served.values()]})
 
 
-v1_app = Starlette(routes=[Route("/models", list_models, methods=["GET"])])
+v1_app = Starlette(
+    routes=[
+        Route("/models", list_models, methods=["GET"]),
+        Route("/batch/jobs/{job_id}/{name}", batch_http.download, methods=["GET"]),
+    ]
+)
 
 
 @bentoml.service(
@@ -65,6 +76,8 @@ class DLServe:
         for served in self.served.values():
             state = f"ready on {served.model.provider}" if served.model else "UNAVAILABLE"
             log.info("model %s (%s): %s", served.name, served.spec.route, state)
+        self.text_encoders = sentiment.load_encoders(self.served)
+        self.default_sentiment = sentiment.default_model(self.served)
 
     def __is_ready__(self) -> bool:
         return all(served.ready for served in self.served.values())
@@ -92,10 +105,79 @@ class DLServe:
         results = fraud.to_results(outputs, threshold)
         return JSONResponse({"model": served.reference(), "results": results})
 
+    async def _classify_images(
+        self, files: list[bytes], locs: list[list[str | int]], k: int
+    ) -> tuple[ServedModel, list[dict]]:
+        """Decode (off the event loop) and classify files; ImageInputError or ErrorAnswer."""
+        arrays = await asyncio.to_thread(image_api.to_arrays, files, locs)
+        served, outputs = await self._predict(image_api.SPEC.name, arrays)
+        return served, image_api.to_results(outputs, served.model.metadata["labels"], k)
+
+    @bentoml.api(route=image_api.SPEC.route)
+    async def image_classify(
+        self, image: Path, ctx: bentoml.Context
+    ) -> image_api.ImageClassifyResponse:
+        """Classify one image file (multipart field ``image``); ``?k=`` sets top-k (1-10)."""
+        try:
+            k = image_api.parse_k(ctx.request.query_params.get("k"))
+            served, results = await self._classify_images([image.read_bytes()], [["image"]], k)
+        except (image_api.ImageInputError, ErrorAnswer) as exc:
+            return _error_with_context(ctx, exc)
+        return JSONResponse({"model": served.reference(), **results[0]})
+
+    @bentoml.api(route=image_api.BATCH_ROUTE)
+    async def image_classify_batch(
+        self, images: image_api.ImageList, ctx: bentoml.Context
+    ) -> image_api.ImageBatchResponse:
+        """Classify 1 to 256 base64 image files, results in input order; ``?k=`` as above."""
+        try:
+            k = image_api.parse_k(ctx.request.query_params.get("k"))
+            files = image_api.decode_base64(images)
+            locs = [["images", index] for index in range(len(files))]
+            served, results = await self._classify_images(files, locs, k)
+        except (image_api.ImageInputError, ErrorAnswer) as exc:
+            return _error_with_context(ctx, exc)
+        return JSONResponse({"model": served.reference(), "results": results})
+
+    @bentoml.task(route=batch_http.ROUTE)
+    async def batch_job(
+        self, file: Path, ctx: bentoml.Context, model: str = "fraud"
+    ) -> dict[str, Any]:
+        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
+        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
+        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
+        ctx.response.status_code = status
+        return JSONResponse(body, status)
+
+    @bentoml.api(route=sentiment.ROUTE)
+    async def sentiment_classify(
+        self, texts: sentiment.Texts, model: sentiment.ModelChoice = None
+    ) -> sentiment.SentimentResponse:
+        """Label 1 to 256 texts positive or negative with ``model`` (default: the best)."""
+        name = sentiment.STORE_NAMES[model or self.default_sentiment]
+        encoder = self.text_encoders.get(name)
+        # Without an encoder the model is disabled or unavailable: _predict answers why.
+        arrays, truncated = encoder.encode(texts) if encoder else ({}, [])
+        try:
+            served, outputs = await self._predict(name, arrays)
+        except ErrorAnswer as answer:
+            return answer.response
+        results = sentiment.to_results(outputs, truncated)
+        return JSONResponse({"model": served.reference(), "results": results})
+
+
+def _error_with_context(ctx: bentoml.Context, exc: Exception) -> Response:
+    """The error answer of a route taking ``ctx`` (BentoML gives it ctx's status code)."""
+    response = exc.response if isinstance(exc, ErrorAnswer) else image_api.error_answer(exc)
+    ctx.response.status_code = response.status_code
+    return response
+
 
 DLServe.mount_asgi_app(v1_app, path="/v1")
 # The first middleware added is the outermost: the counter also sees the 413s of the limit.
 DLServe.add_asgi_middleware(
-    RejectedRequestCounter, routes={spec.route: spec.name for spec in MODEL_SPECS}
+    RejectedRequestCounter,
+    routes={spec.route: spec.name for spec in MODEL_SPECS}
+    | {image_api.BATCH_ROUTE: image_api.SPEC.name},
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)

@@ -31,6 +31,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # model store name -> training CLI arguments. A new area adds its line here.
 SMOKE_RUNS = {
     "fraud-scorer": ["fraud", "--preset", "smoke", "--register", "--quiet"],
+    "image-classifier": ["image", "--preset", "smoke", "--register", "--quiet"],
+    # One run registers both sentiment models; identical arguments are trained once.
+    "sentiment-rnn": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
+    "sentiment-transformer": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
 }
 
 
@@ -40,9 +44,11 @@ def stored_models() -> dict[str, dict]:
     from service.model_store import read_stored_model
     from training.cli import main
 
-    stored = {}
+    stored, done = {}, []
     for name, arguments in SMOKE_RUNS.items():
-        assert main(arguments) == 0
+        if arguments not in done:
+            assert main(arguments) == 0
+            done.append(arguments)
         stored[name] = read_stored_model(f"{name}:latest")[0]
     return stored
 
@@ -51,6 +57,18 @@ def stored_models() -> dict[str, dict]:
 def fraud_model(stored_models: dict[str, dict]) -> dict:
     """Stored metadata of the smoke-trained fraud scorer."""
     return stored_models["fraud-scorer"]
+
+
+@pytest.fixture(scope="session")
+def image_model(stored_models: dict[str, dict]) -> dict:
+    """Stored metadata of the smoke-trained image classifier."""
+    return stored_models["image-classifier"]
+
+
+@pytest.fixture(scope="session")
+def sentiment_models(stored_models: dict[str, dict]) -> dict[str, dict]:
+    """Stored metadata of the smoke-trained sentiment models, by request name."""
+    return {kind: stored_models[f"sentiment-{kind}"] for kind in ("rnn", "transformer")}
 
 
 @pytest.fixture(scope="session")

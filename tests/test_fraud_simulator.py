@@ -301,3 +301,16 @@ def test_fraud_package_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_simulated_rows_all_satisfy_the_serving_schema() -> None:
+    """Batch jobs over simulated files must see no rejects: every value is within the route's
+    limits (distances are capped at 20,000 km, counts and amounts stay in range)."""
+    import pyarrow as pa
+
+    from service.fraud import COLUMN_RULES
+
+    frame = simulate_transactions(300_000, seed=4)
+    _, reasons = COLUMN_RULES.validate(pa.Table.from_pandas(frame[COLUMN_RULES.names]))
+    bad = [reason for reason in reasons if reason is not None]
+    assert bad == [], bad[:5]

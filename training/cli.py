@@ -12,7 +12,11 @@ import importlib
 import time
 from types import ModuleType
 
-AREAS = {"fraud": "training.fraud.train"}
+AREAS = {
+    "fraud": "training.fraud.train",
+    "image": "training.image.train",
+    "sentiment": "training.sentiment.train",
+}
 
 
 def _area_module(area: str) -> ModuleType:

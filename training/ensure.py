@@ -8,7 +8,12 @@ import bentoml
 
 from training.cli import main as train
 
-DEFAULT_MODELS = {"fraud": "fraud-scorer:latest"}
+DEFAULT_MODELS = {
+    "fraud": "fraud-scorer:latest",
+    "image": "image-classifier:latest",
+    # One sentiment run trains and registers both sentiment-rnn and sentiment-transformer.
+    "sentiment": "sentiment-transformer:latest",
+}
 
 
 def missing_areas() -> list[str]:

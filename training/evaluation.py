@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, max_fpr: float) -> float:
@@ -33,4 +41,18 @@ def binary_report(labels: np.ndarray, scores: np.ndarray, max_fpr: float = 0.01)
         "pr_auc": round(float(average_precision_score(labels, scores)), 4),
         "roc_auc": round(float(roc_auc_score(labels, scores)), 4),
         f"recall_at_{max_fpr:g}_fpr": round(recall_at_fpr(labels, scores, max_fpr), 4),
+    }
+
+
+def label_report(labels: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:
+    """Accuracy, F1 (positive class), ROC-AUC, Brier score and the confusion matrix
+    (rows: true negative/positive; columns: predicted) when predicting ``p >= threshold``.
+    """
+    predicted = (probabilities >= threshold).astype(int)
+    return {
+        "accuracy": round(float(accuracy_score(labels, predicted)), 4),
+        "f1": round(float(f1_score(labels, predicted)), 4),
+        "roc_auc": round(float(roc_auc_score(labels, probabilities)), 4),
+        "brier": round(float(brier_score_loss(labels, probabilities)), 4),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
     }

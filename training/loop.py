@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import random
-import sys
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from service.progress import progress_bar
+
+__all__ = ["predict_in_batches", "progress_bar", "seed_everything", "train_epoch"]
 
 LossFn = Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
 
@@ -22,20 +26,6 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def progress_bar(total: int, description: str, quiet: bool, unit: str = "step") -> tqdm:
-    """A bar showing steps done, rate and time left (on stderr); silent when ``quiet``."""
-    return tqdm(
-        total=total,
-        desc=description,
-        unit=unit,
-        disable=quiet,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        mininterval=0.5,
-        leave=False,
-    )
-
-
 def train_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, ...]],
@@ -43,8 +33,12 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     bar: tqdm,
     max_steps: int | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> float:
-    """One pass over ``batches`` (at most ``max_steps``); return the mean training loss."""
+    """One pass over ``batches`` (at most ``max_steps``); return the mean training loss.
+
+    ``scheduler``, when given, steps after every optimiser step (per-batch schedules).
+    """
     model.train()
     total, steps = 0.0, 0
     for batch in batches:
@@ -52,6 +46,8 @@ def train_epoch(
         loss = loss_fn(model, batch)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total += loss.item()
         steps += 1
         bar.update(1)
@@ -59,6 +55,40 @@ def train_epoch(
         if max_steps is not None and steps >= max_steps:
             break
     return total / max(steps, 1)
+
+
+def fit_best_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, ...]],
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    validate: Callable[[nn.Module], float],
+    *,
+    epochs: int,
+    name: str,
+    quiet: bool,
+    max_steps: int | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, list[float]]:
+    """Train ``epochs`` epochs (at most ``max_steps`` batches each) under one progress bar.
+
+    After each epoch ``validate(model)`` scores the model in eval mode (higher is better); at
+    the end the best epoch's weights are restored and the model is left in eval mode. Returns
+    the curves: ``train_loss`` and ``validation`` per epoch.
+    """
+    steps = min(max_steps, len(batches)) if max_steps else len(batches)
+    curves: dict[str, list[float]] = {"train_loss": [], "validation": []}
+    best_score, best_state = -np.inf, None
+    with progress_bar(epochs * steps, name, quiet) as bar:
+        for _ in range(epochs):
+            loss = train_epoch(model, batches, loss_fn, optimizer, bar, max_steps, scheduler)
+            curves["train_loss"].append(loss)
+            curves["validation"].append(score := float(validate(model.eval())))
+            if score > best_score:
+                best_score, best_state = score, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    return curves
 
 
 @torch.no_grad()

@@ -100,6 +100,44 @@ def plot_training_curves(path: Path, curves: dict[str, list[float]], ylabel: str
     return _save(figure, path)
 
 
+def plot_calibration(
+    path: Path, labels: np.ndarray, probabilities: dict[str, np.ndarray], bins: int = 10
+) -> Path:
+    """Reliability diagram: observed positive rate per predicted-probability bin, per model."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    edges = np.linspace(0, 1, bins + 1)
+    for name, probability in probabilities.items():
+        which = np.clip(np.digitize(probability, edges) - 1, 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        predicted = [probability[which == b].mean() for b in filled]
+        observed = [labels[which == b].mean() for b in filled]
+        axis.plot(predicted, observed, marker="o", label=name)
+    axis.set(
+        xlabel="predicted probability", ylabel="observed frequency", title="Calibration (test)"
+    )
+    axis.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_confusion_matrix(
+    path: Path, matrix: np.ndarray, labels: list[str] | tuple[str, ...], title: str
+) -> Path:
+    """Counts of true class (rows) by predicted class (columns), each cell annotated."""
+    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    ticks = range(len(labels))
+    axis.set_xticks(ticks, labels, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(ticks, labels, fontsize=8)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    dark = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        color = "white" if count > dark else "black"
+        axis.text(column, row, str(count), ha="center", va="center", fontsize=7, color=color)
+    return _save(figure, path)
+
+
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=90)

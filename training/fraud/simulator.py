@@ -117,6 +117,7 @@ _LEGIT_BURST_SHARE = 0.08
 _UNREPORTED_FRAUD = 0.05
 _FRIENDLY_FRAUD = 0.0005
 _HISTORY_PRIOR_WEIGHT = 3.0
+_MAX_DISTANCE_KM = 20_000.0  # no place on Earth is further than ~20,037 km away
 
 _CAT = {name: index for index, name in enumerate(MERCHANT_CATEGORIES)}
 _N_CAT = len(MERCHANT_CATEGORIES)
@@ -670,7 +671,9 @@ def simulate_transactions(n_rows: int, *, fraud_rate: float = 0.01, seed: int = 
             "amount": amount[order],
             "hour": ((timestamp[order] % _DAY) // _HOUR).astype(np.int64),
             "card_present": rows["card_present"][order],
-            "distance_from_home_km": np.round(rows["distance"][order], 1),
+            "distance_from_home_km": np.round(
+                np.minimum(rows["distance"][order], _MAX_DISTANCE_KM), 1
+            ),
             "txn_count_1h": count_1h[order].astype(np.int64),
             "txn_count_24h": count_24h[order].astype(np.int64),
             "avg_amount_30d": np.round(average[order], 2),

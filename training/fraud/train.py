@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from training.fraud import seed_example
 from training.fraud.baselines import baseline_scores, fit_baselines
 from training.fraud.features import FRAUD_SPEC, FeatureSpec, encode, load_table, time_ordered_split
 from training.fraud.simulator import simulate_transactions
-from training.loop import predict_in_batches, progress_bar, seed_everything, train_epoch
+from training.loop import LossFn, fit_best_epoch, predict_in_batches, seed_everything
 from training.registry import register_model
 from training.reports import (
     plot_pr_roc,
@@ -132,37 +132,33 @@ def _reconstruction_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]
 
 
 def fit(
-    model,
-    loss_fn,
+    model: torch.nn.Module,
+    loss_fn: LossFn,
     rows: tuple[torch.Tensor, ...],
-    validate,
+    validate: Callable[[torch.nn.Module], float],
     epochs: int,
     preset: Preset,
     args: argparse.Namespace,
     name: str,
 ) -> tuple[torch.nn.Module, dict]:
-    """Train ``model`` for ``epochs``, keep the weights with the best ``validate(model)`` score.
-
-    ``validate`` returns a number where higher is better. Returns the best model and curves
-    (training loss and validation score per epoch).
-    """
+    """Adam on shuffled ``rows``; keep the epoch with the best ``validate(model)`` score."""
     generator = seed_everything(args.seed)
     loader = DataLoader(
         TensorDataset(*rows), batch_size=preset.batch_size, shuffle=True, generator=generator
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=preset.learning_rate)
-    curves: dict[str, list[float]] = {"train_loss": [], "validation": []}
-    best_score, best_state = -np.inf, None
-    with progress_bar(epochs * len(loader), name, args.quiet) as bar:
-        for _ in range(epochs):
-            steps = 1 if args.dry_run else None
-            curves["train_loss"].append(train_epoch(model, loader, loss_fn, optimizer, bar, steps))
-            model.eval()
-            curves["validation"].append(score := float(validate(model)))
-            if score > best_score:
-                best_score, best_state = score, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return model.eval(), curves
+    curves = fit_best_epoch(
+        model,
+        loader,
+        loss_fn,
+        optimizer,
+        validate,
+        epochs=epochs,
+        name=name,
+        quiet=args.quiet,
+        max_steps=1 if args.dry_run else None,
+    )
+    return model, curves
 
 
 def train_models(
