@@ -39,9 +39,9 @@ def test_scores_come_back_in_input_order_and_match_the_stored_model(
 
 
 def test_models_route_lists_the_loaded_model(client: TestClient, fraud_model: dict) -> None:
-    models = client.get("/v1/models").json()["models"]
-    assert len(models) == 1
-    entry = models[0]
+    models = {entry["name"]: entry for entry in client.get("/v1/models").json()["models"]}
+    assert {"fraud-scorer", "image-classifier"} <= set(models)
+    entry = models["fraud-scorer"]
     assert entry["status"] == "ready" and entry["provider"] == "cpu"
     assert entry["sha256"] == fraud_model["sha256"]
     assert entry["route"] == "/v1/fraud/score"

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="no progress bars (for logs); the summary line still prints",
         )
+        sub.add_argument(
+            "--register",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="store the exported model(s) in the BentoML model store "
+            "(default: only for the full preset, so a smoke run never replaces a served model)",
+        )
         module.add_arguments(sub)
     return parser
 
@@ -57,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one area's training; print a one-line summary; return the exit code."""
     args = build_parser().parse_args(argv)
+    if args.register is None:
+        args.register = args.preset == "full"
     started = time.perf_counter()
     summary = _area_module(args.area).run(args)
     seconds = time.perf_counter() - started

@@ -82,13 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="JSON feature spec of --data (label, numeric, categorical columns)",
     )
-    parser.add_argument(
-        "--register",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="store the exported model in the BentoML model store "
-        "(default: only for the full preset)",
-    )
 
 
 def load_frames(args: argparse.Namespace, preset: Preset) -> tuple[FeatureSpec, list[pd.DataFrame]]:
@@ -351,8 +344,7 @@ def run(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path, parity = export_model(scorer, splits[2], Path(scratch))
         metadata = model_metadata(spec, preprocessor, metrics, threshold, args)
-        register = args.register if args.register is not None else args.preset == "full"
-        stored = register_model(MODEL_NAME, onnx_path, metadata) if register else metadata
+        stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
     write_plots(directory, splits, test_scores, curves, threshold)
     write_metrics(
         directory,
@@ -375,7 +367,9 @@ def run(args: argparse.Namespace) -> str:
                 "mlp": _count(scorer.classifier),
                 "autoencoder": _count(scorer.autoencoder),
             },
-            "registered": {"name": MODEL_NAME, "version": stored["version"]} if register else None,
+            "registered": {"name": MODEL_NAME, "version": stored["version"]}
+            if args.register
+            else None,
             "duration_seconds": round(time.perf_counter() - started, 1),
         },
     )

@@ -56,13 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with the Fashion-MNIST IDX files (.gz or not) (default: "
         "$DLSERVE_FASHION_MNIST or /usr/share/datasets/fashion-mnist)",
     )
-    parser.add_argument(
-        "--register",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="store the exported model in the BentoML model store "
-        "(default: only for the full preset)",
-    )
 
 
 def load_data(args: argparse.Namespace, preset: Preset) -> tuple[Split, Split, Split]:
@@ -205,9 +198,8 @@ def run(args: argparse.Namespace) -> str:
     directory = report_dir("image", args.preset)
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path, parity = export_model(model, test, Path(scratch))
-        register = args.register if args.register is not None else args.preset == "full"
         metadata = model_metadata(metrics, args)
-        stored = register_model(MODEL_NAME, onnx_path, metadata) if register else metadata
+        stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
     extra = {
         "preset_config": asdict(preset),
         "model_config": asdict(CNNConfig()),
@@ -218,7 +210,7 @@ def run(args: argparse.Namespace) -> str:
         },
         "curves": curves,
         "parity_max_abs_diff": parity,
-        "registered": {"name": MODEL_NAME, "version": stored["version"]} if register else None,
+        "registered": {"name": MODEL_NAME, "version": stored["version"]} if args.register else None,
         "duration_seconds": round(time.perf_counter() - started, 1),
     }
     write_report(directory, metrics, curves, extra, args)

@@ -93,13 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train at most this many batches per epoch (default: every batch)",
     )
-    parser.add_argument(
-        "--register",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="store the exported models in the BentoML model store "
-        "(default: only for the full preset)",
-    )
 
 
 def build(kind: str, train: TextSplit, preset: Preset) -> Built:
@@ -195,14 +188,13 @@ def publish(
     args: argparse.Namespace,
 ) -> dict:
     """Export, check parity, optionally register; return the model's metrics entry."""
-    register = args.register if args.register is not None else args.preset == "full"
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path, parity = export_model(trained, splits, Path(scratch))
         tokenizer_path = Path(scratch) / TOKENIZER_FILE
         trained.built.encoder.tokenizer.save(str(tokenizer_path))
         entry = {**metrics, "parity_max_abs_diff": parity}
         metadata = model_metadata(kind, trained, entry, preset, args)
-        if register:
+        if args.register:
             stored = register_model(STORE_NAMES[kind], onnx_path, metadata, (tokenizer_path,))
             entry["registered"] = {"name": stored["name"], "version": stored["version"]}
     return entry
