@@ -12,6 +12,7 @@ import pytest
 from service import sentiment
 from service.local_server import LocalServer
 from service.model_store import load_model
+from tests.http_checks import assert_names_field_and_rule
 from tests.sentiment_sentences import review_sentences
 
 pytestmark = pytest.mark.http
@@ -104,7 +105,4 @@ BAD_BODIES = [
 def test_bad_input_gets_400_naming_field_and_limit(
     server: LocalServer, case: str, body: dict, loc: list, message: str
 ) -> None:
-    response = _post(server, body)
-    assert response.status_code == 400, response.text
-    detail = response.json()["detail"]
-    assert any(entry["loc"] == loc and message in entry["msg"] for entry in detail), detail
+    assert_names_field_and_rule(_post(server, body), loc, message)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from service.local_server import LocalServer
+from tests.http_checks import assert_names_field_and_rule
 from tests.payloads import transactions
 
 pytestmark = pytest.mark.http
@@ -113,10 +114,7 @@ BAD_ROWS = [
 def test_bad_rows_get_400_naming_field_and_rule(
     server: LocalServer, case: str, body: dict, loc: list, message: str
 ) -> None:
-    response = _post(server, body)
-    assert response.status_code == 400, response.text
-    detail = response.json()["detail"]
-    assert any(entry["loc"] == loc and message in entry["msg"] for entry in detail), detail
+    assert_names_field_and_rule(_post(server, body), loc, message)
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
