@@ -30,7 +30,8 @@ def ceiling(batch_size: int, source: Path) -> float:
     model = load_for_batch(adapter)
     table = pq.ParquetFile(source).read_row_group(0).slice(0, batch_size)
     columns, _ = adapter.validate(table)
-    return ceiling_rows_per_second(model, adapter.to_arrays(columns), seconds=3.0)[0]
+    inputs, _ = adapter.encode(columns, model.metadata)
+    return ceiling_rows_per_second(model, inputs, seconds=3.0)[0]
 
 
 def timed_job(config: JobConfig, engine: str) -> tuple[float, int]:

@@ -68,13 +68,20 @@ class ColumnRule:
             raise TypeError(f"{name}: type {annotation!r} has no vectorised twin")
         return cls(name, kinds[annotation], **limits)
 
-    def check(self, column: pa.ChunkedArray | None, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(values, bad)``: the column as numpy and a mask of rows breaking this rule."""
+    def check(
+        self, column: pa.ChunkedArray | None, rows: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(values, bad)``: the column as numpy and a mask of rows breaking this rule, or
+        ``None`` for the mask when no row does."""
         if column is None:
             return np.zeros(rows), np.ones(rows, dtype=bool)
         if self.kind == "choice":
             codes = self.codes(column)
-            return codes, codes < 0
+            bad = codes < 0
+            return codes, bad if bad.any() else None
+        clean = self.clean_numbers(column)
+        if clean is not None:
+            return clean, None
         values = _numbers(column, words=self.kind == "bool")
         bad = ~np.isfinite(values)
         if self.kind == "bool":
@@ -89,8 +96,33 @@ class ColumnRule:
                 bad |= values > self.le
         return values, bad
 
+    def clean_numbers(self, column: pa.ChunkedArray) -> np.ndarray | None:
+        """The fast path for the usual column: numeric, of a type the rule accepts, without
+        nulls, and with every value keeping the rule (its minimum and maximum do; a NaN fails
+        both comparisons). Then the column as numpy, as stored; otherwise ``None``."""
+        integral = pa.types.is_integer(column.type) or pa.types.is_boolean(column.type)
+        floating = pa.types.is_floating(column.type) and self.kind == "float"
+        if column.null_count or not (integral or floating) or len(column) == 0:
+            return None
+        values = column.to_numpy()
+        low, high = (0, 1) if self.kind == "bool" else (self.ge, self.le)
+        lowest, highest = values.min(), values.max()
+        if (low is not None and not lowest >= low) or (high is not None and not highest <= high):
+            return None
+        return values.astype(bool, copy=False) if self.kind == "bool" else values
+
     def codes(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-        """Each value's position in ``choices`` (int64; -1 for unknown or missing)."""
+        """Each value's position in ``choices`` (int64; -1 for unknown or missing).
+
+        A dictionary-encoded column is looked up once per distinct value, not once per row.
+        """
+        if isinstance(values, pa.ChunkedArray) and pa.types.is_dictionary(values.type):
+            parts = [self.codes(chunk) for chunk in values.chunks]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        if isinstance(values, pa.DictionaryArray):
+            per_value = self.codes(values.dictionary)
+            indices = pc.fill_null(values.indices, -1).to_numpy(zero_copy_only=False)
+            return np.where(indices >= 0, per_value[indices], -1)
         codes = pc.index_in(pc.cast(values, pa.string()), value_set=pa.array(self.choices))
         return pc.fill_null(codes, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -150,7 +182,8 @@ class ColumnRules:
     def validate(self, table: pa.Table) -> tuple[Columns, np.ndarray]:
         """``(columns, reasons)``: numpy columns of every row and the first broken rule per row.
 
-        Numbers come as float64, booleans as bool, choices as codes (see ``ColumnRule.codes``);
+        Numbers come as stored when clean (else as float64), booleans as bool, choices as codes
+        (see ``ColumnRule.codes``);
         ``reasons[i]`` is ``None`` for a valid row.
         """
         rows = table.num_rows
@@ -160,7 +193,8 @@ class ColumnRules:
         for rule in self.fields:
             present = table.column(rule.name) if rule.name in table.column_names else None
             columns[rule.name], bad = rule.check(present, rows)
-            first_broken[bad & (first_broken < 0)] = len(messages)
+            if bad is not None:
+                first_broken[bad & (first_broken < 0)] = len(messages)
             messages.append(
                 rule.message if present is not None else f"{rule.name}: column is missing"
             )

@@ -146,7 +146,8 @@ SPEC = ModelSpec(
 BATCH = BatchAdapter(
     spec=SPEC,
     input_columns=tuple(COLUMN_RULES.names),
+    categorical_columns=tuple(r.name for r in COLUMN_RULES.fields if r.kind == "choice"),
     validate=COLUMN_RULES.validate,
-    to_arrays=columns_to_arrays,
+    encode=lambda columns, metadata: (columns_to_arrays(columns), {}),
     to_columns=lambda outputs, metadata: to_columns(outputs, metadata["decision"]["threshold"]),
 )

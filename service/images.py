@@ -252,6 +252,6 @@ BATCH = BatchAdapter(
     spec=SPEC,
     input_columns=("image",),
     validate=decode_column,
-    to_arrays=lambda columns: {"images": columns["images"]},
+    encode=lambda columns, metadata: ({"images": columns["images"]}, {}),
     to_columns=lambda outputs, metadata: to_columns(outputs, metadata["labels"]),
 )

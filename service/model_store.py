@@ -60,7 +60,15 @@ class LoadedModel:
         return self.metadata["version"]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference call: named input arrays in, named output arrays out."""
+        """One inference call: named input arrays in, named output arrays out.
+
+        An empty batch (a batch-job chunk whose rows were all rejected) never reaches ONNX
+        Runtime, where some graphs (the GRU's) abort the process on batch 0: it gets the
+        outputs of the warm-up row, cut to zero rows.
+        """
+        if next(iter(inputs.values())).shape[0] == 0:
+            warm_up = self.run(warm_up_inputs(self.metadata["inputs"]))
+            return {name: values[:0] for name, values in warm_up.items()}
         return dict(zip(self.output_names, self.session.run(None, inputs), strict=True))
 
     def describe(self) -> dict[str, Any]:

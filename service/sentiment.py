@@ -4,18 +4,23 @@ and the answer.
 Two models answer ``POST /v1/sentiment``: ``rnn`` (bidirectional GRU) and ``transformer``
 (fine-tuned MiniLM). A request may name one; otherwise the ready model with the higher stored
 test accuracy answers. Each batch is padded to its longest text, never to the model's maximum;
-``truncated`` marks texts longer than the model's ``max_tokens``.
+``truncated`` marks texts longer than the model's ``max_tokens``. Batch jobs score a ``text``
+column with the same rules and encoding (``BATCH``).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from service.batch.adapter import BatchAdapter
 from service.batching import Arrays, concatenate_padded
 from service.model_store import ModelUnavailableError
 from service.served_model import ModelSpec, ServedModel
@@ -26,6 +31,7 @@ MAX_TEXTS = 256
 MAX_CHARACTERS = 5000
 STORE_NAMES = {"transformer": "sentiment-transformer", "rnn": "sentiment-rnn"}
 LABELS = ("negative", "positive")
+TEXT_COLUMN = "text"
 
 
 def _not_blank(text: str) -> str:
@@ -122,17 +128,68 @@ def default_model(served: dict[str, ServedModel]) -> str:
     return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
 
 
+def to_columns(outputs: Arrays) -> dict[str, np.ndarray]:
+    """P(positive) per text -> ``label`` and the ``probability`` of that label, as arrays."""
+    positive = outputs["positive_probability"].astype(np.float64)
+    is_positive = positive >= 0.5
+    return {
+        "label": np.asarray(LABELS, dtype=object)[is_positive.astype(np.int64)],
+        "probability": np.where(is_positive, positive, 1.0 - positive),
+    }
+
+
 def to_results(outputs: Arrays, truncated: list[bool]) -> list[dict[str, Any]]:
     """P(positive) per text -> label, probability of that label, truncated flag; in order."""
-    positive = outputs["positive_probability"].astype(np.float64)
+    columns = to_columns(outputs)
     return [
-        {
-            "label": LABELS[int(p >= 0.5)],
-            "probability": p if p >= 0.5 else 1.0 - p,
-            "truncated": cut,
-        }
-        for p, cut in zip(positive.tolist(), truncated, strict=True)
+        {"label": label, "probability": probability, "truncated": cut}
+        for label, probability, cut in zip(
+            columns["label"].tolist(), columns["probability"].tolist(), truncated, strict=True
+        )
     ]
+
+
+def validate_texts(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Batch jobs: the ``text`` column -> the texts and, per row, ``None`` or why the row is
+    refused, by the request's rules (a string of 1 to MAX_CHARACTERS characters, not blank)."""
+    rows = table.num_rows
+    reasons = np.full(rows, None, dtype=object)
+    column = table.column(TEXT_COLUMN) if TEXT_COLUMN in table.column_names else None
+    if column is None or not (
+        pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    ):
+        reasons[:] = (
+            "text: column is missing"
+            if column is None
+            else "text: missing"
+            if pa.types.is_null(column.type)
+            else "text: must be a string"
+        )
+        return {TEXT_COLUMN: np.full(rows, "", dtype=object)}, reasons
+    lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy()
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True).to_numpy()
+    reasons[lengths > MAX_CHARACTERS] = f"text: at most {MAX_CHARACTERS} characters"
+    reasons[blank] = "text: must not be empty or whitespace-only"
+    reasons[pc.is_null(column).to_numpy(zero_copy_only=False)] = "text: missing"
+    return {TEXT_COLUMN: column.to_numpy(zero_copy_only=False)}, reasons
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder(name: str, version: str, max_tokens: int) -> TextEncoder:
+    return stored_encoder({"name": name, "version": version, "max_tokens": max_tokens})
+
+
+def encode_texts(
+    columns: dict[str, np.ndarray], metadata: dict[str, Any]
+) -> tuple[Arrays, dict[str, np.ndarray]]:
+    """Batch jobs: valid texts -> the graph's inputs (the route's encoder) and ``truncated``."""
+    texts = columns[TEXT_COLUMN].tolist()
+    if not texts:
+        empty = np.zeros((0, 1), dtype=np.int64)
+        return {"input_ids": empty, "attention_mask": empty}, {"truncated": np.zeros(0, bool)}
+    encoder = _encoder(metadata["name"], metadata["version"], int(metadata["max_tokens"]))
+    arrays, truncated = encoder.encode(texts)
+    return arrays, {"truncated": np.array(truncated, dtype=bool)}
 
 
 SPECS = tuple(
@@ -146,4 +203,14 @@ SPECS = tuple(
         join=concatenate_padded,
     )
     for store_name in STORE_NAMES.values()
+)
+BATCH = tuple(
+    BatchAdapter(
+        spec=spec,
+        input_columns=(TEXT_COLUMN,),
+        validate=validate_texts,
+        encode=encode_texts,
+        to_columns=lambda outputs, metadata: to_columns(outputs),
+    )
+    for spec in SPECS  # the transformer first: ``--model sentiment`` means the more accurate
 )

@@ -74,3 +74,18 @@ def test_a_missing_column_rejects_every_row_naming_it() -> None:
     table = pa.Table.from_pylist(GOOD).drop_columns(["hour"])
     _, reasons = COLUMN_RULES.validate(table)
     assert set(reasons) == {"hour: column is missing"}
+
+
+def test_dictionary_encoded_categories_are_checked_like_strings() -> None:
+    rows = [*GOOD[:4], {**GOOD[4], "merchant_category": "casino"}, {**GOOD[5], "hour": 30}]
+    plain = pa.Table.from_pylist(rows)
+    encoded = plain.set_column(
+        plain.column_names.index("merchant_category"),
+        "merchant_category",
+        plain.column("merchant_category").dictionary_encode(),
+    )
+    plain_columns, plain_reasons = COLUMN_RULES.validate(plain)
+    columns, reasons = COLUMN_RULES.validate(encoded)
+    assert reasons.tolist() == plain_reasons.tolist()
+    assert reasons[4].startswith("merchant_category") and reasons[5].startswith("hour")
+    np.testing.assert_array_equal(columns["merchant_category"], plain_columns["merchant_category"])

@@ -21,11 +21,22 @@ EXIT_REJECTS = 3
 EXIT_BAD_JOB = 2
 
 
+def column_pair(text: str) -> tuple[str, str]:
+    """``INPUT=COLUMN`` -> ``(INPUT, COLUMN)``; argparse reports anything else."""
+    model_input, _, file_column = text.partition("=")
+    if not model_input or not file_column:
+        raise argparse.ArgumentTypeError(f"{text!r} is not INPUT=COLUMN (e.g. text=review)")
+    return model_input, file_column
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service.batch", description=__doc__)
     parser.add_argument("--model", required=True, help="area or model-store name, e.g. fraud")
     parser.add_argument(
-        "--input", type=Path, required=True, help="CSV, Parquet or JSON Lines (.jsonl) file"
+        "--input",
+        type=Path,
+        required=True,
+        help="CSV, Parquet or JSON Lines (.jsonl) file, or a folder of image files",
     )
     parser.add_argument(
         "--output",
@@ -41,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--id-column", help="input column copied to the output as the row key (default: row_id)"
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        type=column_pair,
+        metavar="INPUT=COLUMN",
+        help="read the model input INPUT from the file's column COLUMN, e.g. text=review "
+        "(repeatable; default: the input's own name)",
     )
     parser.add_argument(
         "--engine", choices=("local", "ray"), default="local", help="where to run (default: local)"
@@ -67,6 +87,7 @@ def config_from(args: argparse.Namespace) -> JobConfig:
         resume=args.resume,
         id_column=args.id_column,
         quiet=args.quiet,
+        column_map=tuple(args.column),
     )
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 from service.batch.adapter import BatchAdapter, find_adapter
 from service.batch.parts import PartStore
 from service.batch.pipeline import WriteBehind, read_ahead
-from service.batch.readers import InputError, open_source
+from service.batch.readers import InputError, Source, open_source
 from service.batching import Arrays
 from service.config import Settings
 from service.model_store import LoadedModel, load_model
@@ -38,6 +38,28 @@ class JobConfig:
     resume: bool = False
     id_column: str | None = None
     quiet: bool = False
+    column_map: tuple[tuple[str, str], ...] = ()  # (model input column, file column) pairs
+
+    def file_columns(self, adapter: BatchAdapter) -> list[str]:
+        """The input file's columns to read: the model's inputs (under their file names,
+        see ``column_map``) and the id column."""
+        inputs = self.file_names(adapter.input_columns)
+        return [*inputs, *([self.id_column] if self.id_column else [])]
+
+    def file_names(self, model_columns: tuple[str, ...]) -> list[str]:
+        """The file's names of model input columns (see ``column_map``)."""
+        file_name = dict(self.column_map)
+        return [file_name.get(name, name) for name in model_columns]
+
+    def open(self, adapter: BatchAdapter) -> Source:
+        """The input, opened to read the columns ``adapter`` needs, in chunks."""
+        categorical = self.file_names(adapter.categorical_columns)
+        return open_source(self.input, self.batch_size, self.file_columns(adapter), categorical)
+
+    def to_model_columns(self, table: pa.Table) -> pa.Table:
+        """``table`` with its mapped file columns renamed to the model's input names."""
+        model_name = {file: model for model, file in self.column_map}
+        return table.rename_columns([model_name.get(name, name) for name in table.column_names])
 
     @property
     def rejects(self) -> Path:
@@ -82,57 +104,73 @@ def load_for_batch(adapter: BatchAdapter) -> LoadedModel:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Rows ``[index * batch_size, ...)`` validated: ids, valid mask, reasons, graph inputs."""
+    """Rows ``[index * batch_size, ...)`` validated: ids, valid mask, reasons, graph inputs,
+    and the valid rows' output fields known before inference (``BatchAdapter.encode``)."""
 
     index: int
     ids: pa.Array
     valid: np.ndarray
     reasons: np.ndarray
     inputs: Arrays
+    fields: dict[str, np.ndarray]
 
 
 def prepare(
-    adapter: BatchAdapter, table: pa.Table, index: int, batch_size: int, id_column: str | None
+    adapter: BatchAdapter, metadata: dict[str, Any], table: pa.Table, index: int, config: JobConfig
 ) -> Chunk:
-    """Validate chunk ``index`` and encode its valid rows as the graph's inputs."""
+    """Validate chunk ``index`` (rows as read from the file) and encode its valid rows."""
+    id_column = config.id_column
     if id_column is not None and id_column not in table.column_names:
         raise InputError(f"id column {id_column!r} is not in the input")
-    first = index * batch_size
+    first = index * config.batch_size
     ids = table.column(id_column) if id_column else pa.array(np.arange(first, first + len(table)))
-    columns, reasons = adapter.validate(table)
+    columns, reasons = adapter.validate(config.to_model_columns(table))
     valid = np.equal(reasons, None)
-    inputs = adapter.to_arrays({name: values[valid] for name, values in columns.items()})
-    return Chunk(index, ids, valid, reasons, inputs)
+    if not valid.all():
+        columns = {name: values[valid] for name, values in columns.items()}
+    inputs, fields = adapter.encode(columns, metadata)
+    return Chunk(index, ids, valid, reasons, inputs, fields)
 
 
 def to_tables(
     adapter: BatchAdapter, model: LoadedModel, chunk: Chunk, outputs: Arrays, id_column: str | None
 ) -> tuple[pa.Table, pa.Table]:
-    """``(scored, rejects)``: valid rows' output fields and the rejected rows' reasons."""
+    """``(scored, rejects)``: valid rows' output fields and the rejected rows' reasons.
+
+    ``model_name`` and ``model_version`` are dictionary-encoded (one value each), so a chunk
+    costs one byte per row for them rather than two strings.
+    """
     id_name = id_column or ROW_ID
     scored_rows = int(chunk.valid.sum())
+    everything = scored_rows == len(chunk.valid)
     scored = pa.table(
         {
-            id_name: chunk.ids.filter(pa.array(chunk.valid)),
+            id_name: chunk.ids if everything else chunk.ids.filter(pa.array(chunk.valid)),
             **adapter.to_columns(outputs, model.metadata),
-            "model_name": pa.repeat(model.name, scored_rows),
-            "model_version": pa.repeat(model.version, scored_rows),
+            **chunk.fields,
+            "model_name": constant(model.name, scored_rows),
+            "model_version": constant(model.version, scored_rows),
         }
     )
-    reasons = pa.array(chunk.reasons[~chunk.valid], type=pa.string())
-    rejects = pa.table({id_name: chunk.ids.filter(pa.array(~chunk.valid)), "reason": reasons})
+    rejected = ~chunk.valid
+    reasons = pa.array(chunk.reasons[rejected], type=pa.string())
+    rejects = pa.table({id_name: chunk.ids.filter(pa.array(rejected)), "reason": reasons})
     return scored, rejects
+
+
+def constant(value: str, rows: int) -> pa.DictionaryArray:
+    """``rows`` times ``value``, dictionary-encoded."""
+    return pa.DictionaryArray.from_arrays(np.zeros(rows, dtype=np.int8), pa.array([value]))
 
 
 def dry_run(config: JobConfig) -> str:
     """Score only the first chunk and write nothing; a line saying what it found."""
     adapter = find_adapter(config.model)
     model = load_for_batch(adapter)
-    columns = [*adapter.input_columns, *([config.id_column] if config.id_column else [])]
-    table = next(open_source(config.input, config.batch_size, columns).chunks, None)
+    table = next(config.open(adapter).chunks, None)
     if table is None:
         raise InputError(f"input {config.input} has no rows")
-    chunk = prepare(adapter, table, 0, config.batch_size, config.id_column)
+    chunk = prepare(adapter, model.metadata, table, 0, config)
     scored, rejects = to_tables(adapter, model, chunk, model.run(chunk.inputs), config.id_column)
     return (
         f"dry run {model.name}:{model.version}: first chunk of {table.num_rows} rows, "
@@ -161,8 +199,7 @@ def run_local(config: JobConfig) -> Summary:
     started = time.perf_counter()
     adapter = find_adapter(config.model)
     model = load_for_batch(adapter)
-    columns = [*adapter.input_columns, *([config.id_column] if config.id_column else [])]
-    source = open_source(config.input, config.batch_size, columns)
+    source = config.open(adapter)
     store = open_store(config, source.fingerprint, model)
 
     def prepared() -> Iterator[tuple[int, Chunk | None]]:
@@ -170,10 +207,7 @@ def run_local(config: JobConfig) -> Summary:
             if store.done(index):
                 yield table.num_rows, None
             else:
-                yield (
-                    table.num_rows,
-                    prepare(adapter, table, index, config.batch_size, config.id_column),
-                )
+                yield table.num_rows, prepare(adapter, model.metadata, table, index, config)
 
     def commit(chunk: Chunk, outputs: Arrays) -> None:
         store.commit(chunk.index, *to_tables(adapter, model, chunk, outputs, config.id_column))

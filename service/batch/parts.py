@@ -76,7 +76,11 @@ class FinalFile:
                     self.temporary,
                     table.schema,
                     compression="none",  # scores are floats: compression saves little, costs time
-                    use_dictionary=[f.name for f in table.schema if pa.types.is_string(f.type)],
+                    use_dictionary=[
+                        field.name
+                        for field in table.schema
+                        if pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)
+                    ],
                 )
             )
         self.writer.write_table(table.cast(self.schema))

@@ -46,24 +46,24 @@ class ChunkScorer:
         self.config = config
         self.adapter = find_adapter(config.model)
         self.model = load_for_batch(self.adapter)
-        self.columns = [*self.adapter.input_columns, *filter(None, [config.id_column])]
+        self.columns = config.file_columns(self.adapter)
+        self.categorical = config.file_names(self.adapter.categorical_columns)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Score the chunks whose indices are in ``batch["index"]``; return their counts."""
         size, indices = self.config.batch_size, [int(i) for i in batch["index"]]
         first = min(indices)
         rows = parquet_rows(
-            self.config.input, first * size, (max(indices) + 1) * size, self.columns
+            self.config.input,
+            first * size,
+            (max(indices) + 1) * size,
+            self.columns,
+            self.categorical,
         )
         counts = []
         for index in indices:
-            chunk = prepare(
-                self.adapter,
-                rows.slice((index - first) * size, size),
-                index,
-                size,
-                self.config.id_column,
-            )
+            table = rows.slice((index - first) * size, size)
+            chunk = prepare(self.adapter, self.model.metadata, table, index, self.config)
             outputs = self.model.run(chunk.inputs)
             scored, rejects = to_tables(
                 self.adapter, self.model, chunk, outputs, self.config.id_column

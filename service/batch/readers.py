@@ -46,8 +46,11 @@ def input_format(path: Path) -> str:
         ) from exc
 
 
-def open_source(path: Path, batch_size: int, columns: list[str]) -> Source:
-    """Open ``path`` for chunked reading of ``columns`` (missing ones are left to the validator)."""
+def open_source(
+    path: Path, batch_size: int, columns: list[str], categorical: list[str] | None = None
+) -> Source:
+    """Open ``path`` for chunked reading of ``columns`` (missing ones are left to the validator);
+    Parquet delivers the ``categorical`` ones dictionary-encoded."""
     if path.is_dir():
         return _image_folder(path, batch_size)
     if not path.is_file():
@@ -56,7 +59,7 @@ def open_source(path: Path, batch_size: int, columns: list[str]) -> Source:
     fingerprint = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     kind = input_format(path)
     if kind == "parquet":
-        parquet = pq.ParquetFile(path)
+        parquet = _parquet_file(path, categorical)
         present = [name for name in columns if name in parquet.schema_arrow.names]
         batches = parquet.iter_batches(batch_size=batch_size, columns=present)
         return Source(_exact(batches, batch_size), parquet.metadata.num_rows, fingerprint)
@@ -111,9 +114,17 @@ def _exact(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(pending)
 
 
-def parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
+def _parquet_file(path: Path, categorical: list[str] | None) -> pq.ParquetFile:
+    """``path`` opened to read the ``categorical`` columns it has dictionary-encoded."""
+    names = pq.read_schema(path).names
+    return pq.ParquetFile(path, read_dictionary=[n for n in categorical or [] if n in names])
+
+
+def parquet_rows(
+    path: Path, start: int, stop: int, columns: list[str], categorical: list[str] | None = None
+) -> pa.Table:
     """Rows ``[start, stop)`` of a Parquet file, reading only the row groups that hold them."""
-    parquet = pq.ParquetFile(path)
+    parquet = _parquet_file(path, categorical)
     groups, first, offset = [], None, 0
     for group in range(parquet.metadata.num_row_groups):
         size = parquet.metadata.row_group(group).num_rows
