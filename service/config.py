@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 KNOWN_AREAS = ("fraud", "image", "sentiment")
+MIN_BATCH_RETENTION_S = 3600
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,8 @@ class Settings:
     max_wait_ms: how long the micro-batcher waits for more rows once a batch is open.
     max_queue_rows: rows waiting beyond this get 503 (overload), never an unbounded queue.
     workers: BentoML worker processes, each with its own sessions and batcher.
+    batch_retention_s: an HTTP batch job's folder is deleted once its last write is older
+    than this (at least an hour, so a running job, renewed by every chunk, is never old).
     """
 
     provider: str = "auto"
@@ -49,6 +52,7 @@ class Settings:
     max_wait_ms: int = 0
     max_queue_rows: int = 200_000
     workers: int = 1
+    batch_retention_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,4 +76,7 @@ class Settings:
             max_wait_ms=_int_env("DLSERVE_MAX_WAIT_MS", cls.max_wait_ms, 0),
             max_queue_rows=_int_env("DLSERVE_MAX_QUEUE_ROWS", cls.max_queue_rows, 1),
             workers=_int_env("DLSERVE_WORKERS", cls.workers, 1),
+            batch_retention_s=_int_env(
+                "DLSERVE_BATCH_RETENTION_S", cls.batch_retention_s, MIN_BATCH_RETENTION_S
+            ),
         )

@@ -53,7 +53,7 @@ class BodyLimitMiddleware:
         if too_large:
             await self._refuse(scope, receive, send)
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _read_limited(self, receive: Receive) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
@@ -78,7 +78,7 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes, downstream: Receive) -> Receive:
+def replay_body(body: bytes, downstream: Receive) -> Receive:
     """A ``receive`` that hands the app an already-read body in one message, then passes on
     the client's later messages (a streaming response waits on them for the disconnect)."""
     sent = False

@@ -30,6 +30,7 @@ from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.errors import BodyLimitMiddleware, error_response
 from service.metrics import RejectedRequestCounter
+from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ModelSpec, ServedModel
 
 log = logging.getLogger("dlserve")
@@ -181,3 +182,6 @@ DLServe.add_asgi_middleware(
     | {image_api.BATCH_ROUTE: image_api.SPEC.name},
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+# Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
+# malformed uploads before the route runs, so the upload's structure is checked first.
+DLServe.add_asgi_middleware(SingleFileUploadGuard, path=image_api.SPEC.route, field="image")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import time
+import uuid
 from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
 
+from service.batch.http import FILES, jobs_dir
 from service.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
@@ -72,3 +75,19 @@ def test_an_upload_over_the_size_limit_gets_413(server: LocalServer) -> None:
 
 def test_an_unknown_job_file_is_404(server: LocalServer) -> None:
     assert httpx.get(server.url + ROUTE + "/0123/scores").status_code == 404
+
+
+def test_an_expired_job_is_404_and_deleted_at_the_next_submit(server: LocalServer) -> None:
+    old = jobs_dir() / uuid.uuid4().hex  # the server's folder: same environment
+    old.mkdir(parents=True)
+    (old / FILES["scores"]).write_bytes(b"PAR1")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (old / FILES["scores"], old):
+        os.utime(path, (two_days_ago, two_days_ago))
+    assert httpx.get(f"{server.url}{ROUTE}/{old.name}/scores").status_code == 404
+    frame = simulate_transactions(50, seed=9)
+    submitted = _submit(server, frame.to_csv(index=False).encode(), "rows.csv")
+    answer = _result(server, submitted.json()["task_id"])
+    assert answer.status_code == 200, answer.text
+    assert not old.exists()
+    assert httpx.get(server.url + answer.json()["files"]["scores"]).status_code == 200

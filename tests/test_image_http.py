@@ -112,8 +112,7 @@ def test_bad_batches_get_400_naming_the_field(
 
 
 def test_missing_upload_field_is_400(server: LocalServer) -> None:
-    # A text part under another name. (A binary file under another name gets a 500 from
-    # BentoML 1.4's multipart parser before the route runs: a known limitation.)
+    # A text part under another name; malformed bodies are in test_image_multipart.py.
     response = httpx.post(server.url + ROUTE, files={"picture": (None, "a photo")})
     assert response.status_code == 400
     assert response.json()["detail"][0]["loc"][-1] == "image"

@@ -5,6 +5,11 @@
 naming the problem when the file cannot be read. ``/status`` and ``/get`` (BentoML's task
 sub-routes) report progress and that answer; ``GET /v1/batch/jobs/{job_id}/scores`` and
 ``.../rejects`` download the Parquet files. Uploads obey the service's body size limit (413).
+
+Retention: a job folder expires once its last write (the folder's or a direct entry's mtime)
+is older than ``DLSERVE_BATCH_RETENTION_S`` (default one day). A running job is never old: each
+chunk it commits writes its parts folder and output file. Every submit first deletes the expired
+folders; the download route answers 404 for an expired job, deleted yet or not.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from starlette.responses import Response, StreamingResponse
 from service.batch.adapter import UnknownModelError
 from service.batch.job import JobConfig, run_local
 from service.batch.readers import InputError
+from service.config import Settings
 from service.errors import error_response, field_error
 from service.model_store import ModelUnavailableError
 
@@ -36,6 +43,41 @@ def jobs_dir() -> Path:
     return Path(os.environ.get("DLSERVE_BATCH_DIR") or tempfile.gettempdir()) / "dlserve-jobs"
 
 
+def _expiry_cutoff() -> float:
+    """The time before which a job's last write makes it expired (``DLSERVE_BATCH_RETENTION_S``)."""
+    return time.time() - Settings.from_env().batch_retention_s
+
+
+def _is_expired(folder: Path, cutoff: float) -> bool:
+    """Whether the job folder and each of its direct entries were last written before
+    ``cutoff`` (a running job writes its parts folder and output file at every chunk), or the
+    folder is gone. A recent folder mtime (any finished job within retention) costs one stat."""
+    try:
+        if folder.stat().st_mtime >= cutoff:
+            return False
+        with os.scandir(folder) as entries:
+            return all(_written_before(entry, cutoff) for entry in entries)
+    except FileNotFoundError:
+        return True
+
+
+def _written_before(entry: os.DirEntry[str], cutoff: float) -> bool:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < cutoff
+    except FileNotFoundError:  # removed since the folder was listed: a write just now
+        return False
+
+
+def delete_expired_jobs() -> None:
+    """Delete the job folders under ``jobs_dir()`` that expired (job-id names only)."""
+    cutoff = _expiry_cutoff()
+    with os.scandir(jobs_dir()) as entries:
+        for entry in entries:
+            folder = Path(entry.path)
+            if JOB_ID.match(entry.name) and entry.is_dir() and _is_expired(folder, cutoff):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def sniff_suffix(upload: Path) -> str:
     """``.parquet``, ``.jsonl`` or ``.csv`` from the file's first bytes."""
     with upload.open("rb") as handle:
@@ -46,9 +88,11 @@ def sniff_suffix(upload: Path) -> str:
 
 
 def run_upload(upload: Path, model: str, job_id: str) -> tuple[int, dict[str, Any]]:
-    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id``."""
+    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id``, after deleting
+    the expired jobs' folders."""
     folder = jobs_dir() / job_id
     folder.mkdir(parents=True, exist_ok=True)
+    delete_expired_jobs()
     source = folder / f"input{sniff_suffix(upload)}"
     shutil.copyfile(upload, source)
     config = JobConfig(model=model, input=source, output=folder / FILES["scores"], quiet=True)
@@ -76,10 +120,13 @@ def _problem(field: str, message: str, kind: str) -> dict[str, Any]:
 
 
 async def download(request: Request) -> Response:
-    """``GET /v1/batch/jobs/{job_id}/{scores|rejects}``: a finished job's Parquet file."""
+    """``GET /v1/batch/jobs/{job_id}/{scores|rejects}``: a finished, unexpired job's Parquet
+    file."""
     job_id, name = request.path_params["job_id"], request.path_params["name"]
-    path = jobs_dir() / job_id / FILES.get(name, "")
-    if not JOB_ID.match(job_id) or name not in FILES or not path.is_file():
+    folder = jobs_dir() / job_id
+    path = folder / FILES.get(name, "")
+    found = JOB_ID.match(job_id) and name in FILES and path.is_file()
+    if not found or _is_expired(folder, _expiry_cutoff()):
         return error_response(404, f"no {name!r} file for job {job_id!r}")
     return StreamingResponse(_read(path), media_type="application/vnd.apache.parquet")
 

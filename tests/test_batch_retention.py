@@ -1,0 +1,67 @@
+"""HTTP batch jobs' retention: a submit deletes the job folders whose last write is older than
+``DLSERVE_BATCH_RETENTION_S``, never a running job's."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from service.batch.http import FILES, jobs_dir, run_upload
+from service.config import Settings, SettingsError
+from training.fraud.simulator import simulate_transactions
+
+TWO_DAYS_AGO = time.time() - 2 * 86400
+
+
+def _job_folder(*entries: str) -> Path:
+    """A job folder holding empty ``entries``, everything written two days ago."""
+    folder = jobs_dir() / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    for name in entries:
+        (folder / name).touch()
+        os.utime(folder / name, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+    os.utime(folder, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+    return folder
+
+
+def test_a_submit_deletes_expired_job_folders_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fraud_model: dict
+) -> None:
+    monkeypatch.setenv("DLSERVE_BATCH_DIR", str(tmp_path))
+    monkeypatch.delenv("DLSERVE_BATCH_RETENTION_S", raising=False)
+    expired = _job_folder(FILES["scores"], FILES["rejects"])
+    recent = _job_folder(FILES["scores"])
+    os.utime(recent)
+    running = _job_folder("input.csv")  # started two days ago, committed a chunk just now
+    (running / "scores.parquet.parts").mkdir()
+    os.utime(running, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+    not_a_job = jobs_dir() / "keep-me"
+    not_a_job.mkdir()
+    os.utime(not_a_job, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+    upload = tmp_path / "rows.csv"
+    simulate_transactions(50, seed=3).to_csv(upload, index=False)
+
+    job_id = uuid.uuid4().hex
+    status, body = run_upload(upload, "fraud", job_id)
+
+    assert status == 200, body
+    assert (jobs_dir() / job_id / FILES["scores"]).is_file()
+    assert not expired.exists()
+    assert recent.is_dir() and running.is_dir() and not_a_job.is_dir()
+
+
+def test_retention_setting_defaults_to_a_day_and_is_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DLSERVE_BATCH_RETENTION_S", raising=False)
+    assert Settings.from_env().batch_retention_s == 86400
+    monkeypatch.setenv("DLSERVE_BATCH_RETENTION_S", "7200")
+    assert Settings.from_env().batch_retention_s == 7200
+    for value, message in [("60", "at least 3600"), ("a day", "not an integer")]:
+        monkeypatch.setenv("DLSERVE_BATCH_RETENTION_S", value)
+        with pytest.raises(SettingsError, match=f"DLSERVE_BATCH_RETENTION_S.*{message}"):
+            Settings.from_env()
