@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__)
     parser.add_argument("--input", type=Path, help="Parquet file (default: simulate one)")
     parser.add_argument("--rows", type=int, default=500_000, help="rows of the simulated file")
-    parser.add_argument("--batch-size", type=int, default=8192, help="rows per chunk / ONNX call")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=find_adapter("fraud").batch_size,
+        help="rows per chunk / ONNX call (default: the fraud model's batch default)",
+    )
     parser.add_argument("--ray", action="store_true", help="also time the Ray engine")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/batch.json"), help="JSON")
     args = parser.parse_args(argv)

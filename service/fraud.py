@@ -145,6 +145,7 @@ SPEC = ModelSpec(
 
 BATCH = BatchAdapter(
     spec=SPEC,
+    batch_size=65_536,
     input_columns=tuple(COLUMN_RULES.names),
     categorical_columns=tuple(r.name for r in COLUMN_RULES.fields if r.kind == "choice"),
     validate=COLUMN_RULES.validate,

@@ -250,6 +250,7 @@ def to_columns(outputs: Arrays, labels: list[str]) -> dict[str, np.ndarray]:
 
 BATCH = BatchAdapter(
     spec=SPEC,
+    batch_size=1_024,
     input_columns=("image",),
     validate=decode_column,
     encode=lambda columns, metadata: ({"images": columns["images"]}, {}),

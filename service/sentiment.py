@@ -211,6 +211,7 @@ BATCH = tuple(
         validate=validate_texts,
         encode=encode_texts,
         to_columns=lambda outputs, metadata: to_columns(outputs),
+        batch_size=256,  # padded to 128 tokens: the transformer's attention is ~200 MB per call
     )
     for spec in SPECS  # the transformer first: ``--model sentiment`` means the more accurate
 )

@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="scores file: .parquet, or .csv; rejects go beside it as NAME.rejects.SUFFIX",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8192, help="rows per chunk and per ONNX call"
+        "--batch-size",
+        type=int,
+        help="rows per chunk and per ONNX call (default: the model's: fraud 65536, image "
+        "1024, sentiment 256)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="skip chunks a killed run already committed"
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> Summary:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         print("--batch-size must be at least 1", file=sys.stderr)
         return EXIT_BAD_JOB
     logging.basicConfig(level=logging.WARNING)

@@ -36,6 +36,8 @@ class BatchAdapter:
     fields, one array each. ``input_columns``: the columns to read; ``categorical_columns``:
     those of them holding a few distinct strings, which Parquet inputs deliver
     dictionary-encoded (cheaper to read and to check than one string per row).
+    ``batch_size``: rows per chunk and ONNX Runtime call when the job does not say, sized to
+    the model's memory per row.
     """
 
     spec: ModelSpec
@@ -44,6 +46,7 @@ class BatchAdapter:
     encode: Callable[[Mapping[str, np.ndarray], dict[str, Any]], tuple[Arrays, Columns]]
     to_columns: Callable[[Arrays, dict[str, Any]], Columns]
     categorical_columns: tuple[str, ...] = ()
+    batch_size: int = 8192
 
 
 class UnknownModelError(LookupError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,15 @@ class JobConfig:
     model: str
     input: Path
     output: Path
-    batch_size: int = 8192
+    batch_size: int | None = None  # None: the adapter's (see ``resolved``)
     resume: bool = False
     id_column: str | None = None
     quiet: bool = False
     column_map: tuple[tuple[str, str], ...] = ()  # (model input column, file column) pairs
+
+    def resolved(self, adapter: BatchAdapter) -> JobConfig:
+        """This config with the adapter's batch size when none was given."""
+        return replace(self, batch_size=self.batch_size or adapter.batch_size)
 
     def file_columns(self, adapter: BatchAdapter) -> list[str]:
         """The input file's columns to read: the model's inputs (under their file names,
@@ -166,6 +170,7 @@ def constant(value: str, rows: int) -> pa.DictionaryArray:
 def dry_run(config: JobConfig) -> str:
     """Score only the first chunk and write nothing; a line saying what it found."""
     adapter = find_adapter(config.model)
+    config = config.resolved(adapter)
     model = load_for_batch(adapter)
     table = next(config.open(adapter).chunks, None)
     if table is None:
@@ -198,6 +203,7 @@ def run_local(config: JobConfig) -> Summary:
     """
     started = time.perf_counter()
     adapter = find_adapter(config.model)
+    config = config.resolved(adapter)
     model = load_for_batch(adapter)
     source = config.open(adapter)
     store = open_store(config, source.fingerprint, model)

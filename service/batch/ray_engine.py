@@ -101,7 +101,9 @@ def run_ray(config: JobConfig, address: str | None, actors: int | None = None) -
     started = time.perf_counter()
     if input_format(config.input) != "parquet":
         raise InputError("the Ray engine reads Parquet only; use --engine local for CSV/JSONL")
-    model = load_for_batch(find_adapter(config.model))
+    adapter = find_adapter(config.model)
+    config = config.resolved(adapter)
+    model = load_for_batch(adapter)
     fingerprint = open_source(config.input, config.batch_size, []).fingerprint
     store = open_store(config, fingerprint, model)
     total = pq.ParquetFile(config.input).metadata.num_rows
