@@ -14,8 +14,9 @@ import torch
 from service.model_store import load_model
 from tests.images import load_test_images
 from training.cli import main
-from training.image.augment import augment
+from training.image.augment import random_erase, shift_and_flip
 from training.image.data import CLASSES, DataError, default_dir, load_splits, read_idx
+from training.image.train import cpu_has_native_bf16, use_bf16
 
 REPORTS = Path(os.environ["DLSERVE_REPORTS"])
 
@@ -40,13 +41,26 @@ def test_augment_moves_each_image_by_at_most_two_pixels_or_mirrors_it() -> None:
     images = torch.zeros((500, 28, 28), dtype=torch.uint8)
     images[:, 10, 5] = 255  # one lit pixel per image
     torch.manual_seed(0)
-    moved = augment(images)
+    moved = shift_and_flip(images)
     assert moved.shape == images.shape and moved.dtype == torch.uint8
     rows, columns = (moved == 255).nonzero()[:, 1:].T
     assert len(rows) == 500 and (moved > 0).sum() == 500
     assert (rows - 10).abs().max() <= 2 and len(rows.unique()) == 5
     plain, mirrored = (columns - 5).abs() <= 2, (columns - 22).abs() <= 2
     assert bool((plain | mirrored).all()) and 150 < int(mirrored.sum()) < 350
+
+
+def test_random_erase_fills_one_box_in_about_half_the_images() -> None:
+    images = torch.zeros((1000, 28, 28), dtype=torch.uint8)
+    torch.manual_seed(0)
+    erased = random_erase(images)
+    changed = (erased != 0).flatten(1).any(1)
+    assert 400 < int(changed.sum()) < 600
+    for image in erased[changed][:50]:
+        rows, columns = (image != 0).nonzero().T
+        box = image[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+        assert box.numel() <= 0.25 * 28 * 28 + 28  # rounding may add a row or column
+        assert (box != 0).float().mean() > 0.9  # one filled rectangle, not scattered pixels
 
 
 def test_dry_run_trains_one_batch_and_writes_nothing(
@@ -82,3 +96,13 @@ def test_exported_graph_takes_raw_uint8_images(image_model: dict) -> None:
     np.testing.assert_allclose(outputs["confidence"], probabilities.max(1), atol=1e-6)
     with pytest.raises(Exception, match=r"(?i)type"):
         model.run({"images": images.astype(np.float32)})
+
+
+def test_bf16_is_used_only_where_the_cpu_has_it_or_when_asked(tmp_path: Path) -> None:
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("flags\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("flags\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+    assert use_bf16("bf16") and not use_bf16("fp32")
+    assert use_bf16("auto") == cpu_has_native_bf16()

@@ -44,7 +44,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(epochs=1, train_rows=512, test_rows=512, validation_rows=256),
-    "full": Preset(epochs=15),
+    "full": Preset(epochs=20),
 }
 
 
@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$DLSERVE_FASHION_MNIST or /usr/share/datasets/fashion-mnist)",
     )
 
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="training arithmetic: bf16 autocast for the convolutions, fp32, or auto (bf16 "
+        "where the CPU has native bfloat16, fp32 elsewhere); evaluation and export are fp32",
+    )
+
 
 def load_data(args: argparse.Namespace, preset: Preset) -> tuple[Split, Split, Split]:
     """Train, validation (held out of the training file) and test splits, cut to the preset."""
@@ -66,13 +74,33 @@ def load_data(args: argparse.Namespace, preset: Preset) -> tuple[Split, Split, S
     return train.head(preset.train_rows), validation, test.head(preset.test_rows)
 
 
+def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where autocast pays."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_bf16(precision: str) -> bool:
+    """``--precision``: bf16, fp32, or auto (bf16 where the CPU has it natively)."""
+    return precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
+
+
 def _loss(
-    model: ImageClassifier, batch: tuple[torch.Tensor, ...], smoothing: float
+    model: ImageClassifier, batch: tuple[torch.Tensor, ...], smoothing: float, bf16: bool
 ) -> torch.Tensor:
-    """Cross-entropy (with label smoothing) on a freshly augmented copy of the batch."""
+    """Cross-entropy (with label smoothing) on a freshly augmented copy of the batch.
+
+    Activations are channels-last and, with ``bf16``, convolutions run under bfloat16
+    autocast (weights and the loss stay float32): about 2x faster on CPUs with AVX512-BF16.
+    """
     images, labels = batch
-    logits = model.cnn(model.standardise(augment(images)))
-    return torch.nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+    inputs = model.standardise(augment(images)).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model.cnn(inputs)
+    return torch.nn.functional.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
 
 
 def predict(model: ImageClassifier, split: Split) -> np.ndarray:
@@ -93,7 +121,7 @@ def fit(
 ) -> tuple[ImageClassifier, dict[str, list[float]]]:
     """AdamW with a one-cycle schedule; keep the epoch with the best validation accuracy."""
     generator = seed_everything(args.seed)
-    model = ImageClassifier(CNNConfig())
+    model = ImageClassifier(CNNConfig()).to(memory_format=torch.channels_last)
     rows = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.labels))
     loader = DataLoader(rows, batch_size=preset.batch_size, shuffle=True, generator=generator)
     epochs, steps = (1, 1) if args.dry_run else (preset.epochs, None)
@@ -103,7 +131,9 @@ def fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, preset.learning_rate, total_steps=epochs * len(loader)
     )
-    loss_fn = functools.partial(_loss, smoothing=preset.label_smoothing)
+    loss_fn = functools.partial(
+        _loss, smoothing=preset.label_smoothing, bf16=use_bf16(args.precision)
+    )
     curves = fit_best_epoch(
         model,
         loader,
@@ -116,7 +146,7 @@ def fit(
         max_steps=steps,
         scheduler=schedule,
     )
-    return model, curves
+    return model.to(memory_format=torch.contiguous_format), curves
 
 
 def evaluate(model: ImageClassifier, test: Split) -> dict:
