@@ -17,7 +17,7 @@ from service.batch.adapter import BatchAdapter
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
 from service.model_store import ModelUnavailableError
-from service.served_model import ModelSpec
+from service.served_model import ModelReference, ModelSpec
 from training.fraud.features import FRAUD_SPEC
 
 MAX_ROWS = 1000
@@ -51,11 +51,6 @@ class Transaction(BaseModel):
 
 
 Transactions = Annotated[list[Transaction], Field(min_length=1, max_length=MAX_ROWS)]
-
-
-class ModelReference(BaseModel):
-    name: str
-    version: str
 
 
 class FraudResult(BaseModel):

@@ -33,7 +33,7 @@ from service.batch.adapter import BatchAdapter
 from service.batching import Arrays
 from service.errors import error_response, field_error
 from service.model_store import ModelUnavailableError
-from service.served_model import ModelSpec
+from service.served_model import ModelReference, ModelSpec
 
 SIZE = 28
 MAX_PIXELS = 16_000_000  # width x height of one upload, checked before its pixels are decoded
@@ -65,11 +65,6 @@ class ImageBatch(BaseModel):
     """``POST /v1/images/classify_batch``: base64-encoded image files, answered in order."""
 
     images: ImageList
-
-
-class ModelReference(BaseModel):
-    name: str
-    version: str
 
 
 class ClassProbability(BaseModel):

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from service.batch.adapter import BatchAdapter
 from service.batching import Arrays, concatenate_padded
 from service.model_store import ModelUnavailableError
-from service.served_model import ModelSpec, ServedModel
+from service.served_model import ModelReference, ModelSpec, ServedModel
 from service.text_encoding import TOKENIZER_FILE, TextEncoder
 
 ROUTE = "/v1/sentiment"
@@ -66,11 +66,6 @@ class SentimentRequest(BaseModel):
 
     texts: Texts
     model: ModelChoice = None
-
-
-class ModelReference(BaseModel):
-    name: str
-    version: str
 
 
 class SentimentResult(BaseModel):
@@ -183,12 +178,8 @@ def encode_texts(
     columns: dict[str, np.ndarray], metadata: dict[str, Any]
 ) -> tuple[Arrays, dict[str, np.ndarray]]:
     """Batch jobs: valid texts -> the graph's inputs (the route's encoder) and ``truncated``."""
-    texts = columns[TEXT_COLUMN].tolist()
-    if not texts:
-        empty = np.zeros((0, 1), dtype=np.int64)
-        return {"input_ids": empty, "attention_mask": empty}, {"truncated": np.zeros(0, bool)}
     encoder = _encoder(metadata["name"], metadata["version"], int(metadata["max_tokens"]))
-    arrays, truncated = encoder.encode(texts)
+    arrays, truncated = encoder.encode(columns[TEXT_COLUMN].tolist())
     return arrays, {"truncated": np.array(truncated, dtype=bool)}
 
 

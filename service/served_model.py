@@ -17,6 +17,13 @@ from service.model_store import LoadedModel, ModelUnavailableError, load_model
 log = logging.getLogger(__name__)
 
 
+class ModelReference(BaseModel):
+    """Which model answered: every route's ``model`` field (see ``ServedModel.reference``)."""
+
+    name: str
+    version: str
+
+
 class ModelNotReadyError(RuntimeError):
     """The model is enabled but could not be loaded (HTTP 503 with the reason)."""
 

@@ -30,7 +30,11 @@ class TextEncoder:
         return cls(Tokenizer.from_file(str(path)), max_tokens)
 
     def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[bool]]:
-        """``({"input_ids", "attention_mask"}, truncated)`` for ``texts``, in order."""
+        """``({"input_ids", "attention_mask"}, truncated)`` for ``texts``, in order; no texts
+        give arrays of shape ``[0, 1]``."""
+        if not texts:
+            empty = np.zeros((0, 1), dtype=np.int64)
+            return {"input_ids": empty, "attention_mask": empty}, []
         encodings = self.tokenizer.encode_batch(texts)
         width = max(1, len(encodings[0].ids))  # texts without any token: one padding column
         arrays = {

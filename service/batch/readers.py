@@ -115,9 +115,12 @@ def _exact(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
 
 
 def _parquet_file(path: Path, categorical: list[str] | None) -> pq.ParquetFile:
-    """``path`` opened to read the ``categorical`` columns it has dictionary-encoded."""
-    names = pq.read_schema(path).names
-    return pq.ParquetFile(path, read_dictionary=[n for n in categorical or [] if n in names])
+    """``path`` opened to read the ``categorical`` columns it has dictionary-encoded (the
+    footer is parsed once: read here to learn the names, then handed to the reader)."""
+    metadata = pq.read_metadata(path)
+    names = metadata.schema.to_arrow_schema().names
+    present = [name for name in categorical or [] if name in names]
+    return pq.ParquetFile(path, metadata=metadata, read_dictionary=present)
 
 
 def parquet_rows(
