@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from service.model_store import LoadedModel
+from core.model_store import LoadedModel
 
 
 def ceiling_rows_per_second(

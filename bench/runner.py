@@ -19,9 +19,9 @@ import httpx
 
 from bench.ceiling import ceiling_rows_per_second
 from bench.wrk import run_wrk
+from core.model_store import load_model
 from service.batching import Arrays
-from service.local_server import LocalServer
-from service.model_store import load_model
+from tests.local_server import LocalServer
 
 CONCURRENCY = (1, 16, 64)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from bench.runner import Scenario, parse_args, run_benchmark
-from service.model_store import read_stored_model
+from core.model_store import read_stored_model
 from service.sentiment import ROUTE, STORE_NAMES, stored_encoder
 from training.sentiment.data import load_reviews, split_reviews
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.progress import progress_bar
+from core.progress import progress_bar
 from training.fraud.simulator import simulate_transactions
 
 

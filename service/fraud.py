@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.features import FRAUD_SPEC
+from core.model_store import ModelUnavailableError
 from service.batch.adapter import BatchAdapter
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
-from service.model_store import ModelUnavailableError
 from service.served_model import ModelReference, ModelSpec
-from training.fraud.features import FRAUD_SPEC
 
 MAX_ROWS = 1000
 MERCHANT_CATEGORIES = FRAUD_SPEC.categorical["merchant_category"]

@@ -29,10 +29,10 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
+from core.model_store import ModelUnavailableError
 from service.batch.adapter import BatchAdapter
 from service.batching import Arrays
 from service.errors import error_response, field_error
-from service.model_store import ModelUnavailableError
 from service.served_model import ModelReference, ModelSpec
 
 SIZE = 28

@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
+from core.model_store import ModelUnavailableError
+from core.text_encoding import TOKENIZER_FILE, TextEncoder
 from service.batch.adapter import BatchAdapter
 from service.batching import Arrays, concatenate_padded
-from service.model_store import ModelUnavailableError
 from service.served_model import ModelReference, ModelSpec, ServedModel
-from service.text_encoding import TOKENIZER_FILE, TextEncoder
 
 ROUTE = "/v1/sentiment"
 MAX_TEXTS = 256

@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.model_store import LoadedModel, ModelUnavailableError, load_model
 from service.batching import Arrays, Join, MicroBatcher, OverloadedError, concatenate
 from service.config import Settings
 from service.metrics import BATCH_ROWS, INFERENCE_SECONDS, MODEL_INFO, PREDICTIONS, observe_scores
-from service.model_store import LoadedModel, ModelUnavailableError, load_model
 
 log = logging.getLogger(__name__)
 

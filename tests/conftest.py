@@ -1,5 +1,5 @@
 """Shared fixtures: a private BentoML model store holding a smoke-trained fraud model, and a
-real ``bentoml serve`` process on a free port (``service.local_server``).
+real ``bentoml serve`` process on a free port (``tests.local_server``).
 
 The store location must be set before bentoml is first imported, hence the environment is
 prepared at import time of this module.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="dlserve-tests-"))
 os.environ["BENTOML_HOME"] = str(SCRATCH / "bentoml")
@@ -41,7 +41,7 @@ SMOKE_RUNS = {
 @pytest.fixture(scope="session")
 def stored_models() -> dict[str, dict]:
     """Train every model of ``SMOKE_RUNS``; return each one's stored metadata by name."""
-    from service.model_store import read_stored_model
+    from core.model_store import read_stored_model
     from training.cli import main
 
     stored, done = {}, []

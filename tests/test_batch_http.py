@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from service.batch.http import FILES, jobs_dir
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 pytestmark = pytest.mark.http

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from service.batch.__main__ import main
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 

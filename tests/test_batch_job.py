@@ -19,7 +19,7 @@ import pytest
 from service.batch.__main__ import main
 from service.batch.parts import MANIFEST, PAUSE_ENV
 from service.fraud import Transaction
-from service.local_server import LocalServer
+from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 FIELDS = list(Transaction.model_fields)

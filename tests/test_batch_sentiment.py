@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from service.batch.__main__ import main
-from service.local_server import LocalServer
 from service.sentiment import MAX_CHARACTERS, SentimentRequest, validate_texts
+from tests.local_server import LocalServer
 
 TEXTS = [
     "A warm, funny and beautifully acted film.",

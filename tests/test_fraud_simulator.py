@@ -11,14 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.fraud.features import (
-    FRAUD_SPEC,
-    MERCHANT_CATEGORIES,
-    FeatureSpec,
-    encode,
-    load_table,
-    time_ordered_split,
-)
+from core.features import FRAUD_SPEC, MERCHANT_CATEGORIES, FeatureSpec
+from training.fraud.features import encode, load_table, time_ordered_split
 from training.fraud.simulator import FRAUD_PATTERNS, simulate_transactions
 
 N_ROWS = 40_000

@@ -8,9 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from service.local_server import LocalServer
-from service.model_store import load_model
+from core.model_store import load_model
 from tests.images import b64, encode, load_test_images
+from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 ROUTE, BATCH_ROUTE = "/v1/images/classify", "/v1/images/classify_batch"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from service.local_server import LocalServer
 from tests.http_checks import assert_names_field_and_rule
 from tests.images import encode, load_test_images
+from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/images/classify"

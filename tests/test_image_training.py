@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from service.model_store import load_model
+from core.model_store import load_model
 from tests.images import load_test_images
 from training.cli import main
 from training.image.augment import random_erase, shift_and_flip
 from training.image.data import CLASSES, DataError, default_dir, load_splits, read_idx
-from training.image.train import cpu_has_native_bf16, use_bf16
 
 REPORTS = Path(os.environ["DLSERVE_REPORTS"])
 
@@ -96,13 +95,3 @@ def test_exported_graph_takes_raw_uint8_images(image_model: dict) -> None:
     np.testing.assert_allclose(outputs["confidence"], probabilities.max(1), atol=1e-6)
     with pytest.raises(Exception, match=r"(?i)type"):
         model.run({"images": images.astype(np.float32)})
-
-
-def test_bf16_is_used_only_where_the_cpu_has_it_or_when_asked(tmp_path: Path) -> None:
-    with_bf16, without = tmp_path / "with", tmp_path / "without"
-    with_bf16.write_text("flags\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
-    without.write_text("flags\t: fpu sse2 avx2 fma\n")
-    assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
-    assert not cpu_has_native_bf16(tmp_path / "missing")
-    assert use_bf16("bf16") and not use_bf16("fp32")
-    assert use_bf16("auto") == cpu_has_native_bf16()

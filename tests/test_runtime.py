@@ -5,7 +5,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from service import runtime
+from core import runtime
 
 
 class FakeSession:

@@ -9,10 +9,10 @@ import httpx
 import numpy as np
 import pytest
 
+from core.model_store import load_model
 from service import sentiment
-from service.local_server import LocalServer
-from service.model_store import load_model
 from tests.http_checks import assert_names_field_and_rule
+from tests.local_server import LocalServer
 from tests.sentiment_sentences import review_sentences
 
 pytestmark = pytest.mark.http

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from core.text_encoding import TOKENIZER_FILE, TextEncoder
 from models.text import RecurrentClassifier, RecurrentConfig
 from service.batching import MicroBatcher, concatenate_padded
 from service.sentiment import to_results
-from service.text_encoding import TOKENIZER_FILE, TextEncoder
 from training.sentiment.data import load_reviews, split_reviews
 from training.sentiment.models import minilm_dir
 from training.sentiment.tokenizer import train_wordpiece

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.local_server import LocalServer
 from tests.http_checks import assert_names_field_and_rule
+from tests.local_server import LocalServer
 from tests.payloads import transactions
 
 pytestmark = pytest.mark.http

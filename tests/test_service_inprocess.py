@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from core.model_store import load_model
 from service.fraud import FraudScoreResponse, Transaction, to_arrays
-from service.model_store import load_model
 from tests.payloads import transactions
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.model_store import ModelUnavailableError, load_model, read_stored_model, sha256_file
+from core.features import FRAUD_SPEC
+from core.model_store import ModelUnavailableError, load_model, read_stored_model, sha256_file
 from training.cli import main
 from training.export import ParityError, check_parity, export_onnx
-from training.fraud.features import FRAUD_SPEC
 from training.fraud.simulator import simulate_transactions
 
 REPORTS = Path(os.environ["DLSERVE_REPORTS"])

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from service.progress import progress_bar
+from core.progress import progress_bar
 
 __all__ = ["predict_in_batches", "progress_bar", "seed_everything", "train_epoch"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import bentoml
 
-from service.model_store import METADATA_FILE, sha256_file
+from core.model_store import METADATA_FILE, sha256_file
 from training.reports import git_commit
 
 ONNX_FILE = "model.onnx"

@@ -11,11 +11,11 @@ import logging
 import sys
 from pathlib import Path
 
+from core.model_store import ModelUnavailableError
 from service.batch.adapter import UnknownModelError
 from service.batch.job import JobConfig, Summary, dry_run, run_local
 from service.batch.parts import ResumeMismatchError
 from service.batch.readers import InputError
-from service.model_store import ModelUnavailableError
 
 EXIT_REJECTS = 3
 EXIT_BAD_JOB = 2

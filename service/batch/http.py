@@ -27,12 +27,12 @@ import pyarrow as pa
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from core.model_store import ModelUnavailableError
 from service.batch.adapter import UnknownModelError
 from service.batch.job import JobConfig, run_local
 from service.batch.readers import InputError
 from service.config import Settings
 from service.errors import error_response, field_error
-from service.model_store import ModelUnavailableError
 
 ROUTE = "/v1/batch/jobs"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from core.model_store import LoadedModel, load_model
+from core.progress import progress_bar
 from service.batch.adapter import BatchAdapter, find_adapter
 from service.batch.parts import PartStore
 from service.batch.pipeline import WriteBehind, read_ahead
 from service.batch.readers import InputError, Source, open_source
 from service.batching import Arrays
 from service.config import Settings
-from service.model_store import LoadedModel, load_model
-from service.progress import progress_bar
 
 ROW_ID = "row_id"
 

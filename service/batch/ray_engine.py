@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from core.progress import progress_bar
 from service.batch.adapter import find_adapter
 from service.batch.job import (
     JobConfig,
@@ -33,7 +34,6 @@ from service.batch.job import (
 )
 from service.batch.parts import write_parts
 from service.batch.readers import InputError, input_format, open_source, parquet_rows
-from service.progress import progress_bar
 
 SPAN_ROWS = 131_072  # rows one actor call reads at once: about one Parquet row group
 PASSED_ENV = ("BENTOML_", "DLSERVE_")

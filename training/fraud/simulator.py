@@ -91,7 +91,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.fraud.features import MERCHANT_CATEGORIES
+from core.features import MERCHANT_CATEGORIES
 
 __all__ = ["FRAUD_PATTERNS", "simulate_transactions"]
 

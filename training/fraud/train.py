@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from core.features import FRAUD_SPEC, FeatureSpec
 from models.tabular import (
     Autoencoder,
     FraudClassifier,
@@ -25,7 +26,7 @@ from training.evaluation import binary_report, threshold_at_fpr
 from training.export import check_parity, export_onnx
 from training.fraud import seed_example
 from training.fraud.baselines import baseline_scores, fit_baselines
-from training.fraud.features import FRAUD_SPEC, FeatureSpec, encode, load_table, time_ordered_split
+from training.fraud.features import encode, load_table, time_ordered_split
 from training.fraud.simulator import simulate_transactions
 from training.loop import LossFn, fit_best_epoch, predict_in_batches, seed_everything
 from training.registry import register_model

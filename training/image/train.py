@@ -18,6 +18,7 @@ from training.export import check_parity, export_onnx
 from training.image.augment import augment
 from training.image.data import CLASSES, Split, default_dir, load_splits
 from training.loop import fit_best_epoch, predict_in_batches, seed_everything
+from training.precision import PRECISION_CHOICES, use_bf16
 from training.registry import register_model
 from training.reports import plot_confusion_matrix, plot_training_curves, report_dir, write_metrics
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=PRECISION_CHOICES,
         default="auto",
         help="training arithmetic: bf16 autocast for the convolutions, fp32, or auto (bf16 "
         "where the CPU has native bfloat16, fp32 elsewhere); evaluation and export are fp32",
@@ -72,20 +73,6 @@ def load_data(args: argparse.Namespace, preset: Preset) -> tuple[Split, Split, S
         args.data_dir or default_dir(), preset.validation_rows, args.seed
     )
     return train.head(preset.train_rows), validation, test.head(preset.test_rows)
-
-
-def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where autocast pays."""
-    try:
-        flags = set(cpuinfo.read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def use_bf16(precision: str) -> bool:
-    """``--precision``: bf16, fp32, or auto (bf16 where the CPU has it natively)."""
-    return precision == "bf16" or (precision == "auto" and cpu_has_native_bf16())
 
 
 def _loss(

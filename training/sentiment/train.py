@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.text_encoding import TOKENIZER_FILE
 from models.text import PositiveProbability
-from service.text_encoding import TOKENIZER_FILE
 from training.evaluation import label_report
 from training.export import check_parity, export_onnx
 from training.loop import seed_everything

@@ -19,7 +19,7 @@ import bentoml
 import numpy as np
 import onnxruntime as ort
 
-from service.runtime import ProviderUnavailableError, create_session
+from core.runtime import ProviderUnavailableError, create_session
 
 log = logging.getLogger(__name__)
 
