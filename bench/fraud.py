@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from bench.runner import Scenario, parse_args, run_benchmark
-from service.fraud import SPEC, Transaction, json_rows, to_arrays
+from service.areas.fraud import MODEL, Transaction, json_rows, to_arrays
 from training.fraud.simulator import simulate_transactions
 
 ROWS_PER_REQUEST = (1, 100)
@@ -22,8 +22,8 @@ def scenarios() -> list[Scenario]:
     return [
         Scenario(
             label=f"fraud {size} row(s)",
-            model_tag=SPEC.tag,
-            route=SPEC.route,
+            model_tag=f"{MODEL}:latest",
+            route="/v1/fraud/score",
             body=json.dumps({"transactions": rows[:size]}).encode(),
             rows=size,
             inputs=to_arrays([Transaction(**row) for row in rows[:size]]),

@@ -13,7 +13,7 @@ import json
 import httpx
 
 from bench.runner import Scenario, parse_args, run_benchmark
-from service.images import BATCH_ROUTE, SPEC
+from service.areas.images import BATCH_ROUTE, MODEL, ROUTE
 from tests.images import b64, encode, load_test_images
 
 BATCH_SIZE = 64
@@ -28,8 +28,8 @@ def scenarios() -> list[Scenario]:
     return [
         Scenario(
             "classify 1 image",
-            SPEC.tag,
-            SPEC.route,
+            f"{MODEL}:latest",
+            ROUTE,
             upload.read(),
             1,
             {"images": pixels[:1]},
@@ -37,7 +37,7 @@ def scenarios() -> list[Scenario]:
         ),
         Scenario(
             f"classify_batch {BATCH_SIZE}",
-            SPEC.tag,
+            f"{MODEL}:latest",
             BATCH_ROUTE,
             batch,
             BATCH_SIZE,

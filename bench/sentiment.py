@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 from bench.runner import Scenario, parse_args, run_benchmark
-from core.model_store import read_stored_model
-from service.sentiment import ROUTE, STORE_NAMES, stored_encoder
+from core.model_store import load_model
+from service.areas.sentiment import ROUTE, STORE_NAMES, stored_encoder
 from training.sentiment.data import load_reviews, split_reviews
 
 TEXTS_PER_REQUEST = (1, 32)
@@ -23,7 +23,7 @@ def scenarios() -> list[Scenario]:
     texts = split_reviews(load_reviews(), seed=0)[2].texts[: max(TEXTS_PER_REQUEST)]
     cells = []
     for kind, store_name in STORE_NAMES.items():
-        encoder = stored_encoder(read_stored_model(f"{store_name}:latest")[0])
+        encoder = stored_encoder(load_model(f"{store_name}:latest", "cpu"))
         for size in TEXTS_PER_REQUEST:
             body = json.dumps({"texts": texts[:size], "model": kind}).encode()
             inputs = encoder.encode(texts[:size])[0]

@@ -46,6 +46,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     session: ort.InferenceSession
     provider: str
+    directory: Path  # the stored model's folder (files stored beside the graph)
     output_names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -98,6 +99,15 @@ def warm_up_inputs(input_schema: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     }
 
 
+def stored_model_exists(tag: str) -> bool:
+    """Whether the BentoML model store holds ``tag``."""
+    try:
+        bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        return False
+    return True
+
+
 def read_stored_model(tag: str) -> tuple[dict[str, Any], Path]:
     """Return ``(metadata, onnx_path)`` of a model in the store, checking its sha256."""
     try:
@@ -126,7 +136,7 @@ def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> Lo
         session, provider = create_session(onnx_path, provider_setting, intra_op_threads)
     except ProviderUnavailableError as exc:
         raise ModelUnavailableError(f"model {tag!r}: {exc}") from exc
-    model = LoadedModel(metadata=metadata, session=session, provider=provider)
+    model = LoadedModel(metadata, session, provider, onnx_path.parent)
     model.run(warm_up_inputs(metadata["inputs"]))
     log.info(
         "model %s:%s ready on %s (sha256 %s)",

@@ -1,82 +1,141 @@
-"""Service settings, read once from ``DLSERVE_*`` environment variables."""
+"""Service settings: ``DLSERVE_*`` environment variables, typed and range-checked at start.
+
+``Settings.from_env()`` reads them once; a bad value raises ``SettingsError`` naming the
+variable and the rule, which stops the start. docs/OPERATIONS.md's settings table lists the
+same fields (a test keeps them equal).
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
-KNOWN_AREAS = ("fraud", "image", "sentiment")
-MIN_BATCH_RETENTION_S = 3600
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service import registry
+
+ENV_PREFIX = "DLSERVE_"
+NameList = Annotated[tuple[str, ...], NoDecode]
 
 
 class SettingsError(ValueError):
     """A ``DLSERVE_*`` variable holds a value outside its allowed range."""
 
 
-def _int_env(name: str, default: int, minimum: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
-    if value < minimum:
-        raise SettingsError(f"{name}={value} must be at least {minimum}")
-    return value
+class Settings(BaseSettings):
+    """What the operator can set; every field ``x`` is the variable ``DLSERVE_X``."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
-@dataclass(frozen=True)
-class Settings:
-    """What the operator can set; every field has a ``DLSERVE_<FIELD>`` variable.
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="`auto`: CUDA when the session really gets it, else CPU. `cpu`. `cuda`: "
+        "required; a model that cannot get CUDA is **not ready** (never silently on CPU)",
+    )
+    models: NameList | None = Field(
+        None,
+        description="comma list of areas to serve (default: every declared area); "
+        "`/readyz` waits for all of them, the routes of the others answer 404",
+    )
+    area_modules: NameList = Field(
+        (),
+        description="comma list of extra modules declaring `AREA = Area(...)` (plug-in areas, "
+        "served beside `service/areas/`)",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="BentoML worker processes, each with its own sessions and batcher (2 "
+        "workers doubled requests/s on 2 cores, see BENCHMARKS.md); one copy of every model "
+        "per worker",
+    )
+    intra_op_threads: int = Field(
+        1, ge=0, description="ONNX Runtime threads per session (0 = ONNX Runtime's default)"
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="larger request bodies get 413"
+    )
+    max_batch_rows: int = Field(2048, ge=1, description="most rows joined into one inference call")
+    max_wait_ms: int = Field(
+        0,
+        ge=0,
+        description="extra wait for more rows once a batch is open (0: none; batches form "
+        "while the previous call runs)",
+    )
+    max_queue_rows: int = Field(
+        200_000, ge=1, description="rows waiting beyond this get 503 with `Retry-After: 1`"
+    )
+    max_active_sequences: int = Field(
+        16, ge=1, description="stepwise models: requests advancing together at each step"
+    )
+    max_waiting_sequences: int = Field(
+        64,
+        ge=0,
+        description="stepwise models: requests waiting for a place; beyond this, 503 with "
+        "`Retry-After: 1`",
+    )
+    batch_dir: Path = Field(
+        Path(tempfile.gettempdir()),
+        description="where HTTP batch jobs keep their files (`dlserve-jobs/` under it; "
+        "default: the system temp folder)",
+    )
+    batch_retention_s: int = Field(
+        24 * 3600,
+        ge=3600,
+        description="an HTTP batch job's files are deleted once its last write is older "
+        "than this; see Batch jobs",
+    )
 
-    provider: ``auto`` (CUDA when the session really gets it, else CPU), ``cpu``, or ``cuda``
-    (required: a model that cannot get CUDA is not ready, never silently on CPU).
-    models: areas to load; ``/readyz`` waits for every one of them.
-    intra_op_threads: ONNX Runtime threads per session (0: ONNX Runtime's default).
-    max_body_bytes: larger request bodies get 413.
-    max_batch_rows: most rows the micro-batcher joins into one inference call.
-    max_wait_ms: how long the micro-batcher waits for more rows once a batch is open.
-    max_queue_rows: rows waiting beyond this get 503 (overload), never an unbounded queue.
-    workers: BentoML worker processes, each with its own sessions and batcher.
-    batch_retention_s: an HTTP batch job's folder is deleted once its last write is older
-    than this (at least an hour, so a running job, renewed by every chunk, is never old).
-    """
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
-    provider: str = "auto"
-    models: tuple[str, ...] = KNOWN_AREAS
-    intra_op_threads: int = 1
-    max_body_bytes: int = 8 * 1024 * 1024
-    max_batch_rows: int = 2048
-    max_wait_ms: int = 0
-    max_queue_rows: int = 200_000
-    workers: int = 1
-    batch_retention_s: int = 24 * 3600
+    @field_validator("models", "area_modules", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return registry.split_names(value) if isinstance(value, str) else value
+
+    @field_validator("batch_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _known_areas(self) -> Settings:
+        try:
+            known = tuple(registry.all_areas(self.area_modules))
+        except registry.RegistryError as exc:
+            raise ValueError(f"DLSERVE_AREA_MODULES: {exc}") from exc
+        if self.models is None:
+            object.__setattr__(self, "models", known)
+        unknown = sorted(set(self.models) - set(known))
+        if unknown:
+            raise ValueError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
+        return self
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Read the environment; raise SettingsError naming the variable on a bad value."""
-        provider = os.environ.get("DLSERVE_PROVIDER", cls.provider).strip().lower()
-        if provider not in PROVIDER_CHOICES:
-            raise SettingsError(f"DLSERVE_PROVIDER={provider!r} must be one of {PROVIDER_CHOICES}")
-        raw_models = os.environ.get("DLSERVE_MODELS", ",".join(KNOWN_AREAS))
-        models = tuple(name.strip() for name in raw_models.split(",") if name.strip())
-        unknown = sorted(set(models) - set(KNOWN_AREAS))
-        if unknown:
-            raise SettingsError(
-                f"DLSERVE_MODELS names unknown areas {unknown}; known: {KNOWN_AREAS}"
-            )
-        return cls(
-            provider=provider,
-            models=models,
-            intra_op_threads=_int_env("DLSERVE_INTRA_OP_THREADS", cls.intra_op_threads, 0),
-            max_body_bytes=_int_env("DLSERVE_MAX_BODY_BYTES", cls.max_body_bytes, 1024),
-            max_batch_rows=_int_env("DLSERVE_MAX_BATCH_ROWS", cls.max_batch_rows, 1),
-            max_wait_ms=_int_env("DLSERVE_MAX_WAIT_MS", cls.max_wait_ms, 0),
-            max_queue_rows=_int_env("DLSERVE_MAX_QUEUE_ROWS", cls.max_queue_rows, 1),
-            workers=_int_env("DLSERVE_WORKERS", cls.workers, 1),
-            batch_retention_s=_int_env(
-                "DLSERVE_BATCH_RETENTION_S", cls.batch_retention_s, MIN_BATCH_RETENTION_S
-            ),
-        )
+        """Read the environment; ``SettingsError`` naming the variable on a bad value."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc)) from None
+
+    def public(self) -> dict[str, Any]:
+        """Every setting as ``DLSERVE_X`` -> value, for the start-up log."""
+        return {f"{ENV_PREFIX}{name.upper()}": value for name, value in self}
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per broken rule: the variable, the value given and the rule."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = f"{ENV_PREFIX}{field.upper()}={error.get('input')!r}: " if field else ""
+        lines.append(f"{where}{error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)

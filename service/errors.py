@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -25,6 +25,33 @@ def error_response(
 def field_error(loc: list[str | int], msg: str, error_type: str) -> dict[str, Any]:
     """One entry of ``detail``: where the problem is, what rule it broke, and its type."""
     return {"loc": loc, "msg": msg, "type": error_type}
+
+
+class ErrorAnswer(Exception):
+    """Stops a route with a ready-made error response (raised anywhere below a route)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class RequestInputError(ValueError):
+    """An input the route's schema accepted but its content does not (answered 400).
+
+    ``loc`` names the input (``["image"]``, ``["images", 3]``, ``["query", "k"]``), the message
+    states the rule, ``kind`` is the error type.
+    """
+
+    def __init__(self, loc: list[str | int], message: str, kind: str) -> None:
+        super().__init__(message)
+        self.loc, self.kind = loc, kind
+
+    def answer(self) -> JSONResponse:
+        """The 400 answer naming the input and the rule."""
+        where = ".".join(str(part) for part in self.loc)
+        return error_response(
+            400, f"{where}: {self}", [field_error(self.loc, str(self), self.kind)]
+        )
 
 
 class BodyLimitMiddleware:

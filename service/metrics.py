@@ -40,6 +40,19 @@ MODEL_INFO = Gauge(
     multiprocess_mode="max",
 )
 
+REQUESTS_RUNNING = Gauge(
+    "dlserve_num_requests_running",
+    "Requests of a stepwise model advancing together at each step, by model (as vLLM's).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+REQUESTS_WAITING = Gauge(
+    "dlserve_num_requests_waiting",
+    "Requests of a stepwise model waiting for a place among the running ones, by model.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+
 
 def observe_scores(model: str, scores: np.ndarray) -> None:
     """Add a batch of scores in [0, 1] to the model's score histogram."""

@@ -71,90 +71,89 @@ class UploadProblem:
 
 
 class SingleFileUploadGuard:
-    """ASGI middleware: a POST to ``path`` must be ``multipart/form-data`` holding exactly one
-    part, a file (a part with a file name) in the form field ``field``.
+    """ASGI middleware: a POST to a path of ``fields`` must be ``multipart/form-data`` holding
+    exactly one part, a file (a part with a file name) in that path's form field.
 
-    Anything else gets a 400 naming ``field`` before the app runs; a valid body is passed on
+    Anything else gets a 400 naming the field before the app runs; a valid body is passed on
     unchanged. The body is read into memory, so add this middleware behind the size limit.
     """
 
-    def __init__(self, app: ASGIApp, path: str, field: str) -> None:
+    def __init__(self, app: ASGIApp, fields: dict[str, str]) -> None:
         self.app = app
-        self.path = path
-        self.field = field
+        self.fields = fields
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and scope["method"] == "POST"
-        if not guarded or scope["path"] != self.path:
+        field = self.fields.get(scope["path"]) if guarded else None
+        if field is None:
             await self.app(scope, receive, send)
             return
-        body, problem = await self._read_checked(Headers(scope=scope).get("content-type"), receive)
+        content_type = Headers(scope=scope).get("content-type")
+        body, problem = await _read_checked(field, content_type, receive)
         if problem is not None:
-            message = f"expected one file in the multipart field {self.field!r}: {problem.reason}"
+            message = f"expected one file in the multipart field {field!r}: {problem.reason}"
             response = error_response(
-                400, f"{self.field}: {message}", [field_error([self.field], message, problem.kind)]
+                400, f"{field}: {message}", [field_error([field], message, problem.kind)]
             )
             await response(scope, receive, send)
             return
         await self.app(scope, replay_body(body, receive), send)
 
-    async def _read_checked(
-        self, content_type: str | None, receive: Receive
-    ) -> tuple[bytes, UploadProblem | None]:
-        """The body, and the problem that makes it unacceptable (None when it is acceptable).
 
-        The content type is judged as BentoML picks its parser (the media type before ``;``,
-        exactly) and the boundary as Starlette reads it, so an accepted body parses there too.
-        """
-        if content_type is None or content_type.split(";")[0].strip() != "multipart/form-data":
-            return b"", UploadProblem(
-                "multipart_required", "the content type is not multipart/form-data"
-            )
-        boundary = parse_options_header(content_type)[1].get(b"boundary")
-        if boundary is None:
-            return b"", UploadProblem("multipart_required", "the content type has no boundary")
-        headers = _PartHeaders()
-        chunks: list[bytes] = []
-        try:
-            parser = MultipartParser(boundary, headers.callbacks())
-            while True:
-                message = await receive()
-                chunk = message.get("body", b"")
-                parser.write(chunk)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            parser.finalize()
-        except FormParserError:
-            return b"", UploadProblem("invalid_multipart", "the multipart body is malformed")
-        if not headers.ended:
-            return b"", UploadProblem(
-                "invalid_multipart", "the multipart body ends before its closing boundary"
-            )
-        return b"".join(chunks), self._parts_problem(headers.dispositions)
+async def _read_checked(
+    field: str, content_type: str | None, receive: Receive
+) -> tuple[bytes, UploadProblem | None]:
+    """The body, and the problem that makes it unacceptable (None when it is acceptable).
 
-    def _parts_problem(self, dispositions: list[bytes]) -> UploadProblem | None:
-        """What is wrong with the parts, unless they are exactly one file in ``field``."""
-        options = [parse_options_header(disposition)[1] for disposition in dispositions]
-        names = [option.get(b"name") for option in options]
-        in_field = names.count(self.field.encode())
-        if in_field != 1:
-            count = "no part" if in_field == 0 else f"{in_field} parts"
-            return UploadProblem(
-                "one_file_required", f"the body holds {count} named {self.field!r}"
-            )
-        if len(options) > 1:
-            return UploadProblem(
-                "one_file_required", f"the body holds parts besides {self.field!r}"
-            )
-        filename = options[0].get(b"filename")
-        if filename is None:
-            return UploadProblem(
-                "one_file_required", f"the part {self.field!r} is not a file (it has no file name)"
-            )
-        if len(filename) > MAX_FILENAME_BYTES or b"\x00" in filename:
-            return UploadProblem(
-                "invalid_file_name",
-                f"the file name must be at most {MAX_FILENAME_BYTES} bytes, without NUL",
-            )
-        return None
+    The content type is judged as BentoML picks its parser (the media type before ``;``,
+    exactly) and the boundary as Starlette reads it, so an accepted body parses there too.
+    """
+    if content_type is None or content_type.split(";")[0].strip() != "multipart/form-data":
+        return b"", UploadProblem(
+            "multipart_required", "the content type is not multipart/form-data"
+        )
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if boundary is None:
+        return b"", UploadProblem("multipart_required", "the content type has no boundary")
+    headers = _PartHeaders()
+    chunks: list[bytes] = []
+    try:
+        parser = MultipartParser(boundary, headers.callbacks())
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            parser.write(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        parser.finalize()
+    except FormParserError:
+        return b"", UploadProblem("invalid_multipart", "the multipart body is malformed")
+    if not headers.ended:
+        return b"", UploadProblem(
+            "invalid_multipart", "the multipart body ends before its closing boundary"
+        )
+    return b"".join(chunks), _parts_problem(field, headers.dispositions)
+
+
+def _parts_problem(field: str, dispositions: list[bytes]) -> UploadProblem | None:
+    """What is wrong with the parts, unless they are exactly one file in ``field``."""
+    options = [parse_options_header(disposition)[1] for disposition in dispositions]
+    names = [option.get(b"name") for option in options]
+    in_field = names.count(field.encode())
+    if in_field != 1:
+        count = "no part" if in_field == 0 else f"{in_field} parts"
+        return UploadProblem("one_file_required", f"the body holds {count} named {field!r}")
+    if len(options) > 1:
+        return UploadProblem("one_file_required", f"the body holds parts besides {field!r}")
+    filename = options[0].get(b"filename")
+    if filename is None:
+        return UploadProblem(
+            "one_file_required", f"the part {field!r} is not a file (it has no file name)"
+        )
+    if len(filename) > MAX_FILENAME_BYTES or b"\x00" in filename:
+        return UploadProblem(
+            "invalid_file_name",
+            f"the file name must be at most {MAX_FILENAME_BYTES} bytes, without NUL",
+        )
+    return None

@@ -1,18 +1,27 @@
-"""One enabled model inside the service: loaded and batched, or unavailable with the reason."""
+"""One enabled model inside the service: loaded and running, or unavailable with the reason."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel
 
-from core.model_store import LoadedModel, ModelUnavailableError, load_model
-from service.batching import Arrays, Join, MicroBatcher, OverloadedError, concatenate
+from core.model_store import ModelUnavailableError
+from service.area import ModelSpec, ReadyModel
+from service.batching import Arrays, MicroBatcher, OverloadedError
 from service.config import Settings
-from service.metrics import BATCH_ROWS, INFERENCE_SECONDS, MODEL_INFO, PREDICTIONS, observe_scores
+from service.metrics import (
+    BATCH_ROWS,
+    INFERENCE_SECONDS,
+    MODEL_INFO,
+    PREDICTIONS,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+    observe_scores,
+)
+from service.stepping import StepScheduler
 
 log = logging.getLogger(__name__)
 
@@ -24,89 +33,77 @@ class ModelReference(BaseModel):
     version: str
 
 
+def reference(ready: ReadyModel) -> dict[str, str]:
+    """``{"name", "version"}`` of the model that answered, as every response's ``model``."""
+    return {"name": ready.name, "version": ready.version}
+
+
 class ModelNotReadyError(RuntimeError):
     """The model is enabled but could not be loaded (HTTP 503 with the reason)."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How one stored model is served.
-
-    ``area``: the ``DLSERVE_MODELS`` name that enables it; ``name``: its name in the model
-    store (the latest version is served); ``route``: the prediction route; ``score_output``:
-    the output whose values feed the score histogram (drift signal); ``request_schema``: one
-    input row's pydantic model, shown by ``/v1/models``; ``check``: inspects the stored
-    metadata and raises ModelUnavailableError when the model does not fit the route;
-    ``join``: how the micro-batcher stacks concurrent requests' inputs.
-    """
-
-    area: str
-    name: str
-    route: str
-    score_output: str
-    request_schema: type[BaseModel]
-    check: Callable[[dict[str, Any]], None] | None = None
-    join: Join = concatenate
-
-    @property
-    def tag(self) -> str:
-        return f"{self.name}:latest"
-
-
 class ServedModel:
-    """Loads ``spec``'s model at construction; never raises, records why a load failed."""
+    """Loads ``spec``'s model at construction; never raises, records why a load failed.
+
+    A batched model gets a ``MicroBatcher``, a stepwise one a ``StepScheduler``.
+    """
 
     def __init__(self, spec: ModelSpec, settings: Settings) -> None:
         self.spec = spec
-        self.model: LoadedModel | None = None
+        self.ready: ReadyModel | None = None
         self.error: str | None = None
         try:
-            model = load_model(spec.tag, settings.provider, settings.intra_op_threads)
-            if spec.check is not None:
-                spec.check(model.metadata)
+            self.ready = spec.load(settings.provider, settings.intra_op_threads)
         except ModelUnavailableError as exc:
             self.error = str(exc)
             log.error("model %s is NOT available: %s", spec.tag, exc)
             return
-        self.model = model
+        model = self.ready.model
         MODEL_INFO.labels(model=model.name, version=model.version, provider=model.provider).set(1)
-        self.batcher = MicroBatcher(
-            model.run,
-            max_batch_rows=settings.max_batch_rows,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue_rows=settings.max_queue_rows,
-            on_batch=self._record_batch,
-            join=spec.join,
-        )
-
-    @property
-    def ready(self) -> bool:
-        return self.model is not None
+        if spec.program is not None:
+            self.scheduler: StepScheduler[Any] = StepScheduler(
+                spec.program(self.ready),
+                max_active=settings.max_active_sequences,
+                max_waiting=settings.max_waiting_sequences,
+                on_change=self._record_sequences,
+                on_step=self._record_step,
+            )
+        else:
+            self.batcher = MicroBatcher(
+                model.run,
+                max_batch_rows=settings.max_batch_rows,
+                max_wait_ms=settings.max_wait_ms,
+                max_queue_rows=settings.max_queue_rows,
+                on_batch=self._record_batch,
+                join=spec.join,
+            )
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def reference(self) -> dict[str, str]:
-        """``{"name", "version"}`` as every prediction response carries it."""
-        assert self.model is not None
-        return {"name": self.model.name, "version": self.model.version}
-
-    def describe(self) -> dict[str, Any]:
-        """This model's entry in ``GET /v1/models``."""
-        route = {
-            "route": self.spec.route,
-            "request_schema": self.spec.request_schema.model_json_schema(),
+    def describe(self, routes: list[dict[str, Any]]) -> dict[str, Any]:
+        """This model's entry in ``GET /v1/models``: the stored model (or why it is unavailable)
+        and its ``routes``; ``route`` and ``request_schema`` repeat the first one's."""
+        first = {"route": routes[0]["route"], "request_schema": routes[0]["request_schema"]}
+        listed = {
+            **first,
+            "routes": routes,
+            "kind": "stepwise" if self.spec.stepwise else "batched",
         }
-        if self.model is None:
-            return {"name": self.name, "status": "unavailable", "reason": self.error, **route}
-        return {**self.model.describe(), **route}
+        if self.ready is None:
+            return {"name": self.name, "status": "unavailable", "reason": self.error, **listed}
+        return {**self.ready.model.describe(), **listed}
 
-    async def predict(self, inputs: Arrays) -> Arrays:
-        """Run ``inputs`` through the micro-batcher; count the outcome per row."""
-        if self.model is None:
+    def _require_ready(self) -> ReadyModel:
+        if self.ready is None:
             PREDICTIONS.labels(model=self.name, outcome="unavailable").inc()
             raise ModelNotReadyError(f"model {self.name!r} is not loaded: {self.error}")
+        return self.ready
+
+    async def predict(self, inputs: Arrays) -> Arrays:
+        """Run ``inputs`` through the micro-batcher; count the outcome per request."""
+        self._require_ready()
         try:
             outputs = await self.batcher.submit(inputs)
         except OverloadedError:
@@ -118,7 +115,37 @@ class ServedModel:
         PREDICTIONS.labels(model=self.name, outcome="ok").inc()
         return outputs
 
+    def stream(self, request: Any) -> AsyncIterator[Any]:
+        """Admit a stepwise request (``OverloadedError`` when full); its outputs as produced."""
+        self._require_ready()
+        try:
+            outputs = self.scheduler.admit(request)
+        except OverloadedError:
+            PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
+            raise
+        return self._counted(outputs)
+
+    async def _counted(self, outputs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for output in outputs:
+                yield output
+        except Exception:
+            PREDICTIONS.labels(model=self.name, outcome="error").inc()
+            raise
+        finally:
+            await outputs.aclose()  # type: ignore[attr-defined]
+        PREDICTIONS.labels(model=self.name, outcome="ok").inc()
+
     def _record_batch(self, rows: int, seconds: float, outputs: Arrays) -> None:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)
         BATCH_ROWS.labels(model=self.name).observe(rows)
-        observe_scores(self.name, outputs[self.spec.score_output])
+        if self.spec.score_output is not None:
+            observe_scores(self.name, outputs[self.spec.score_output])
+
+    def _record_step(self, sequences: int, seconds: float) -> None:
+        INFERENCE_SECONDS.labels(model=self.name).observe(seconds)
+        BATCH_ROWS.labels(model=self.name).observe(sequences)
+
+    def _record_sequences(self, active: int, waiting: int) -> None:
+        REQUESTS_RUNNING.labels(model=self.name).set(active)
+        REQUESTS_WAITING.labels(model=self.name).set(waiting)

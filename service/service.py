@@ -1,19 +1,20 @@
-"""The dlserve BentoML service: every enabled model behind versioned ``/v1/`` routes.
+"""The dlserve BentoML service: every declared area's routes, models and batch jobs.
 
-``bentoml serve`` at the repository root starts ``DLServe`` (see ``bentofile.yaml``). Models
-load in ``__init__``; a model that is missing, corrupted or denied its required provider is
-reported by ``/v1/models`` and keeps ``/readyz`` at 503, while the process stays up.
-
-To serve a new model: describe it with a ``ModelSpec`` in its area module, add the spec to
-``MODEL_SPECS`` and write its route below (validate with pydantic, build arrays, call
-``self._predict``, shape the answer).
+``bentoml serve`` at the repository root starts ``DLServe`` (see ``bentofile.yaml``). Nothing
+here names an area: the routes, the models loaded, the models a Bento packs and the metrics'
+route map all come from ``service.registry`` (``service/areas/*.py`` and
+``DLSERVE_AREA_MODULES``). Models load in ``__init__``; a model that is missing, corrupted or
+denied its required provider is reported by ``/v1/models`` and keeps ``/readyz`` at 503 while
+the process stays up; the routes of areas that ``DLSERVE_MODELS`` leaves out answer 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +24,183 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import fraud, sentiment
-from service import images as image_api
+from core.model_store import stored_model_exists
+from service import registry
+from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
-from service.errors import BodyLimitMiddleware, error_response
+from service.errors import BodyLimitMiddleware, ErrorAnswer, RequestInputError, error_response
 from service.metrics import RejectedRequestCounter
 from service.multipart_guard import SingleFileUploadGuard
-from service.served_model import ModelNotReadyError, ModelSpec, ServedModel
+from service.served_model import ModelNotReadyError, ServedModel
+from service.streaming import EventStreamResponse
 
 log = logging.getLogger("dlserve")
 SETTINGS = Settings.from_env()
-MODEL_SPECS: tuple[ModelSpec, ...] = (fraud.SPEC, image_api.SPEC, *sentiment.SPECS)
+AREAS = registry.all_areas(SETTINGS.area_modules)
+ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
+BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 
 
-class ErrorAnswer(Exception):
-    """Stops a route with a ready-made error response."""
+class DLServeBase:
+    """Loads the enabled areas' models once per worker and answers for them (``ServedModels``).
 
-    def __init__(self, response: Response) -> None:
-        self.response = response
+    The routes are attached from the registry below; this class holds what they share.
+    """
+
+    def __init__(self) -> None:
+        log.info("settings: %s", SETTINGS.public())
+        self.served = {
+            spec.name: ServedModel(spec, SETTINGS) for spec in registry.model_specs(SETTINGS.models)
+        }
+        for served in self.served.values():
+            state = f"ready on {served.ready.model.provider}" if served.ready else "UNAVAILABLE"
+            log.info("model %s: %s", served.name, state)
+
+    def __is_ready__(self) -> bool:
+        return all(served.ready is not None for served in self.served.values())
+
+    def _served(self, name: str) -> ServedModel:
+        served = self.served.get(name)
+        if served is None:
+            raise ErrorAnswer(
+                error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)")
+            )
+        return served
+
+    def ready(self, name: str) -> ReadyModel | None:
+        served = self.served.get(name)
+        return served.ready if served is not None else None
+
+    async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
+        served = self._served(name)
+        try:
+            outputs = await served.predict(inputs)
+        except (ModelNotReadyError, OverloadedError) as exc:
+            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
+        assert served.ready is not None
+        return served.ready, outputs
+
+    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
+        served = self._served(name)
+        try:
+            outputs = served.stream(request)
+        except (ModelNotReadyError, OverloadedError) as exc:
+            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
+        assert served.ready is not None
+        return served.ready, outputs
+
+    @bentoml.task(route=batch_http.ROUTE)
+    async def batch_job(
+        self, file: Path, ctx: bentoml.Context, model: str = BATCH_MODEL_DEFAULT
+    ) -> dict[str, Any]:
+        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
+        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
+        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
+        ctx.response.status_code = status
+        return JSONResponse(body, status)
+
+
+def route_method(endpoint: Endpoint) -> Callable[..., Any]:
+    """A BentoML API method for ``endpoint``: the handler's typed parameters (its schema), a
+    ``ctx``, errors turned into answers and async iterators into server-sent events."""
+    handler = endpoint.handler
+    signature = inspect.signature(handler)
+    self_param, *fields = signature.parameters.values()
+    passes_ctx = "ctx" in signature.parameters
+    if not passes_ctx:
+        fields.append(
+            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=bentoml.Context)
+        )
+
+    async def route(self: DLServeBase, ctx: bentoml.Context, **kwargs: Any) -> Any:
+        try:
+            result = await handler(self, **kwargs, **({"ctx": ctx} if passes_ctx else {}))
+        except ErrorAnswer as answer:
+            result = answer.response
+        except RequestInputError as exc:
+            result = exc.answer()
+        if not isinstance(result, Response) and hasattr(result, "__aiter__"):
+            result = EventStreamResponse(result)
+        if isinstance(result, Response):  # BentoML answers with ctx's status code
+            ctx.response.status_code = result.status_code
+        return result
+
+    route.__signature__ = signature.replace(parameters=[self_param, *fields])  # type: ignore[attr-defined]
+    route.__name__ = route.__qualname__ = endpoint.api_name
+    route.__module__ = handler.__module__  # BentoML reads the annotations in that namespace
+    route.__doc__ = handler.__doc__
+    return route
+
+
+def build_service_class() -> type[DLServeBase]:
+    """``DLServeBase`` with one API method per endpoint and a ``BentoModel`` per stored model
+    of the enabled areas (what ``bentoml build`` packs)."""
+    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": DLServeBase.__doc__}
+    for endpoint in ENDPOINTS:
+        namespace[endpoint.api_name] = bentoml.api(route=endpoint.route)(route_method(endpoint))
+    for spec in registry.model_specs(SETTINGS.models):
+        # BentoML resolves every declared model before serving and fails on a missing one;
+        # a missing model is reported as unavailable by ServedModel instead.
+        if stored_model_exists(spec.tag):
+            namespace[f"stored_{spec.name.replace('-', '_')}"] = bentoml.models.BentoModel(spec.tag)
+        else:
+            log.warning("model %s is not in the store: it will be unavailable", spec.tag)
+    return type("DLServe", (DLServeBase,), namespace)
+
+
+DLServe = bentoml.service(
+    name="dlserve",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 60},
+    http={"cors": {"enabled": False}},
+)(build_service_class())
+
+
+def route_descriptions() -> dict[str, list[dict[str, Any]]]:
+    """Per model: each route that answers for it, with its content type and request schema
+    (from the same input specs BentoML validates against and puts in ``/docs.json``)."""
+    described: dict[str, list[dict[str, Any]]] = {}
+    for endpoint in ENDPOINTS:
+        spec = DLServe.apis[endpoint.api_name].input_spec
+        entry = {
+            "route": endpoint.route,
+            "content_type": spec.mime_type(),
+            "request_schema": spec.model_json_schema(),
+        }
+        for model in endpoint.models:
+            described.setdefault(model, []).append(entry)
+    batch_spec = DLServe.apis["batch_job"].input_spec
+    for adapter in registry.batch_adapters():
+        described.setdefault(adapter.model, []).append(
+            {
+                "route": f"{batch_http.ROUTE}/submit",
+                "content_type": batch_spec.mime_type(),
+                "request_schema": batch_spec.model_json_schema(),
+                "batch_model": adapter.model,
+            }
+        )
+    return described
+
+
+ROUTES = route_descriptions()
 
 
 async def list_models(_: Request) -> JSONResponse:
-    """``GET /v1/models``: every enabled model, loaded or not, with its provider and schema."""
+    """``GET /v1/models``: every enabled model, loaded or not, with its provider and routes."""
     service = bentoml.get_current_service()
-    return JSONResponse({"models": [m.describe() for m in service.served.values()]})
+    return JSONResponse({"models": [m.describe(ROUTES[m.name]) for m in service.served.values()]})
+
+
+def upload_routes() -> dict[str, str]:
+    """Route -> file field of every endpoint whose body is exactly one uploaded file."""
+    uploads = {}
+    for endpoint in ENDPOINTS:
+        spec = DLServe.apis[endpoint.api_name].input_spec
+        if spec.mime_type() == "multipart/form-data" and len(spec.model_fields) == 1:
+            uploads[endpoint.route] = spec.multipart_fields[0]
+    return uploads
 
 
 v1_app = Starlette(
@@ -57,131 +209,12 @@ v1_app = Starlette(
         Route("/batch/jobs/{job_id}/{name}", batch_http.download, methods=["GET"]),
     ]
 )
-
-
-@bentoml.service(
-    name="dlserve",
-    workers=SETTINGS.workers,
-    traffic={"timeout": 60},
-    http={"cors": {"enabled": False}},
-)
-class DLServe:
-    """Loads the enabled models once per worker; routes validate, batch and answer."""
-
-    def __init__(self) -> None:
-        self.served = {
-            spec.name: ServedModel(spec, SETTINGS)
-            for spec in MODEL_SPECS
-            if spec.area in SETTINGS.models
-        }
-        for served in self.served.values():
-            state = f"ready on {served.model.provider}" if served.model else "UNAVAILABLE"
-            log.info("model %s (%s): %s", served.name, served.spec.route, state)
-        self.text_encoders = sentiment.load_encoders(self.served)
-        self.default_sentiment = sentiment.default_model(self.served)
-
-    def __is_ready__(self) -> bool:
-        return all(served.ready for served in self.served.values())
-
-    async def _predict(self, name: str, inputs: Arrays) -> tuple[ServedModel, Arrays]:
-        """Batched inference on model ``name``; ErrorAnswer when disabled, missing or busy."""
-        served = self.served.get(name)
-        if served is None:
-            raise ErrorAnswer(
-                error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)")
-            )
-        try:
-            return served, await served.predict(inputs)
-        except (ModelNotReadyError, OverloadedError) as exc:
-            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
-
-    @bentoml.api(route=fraud.SPEC.route)
-    async def fraud_score(self, transactions: fraud.Transactions) -> fraud.FraudScoreResponse:
-        """Score 1 to 1,000 transactions: fraud probability, anomaly score, decision."""
-        try:
-            served, outputs = await self._predict(fraud.SPEC.name, fraud.to_arrays(transactions))
-        except ErrorAnswer as answer:
-            return answer.response
-        threshold = served.model.metadata["decision"]["threshold"]
-        results = fraud.to_results(outputs, threshold)
-        return JSONResponse({"model": served.reference(), "results": results})
-
-    async def _classify_images(
-        self, files: list[bytes], locs: list[list[str | int]], k: int
-    ) -> tuple[ServedModel, list[dict]]:
-        """Decode (off the event loop) and classify files; ImageInputError or ErrorAnswer."""
-        arrays = await asyncio.to_thread(image_api.to_arrays, files, locs)
-        served, outputs = await self._predict(image_api.SPEC.name, arrays)
-        return served, image_api.to_results(outputs, served.model.metadata["labels"], k)
-
-    @bentoml.api(route=image_api.SPEC.route)
-    async def image_classify(
-        self, image: Path, ctx: bentoml.Context
-    ) -> image_api.ImageClassifyResponse:
-        """Classify one image file (multipart field ``image``); ``?k=`` sets top-k (1-10)."""
-        try:
-            k = image_api.parse_k(ctx.request.query_params.get("k"))
-            served, results = await self._classify_images([image.read_bytes()], [["image"]], k)
-        except (image_api.ImageInputError, ErrorAnswer) as exc:
-            return _error_with_context(ctx, exc)
-        return JSONResponse({"model": served.reference(), **results[0]})
-
-    @bentoml.api(route=image_api.BATCH_ROUTE)
-    async def image_classify_batch(
-        self, images: image_api.ImageList, ctx: bentoml.Context
-    ) -> image_api.ImageBatchResponse:
-        """Classify 1 to 256 base64 image files, results in input order; ``?k=`` as above."""
-        try:
-            k = image_api.parse_k(ctx.request.query_params.get("k"))
-            files = image_api.decode_base64(images)
-            locs = [["images", index] for index in range(len(files))]
-            served, results = await self._classify_images(files, locs, k)
-        except (image_api.ImageInputError, ErrorAnswer) as exc:
-            return _error_with_context(ctx, exc)
-        return JSONResponse({"model": served.reference(), "results": results})
-
-    @bentoml.task(route=batch_http.ROUTE)
-    async def batch_job(
-        self, file: Path, ctx: bentoml.Context, model: str = "fraud"
-    ) -> dict[str, Any]:
-        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
-        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
-        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
-        ctx.response.status_code = status
-        return JSONResponse(body, status)
-
-    @bentoml.api(route=sentiment.ROUTE)
-    async def sentiment_classify(
-        self, texts: sentiment.Texts, model: sentiment.ModelChoice = None
-    ) -> sentiment.SentimentResponse:
-        """Label 1 to 256 texts positive or negative with ``model`` (default: the best)."""
-        name = sentiment.STORE_NAMES[model or self.default_sentiment]
-        encoder = self.text_encoders.get(name)
-        # Without an encoder the model is disabled or unavailable: _predict answers why.
-        arrays, truncated = encoder.encode(texts) if encoder else ({}, [])
-        try:
-            served, outputs = await self._predict(name, arrays)
-        except ErrorAnswer as answer:
-            return answer.response
-        results = sentiment.to_results(outputs, truncated)
-        return JSONResponse({"model": served.reference(), "results": results})
-
-
-def _error_with_context(ctx: bentoml.Context, exc: Exception) -> Response:
-    """The error answer of a route taking ``ctx`` (BentoML gives it ctx's status code)."""
-    response = exc.response if isinstance(exc, ErrorAnswer) else image_api.error_answer(exc)
-    ctx.response.status_code = response.status_code
-    return response
-
-
 DLServe.mount_asgi_app(v1_app, path="/v1")
 # The first middleware added is the outermost: the counter also sees the 413s of the limit.
 DLServe.add_asgi_middleware(
-    RejectedRequestCounter,
-    routes={spec.route: spec.name for spec in MODEL_SPECS}
-    | {image_api.BATCH_ROUTE: image_api.SPEC.name},
+    RejectedRequestCounter, routes={e.route: e.metric_model for e in ENDPOINTS}
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
-# malformed uploads before the route runs, so the upload's structure is checked first.
-DLServe.add_asgi_middleware(SingleFileUploadGuard, path=image_api.SPEC.route, field="image")
+# malformed uploads before the route runs, so an upload's structure is checked first.
+DLServe.add_asgi_middleware(SingleFileUploadGuard, fields=upload_routes())

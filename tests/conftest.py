@@ -27,29 +27,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
-# Every served model, smoke-trained into the private store once per test session:
-# model store name -> training CLI arguments. A new area adds its line here.
-SMOKE_RUNS = {
-    "fraud-scorer": ["fraud", "--preset", "smoke", "--register", "--quiet"],
-    "image-classifier": ["image", "--preset", "smoke", "--register", "--quiet"],
-    # One run registers both sentiment models; identical arguments are trained once.
-    "sentiment-rnn": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
-    "sentiment-transformer": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
-}
-
-
 @pytest.fixture(scope="session")
 def stored_models() -> dict[str, dict]:
-    """Train every model of ``SMOKE_RUNS``; return each one's stored metadata by name."""
+    """Smoke-train every declared training area (in dependency order) into the private store;
+    return each registered model's stored metadata by name."""
     from core.model_store import read_stored_model
+    from training.areas import SMOKE_PRESET, training_areas
     from training.cli import main
 
-    stored, done = {}, []
-    for name, arguments in SMOKE_RUNS.items():
-        if arguments not in done:
-            assert main(arguments) == 0
-            done.append(arguments)
-        stored[name] = read_stored_model(f"{name}:latest")[0]
+    stored = {}
+    for area in training_areas().values():
+        assert main([area.name, "--preset", SMOKE_PRESET, "--register", "--quiet"]) == 0
+        stored |= {name: read_stored_model(f"{name}:latest")[0] for name in area.models}
     return stored
 
 

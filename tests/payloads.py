@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.fraud import json_rows
+from service.areas.fraud import json_rows
 from training.fraud.simulator import simulate_transactions
 
 

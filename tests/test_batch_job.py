@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from service.areas.fraud import Transaction
 from service.batch.__main__ import main
 from service.batch.parts import MANIFEST, PAUSE_ENV
-from service.fraud import Transaction
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from service.batch.http import FILES, jobs_dir, run_upload
-from service.config import Settings, SettingsError
 from training.fraud.simulator import simulate_transactions
 
 TWO_DAYS_AGO = time.time() - 2 * 86400
@@ -52,16 +51,3 @@ def test_a_submit_deletes_expired_job_folders_only(
     assert (jobs_dir() / job_id / FILES["scores"]).is_file()
     assert not expired.exists()
     assert recent.is_dir() and running.is_dir() and not_a_job.is_dir()
-
-
-def test_retention_setting_defaults_to_a_day_and_is_validated(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("DLSERVE_BATCH_RETENTION_S", raising=False)
-    assert Settings.from_env().batch_retention_s == 86400
-    monkeypatch.setenv("DLSERVE_BATCH_RETENTION_S", "7200")
-    assert Settings.from_env().batch_retention_s == 7200
-    for value, message in [("60", "at least 3600"), ("a day", "not an integer")]:
-        monkeypatch.setenv("DLSERVE_BATCH_RETENTION_S", value)
-        with pytest.raises(SettingsError, match=f"DLSERVE_BATCH_RETENTION_S.*{message}"):
-            Settings.from_env()

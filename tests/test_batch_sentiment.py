@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from service.areas.sentiment import MAX_CHARACTERS, Texts, validate_texts
 from service.batch.__main__ import main
-from service.sentiment import MAX_CHARACTERS, SentimentRequest, validate_texts
 from tests.local_server import LocalServer
 
 TEXTS = [
@@ -28,7 +28,7 @@ BAD_TEXTS: list[Any] = [None, "", "   \n", "x" * (MAX_CHARACTERS + 1)]
 
 def _accepted_by_pydantic(text: Any) -> bool:
     try:
-        SentimentRequest(texts=[text])
+        TypeAdapter(Texts).validate_python([text])
     except ValidationError:
         return False
     return True

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from service.areas.fraud import COLUMN_RULES, Transaction, columns_to_arrays, to_arrays
 from service.batch.readers import frame_to_table
-from service.fraud import COLUMN_RULES, Transaction, columns_to_arrays, to_arrays
 from tests.payloads import transactions
 
 GOOD = transactions(40, seed=5)

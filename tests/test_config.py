@@ -1,27 +1,70 @@
+"""Every ``DLSERVE_*`` setting: its default, a good value read from the environment, and a bad
+value refused with a message naming the variable and the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
 import pytest
 
-from service.config import Settings, SettingsError
+from service import registry
+from service.config import ENV_PREFIX, Settings, SettingsError
+
+# field -> (a valid value as the environment holds it, what it becomes, a bad value, the rule)
+CASES = {
+    "provider": (" CUDA ", "cuda", "tpu", "'auto', 'cpu' or 'cuda'"),
+    "models": ("fraud, image", ("fraud", "image"), "fraud,speech", "unknown areas ['speech']"),
+    "area_modules": ("", (), "no.such.module", "'no.such.module' cannot be imported"),
+    "workers": ("2", 2, "0", "greater than or equal to 1"),
+    "intra_op_threads": ("0", 0, "-1", "greater than or equal to 0"),
+    "max_body_bytes": ("2048", 2048, "lots", "valid integer"),
+    "max_batch_rows": ("64", 64, "0", "greater than or equal to 1"),
+    "max_wait_ms": ("5", 5, "-5", "greater than or equal to 0"),
+    "max_queue_rows": ("10", 10, "0", "greater than or equal to 1"),
+    "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
+    "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
+    "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
+    "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
+}
 
 
-def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DLSERVE_PROVIDER", "DLSERVE_MODELS", "DLSERVE_MAX_BODY_BYTES"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(ENV_PREFIX + name.upper(), raising=False)
+
+
+def test_every_setting_is_tested() -> None:
+    assert set(CASES) == set(Settings.model_fields)
+
+
+def test_defaults_without_environment() -> None:
     settings = Settings.from_env()
-    assert settings.provider == "auto" and "fraud" in settings.models
+    assert settings.provider == "auto" and settings.workers == 1
+    assert settings.models == tuple(registry.all_areas()) and "fraud" in settings.models
+    assert settings.area_modules == () and settings.max_wait_ms == 0
+    assert settings.batch_retention_s == 86400
 
 
-@pytest.mark.parametrize(
-    ("name", "value", "message"),
-    [
-        ("DLSERVE_PROVIDER", "tpu", "DLSERVE_PROVIDER"),
-        ("DLSERVE_MODELS", "fraud,speech", "unknown areas"),
-        ("DLSERVE_MAX_BATCH_ROWS", "0", "at least 1"),
-        ("DLSERVE_MAX_BODY_BYTES", "lots", "not an integer"),
-    ],
-)
-def test_bad_settings_name_the_variable(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+@pytest.mark.parametrize("field", sorted(CASES))
+def test_a_good_value_is_read(monkeypatch: pytest.MonkeyPatch, field: str) -> None:
+    raw, expected, _, _ = CASES[field]
+    monkeypatch.setenv(ENV_PREFIX + field.upper(), raw)
+    assert getattr(Settings.from_env(), field) == expected
+
+
+@pytest.mark.parametrize("field", sorted(CASES))
+def test_a_bad_value_names_the_variable_and_the_rule(
+    monkeypatch: pytest.MonkeyPatch, field: str
 ) -> None:
-    monkeypatch.setenv(name, value)
-    with pytest.raises(SettingsError, match=message):
+    _, _, bad, rule = CASES[field]
+    variable = ENV_PREFIX + field.upper()
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(SettingsError) as raised:
         Settings.from_env()
+    assert rule in str(raised.value) and variable in str(raised.value)
+
+
+def test_public_lists_every_setting_by_variable() -> None:
+    shown = Settings.from_env().public()
+    assert set(shown) == {ENV_PREFIX + name.upper() for name in Settings.model_fields}

@@ -302,7 +302,7 @@ def test_simulated_rows_all_satisfy_the_serving_schema() -> None:
     limits (distances are capped at 20,000 km, counts and amounts stay in range)."""
     import pyarrow as pa
 
-    from service.fraud import COLUMN_RULES
+    from service.areas.fraud import COLUMN_RULES
 
     frame = simulate_transactions(300_000, seed=4)
     _, reasons = COLUMN_RULES.validate(pa.Table.from_pandas(frame[COLUMN_RULES.names]))

@@ -1,4 +1,4 @@
-"""The upload conversion rule and the input errors of ``service.images`` (in-process)."""
+"""The upload conversion rule and the input errors of ``service.areas.images`` (in-process)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.images import (
+from service.areas.images import (
     MAX_PIXELS,
     ImageInputError,
     decode,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.model_store import load_model
-from service import sentiment
+from service.areas import sentiment
 from tests.http_checks import assert_names_field_and_rule
 from tests.local_server import LocalServer
 from tests.sentiment_sentences import review_sentences
@@ -24,7 +24,7 @@ def _post(server: LocalServer, body: Any) -> httpx.Response:
 
 def _in_process(metadata: dict, texts: list[str]) -> list[dict]:
     model = load_model(f"{metadata['name']}:{metadata['version']}", "cpu")
-    arrays, truncated = sentiment.stored_encoder(metadata).encode(texts)
+    arrays, truncated = sentiment.stored_encoder(model).encode(texts)
     return sentiment.to_results(model.run(arrays), truncated)
 
 

@@ -15,8 +15,8 @@ import torch
 
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
 from models.text import RecurrentClassifier, RecurrentConfig
+from service.areas.sentiment import to_results
 from service.batching import MicroBatcher, concatenate_padded
-from service.sentiment import to_results
 from training.sentiment.data import load_reviews, split_reviews
 from training.sentiment.models import minilm_dir
 from training.sentiment.tokenizer import train_wordpiece

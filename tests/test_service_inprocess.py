@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.model_store import load_model
-from service.fraud import FraudScoreResponse, Transaction, to_arrays
+from service.areas.fraud import FraudScoreResponse, Transaction, to_arrays
 from tests.payloads import transactions
 
 
@@ -45,5 +45,28 @@ def test_models_route_lists_the_loaded_model(client: TestClient, fraud_model: di
     assert entry["status"] == "ready" and entry["provider"] == "cpu"
     assert entry["sha256"] == fraud_model["sha256"]
     assert entry["route"] == "/v1/fraud/score"
-    assert "amount" in entry["request_schema"]["properties"]
+    schema = entry["request_schema"]
+    assert schema["properties"]["transactions"]["maxItems"] == 1000
+    assert schema["$defs"]["Transaction"]["properties"]["hour"]["maximum"] == 23
     assert entry["metrics"]["pr_auc"] == fraud_model["headline_metrics"]["pr_auc"]
+
+
+def test_models_route_describes_every_route_of_a_model(client: TestClient) -> None:
+    models = {entry["name"]: entry for entry in client.get("/v1/models").json()["models"]}
+    routes = {route["route"]: route for route in models["image-classifier"]["routes"]}
+    assert set(routes) == {
+        "/v1/images/classify",
+        "/v1/images/classify_batch",
+        "/v1/batch/jobs/submit",
+    }
+    upload = routes["/v1/images/classify"]
+    assert upload["content_type"] == "multipart/form-data"
+    assert upload["request_schema"]["properties"]["image"]["format"] == "binary"
+    assert models["image-classifier"]["request_schema"] == upload["request_schema"]
+    batch = routes["/v1/images/classify_batch"]
+    assert batch["content_type"] == "application/json"
+    assert batch["request_schema"]["properties"]["images"]["maxItems"] == 256
+    job = routes["/v1/batch/jobs/submit"]
+    assert job["batch_model"] == "image-classifier" and "file" in job["request_schema"]["properties"]
+    sentiment = {route["route"] for route in models["sentiment-rnn"]["routes"]}
+    assert "/v1/sentiment" in sentiment

@@ -1,41 +1,27 @@
-"""Command line for every area: shared flags here, area flags in each area's ``train`` module.
-
-An area module provides ``PRESETS`` (name -> preset; ``full`` trains the served model),
-``add_arguments(parser)`` for its own flags, and ``run(args) -> str``: it trains, writes its
-report and returns the headline numbers for the one-line summary.
-"""
+"""Command line for every area: shared flags here, area flags and the run in each area's
+``TrainingArea`` (``training/<area>/train.py``, collected by ``training.areas``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import sys
 import time
-from types import ModuleType
 
-AREAS = {
-    "fraud": "training.fraud.train",
-    "image": "training.image.train",
-    "sentiment": "training.sentiment.train",
-}
-
-
-def _area_module(area: str) -> ModuleType:
-    return importlib.import_module(AREAS[area])
+from training.areas import FULL_PRESET, TrainingError, training_areas
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-command per area."""
+    """The top-level parser with one sub-command per declared area."""
     parser = argparse.ArgumentParser(
         prog="python -m training", description="Train, evaluate, export and register a model."
     )
-    areas = parser.add_subparsers(dest="area", required=True, metavar="AREA")
-    for area in AREAS:
-        module = _area_module(area)
-        sub = areas.add_parser(area, help=(module.__doc__ or area).strip().splitlines()[0])
+    subcommands = parser.add_subparsers(dest="area", required=True, metavar="AREA")
+    for area in training_areas().values():
+        sub = subcommands.add_parser(area.name, help=area.summary)
         sub.add_argument(
             "--preset",
-            choices=sorted(module.PRESETS),
-            default="full",
+            choices=sorted(area.presets),
+            default=FULL_PRESET,
             help="size of the run: 'smoke' takes seconds, 'full' makes the served "
             "model (default: full)",
         )
@@ -57,17 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
             help="store the exported model(s) in the BentoML model store "
             "(default: only for the full preset, so a smoke run never replaces a served model)",
         )
-        module.add_arguments(sub)
+        area.add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one area's training; print a one-line summary; return the exit code."""
+    """Run one area's training and print a one-line summary: exit 0, or 1 with the reason
+    when the run fails for a known cause (``TrainingError``)."""
     args = build_parser().parse_args(argv)
     if args.register is None:
-        args.register = args.preset == "full"
+        args.register = args.preset == FULL_PRESET
     started = time.perf_counter()
-    summary = _area_module(args.area).run(args)
+    try:
+        summary = training_areas()[args.area].run(args)
+    except TrainingError as exc:
+        print(f"training {args.area} preset={args.preset} failed: {exc}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - started
     print(
         f"training {args.area} preset={args.preset} seed={args.seed}: {summary} in {seconds:.1f}s",

@@ -10,11 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from training.areas import TrainingError
+
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
 
 
-class ParityError(AssertionError):
+class ParityError(TrainingError):
     """ONNX Runtime's outputs differ from PyTorch's by more than the tolerance."""
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.model_store import ModelUnavailableError
-from service.batch.adapter import UnknownModelError
+from service.batch.adapter import UnknownModelError, model_choices
 from service.batch.job import JobConfig, Summary, dry_run, run_local
 from service.batch.parts import ResumeMismatchError
 from service.batch.readers import InputError
@@ -31,7 +31,12 @@ def column_pair(text: str) -> tuple[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service.batch", description=__doc__)
-    parser.add_argument("--model", required=True, help="area or model-store name, e.g. fraud")
+    choices = model_choices()
+    parser.add_argument(
+        "--model",
+        required=True,
+        help=f"an area (its first model) or a model-store name: {', '.join(choices)}",
+    )
     parser.add_argument(
         "--input",
         type=Path,
@@ -47,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="rows per chunk and per ONNX call (default: the model's: fraud 65536, image "
-        "1024, sentiment 256)",
+        help="rows per chunk and per ONNX call (default: the model's: "
+        + ", ".join(sorted({f"{a.model} {a.batch_size}" for a in choices.values()}))
+        + ")",
     )
     parser.add_argument(
         "--resume", action="store_true", help="skip chunks a killed run already committed"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ FILES = {"scores": "scores.parquet", "rejects": "scores.rejects.parquet"}
 
 
 def jobs_dir() -> Path:
-    return Path(os.environ.get("DLSERVE_BATCH_DIR") or tempfile.gettempdir()) / "dlserve-jobs"
+    return Settings.from_env().batch_dir / "dlserve-jobs"
 
 
 def _expiry_cutoff() -> float:

@@ -1,7 +1,8 @@
 """One batch job on the local engine: read chunks, validate, score, commit parts, finish.
 
-``prepare`` (validate and encode a chunk), ``LoadedModel.run`` (the HTTP service's ONNX
-Runtime call) and ``to_tables`` (scores and rejects) are the steps both engines share.
+``prepare`` (validate and encode a chunk), ``BatchAdapter.infer`` (by default the HTTP
+service's ONNX Runtime call) and ``to_tables`` (scores and rejects) are the steps both engines
+share.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from core.model_store import LoadedModel, load_model
 from core.progress import progress_bar
-from service.batch.adapter import BatchAdapter, find_adapter
+from service import registry
+from service.area import BatchAdapter, ReadyModel
+from service.batch.adapter import find_adapter
 from service.batch.parts import PartStore
 from service.batch.pipeline import WriteBehind, read_ahead
 from service.batch.readers import InputError, Source, open_source
@@ -97,13 +99,11 @@ class Summary:
         )
 
 
-def load_for_batch(adapter: BatchAdapter) -> LoadedModel:
-    """The adapter's model as the service would load it (same settings, same checks)."""
+def load_for_batch(adapter: BatchAdapter) -> ReadyModel:
+    """The adapter's model as the service would load it (same settings, checks, companion)."""
     settings = Settings.from_env()
-    model = load_model(adapter.spec.tag, settings.provider, settings.intra_op_threads)
-    if adapter.spec.check is not None:
-        adapter.spec.check(model.metadata)
-    return model
+    spec = registry.area_of(adapter.model).spec_by_name[adapter.model]
+    return spec.load(settings.provider, settings.intra_op_threads)
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Chunk:
 
 
 def prepare(
-    adapter: BatchAdapter, metadata: dict[str, Any], table: pa.Table, index: int, config: JobConfig
+    adapter: BatchAdapter, ready: ReadyModel, table: pa.Table, index: int, config: JobConfig
 ) -> Chunk:
     """Validate chunk ``index`` (rows as read from the file) and encode its valid rows."""
     id_column = config.id_column
@@ -132,12 +132,12 @@ def prepare(
     valid = np.equal(reasons, None)
     if not valid.all():
         columns = {name: values[valid] for name, values in columns.items()}
-    inputs, fields = adapter.encode(columns, metadata)
+    inputs, fields = adapter.encode(columns, ready)
     return Chunk(index, ids, valid, reasons, inputs, fields)
 
 
 def to_tables(
-    adapter: BatchAdapter, model: LoadedModel, chunk: Chunk, outputs: Arrays, id_column: str | None
+    adapter: BatchAdapter, model: ReadyModel, chunk: Chunk, outputs: Arrays, id_column: str | None
 ) -> tuple[pa.Table, pa.Table]:
     """``(scored, rejects)``: valid rows' output fields and the rejected rows' reasons.
 
@@ -150,7 +150,7 @@ def to_tables(
     scored = pa.table(
         {
             id_name: chunk.ids if everything else chunk.ids.filter(pa.array(chunk.valid)),
-            **adapter.to_columns(outputs, model.metadata),
+            **adapter.to_columns(outputs, model),
             **chunk.fields,
             "model_name": constant(model.name, scored_rows),
             "model_version": constant(model.version, scored_rows),
@@ -175,15 +175,16 @@ def dry_run(config: JobConfig) -> str:
     table = next(config.open(adapter).chunks, None)
     if table is None:
         raise InputError(f"input {config.input} has no rows")
-    chunk = prepare(adapter, model.metadata, table, 0, config)
-    scored, rejects = to_tables(adapter, model, chunk, model.run(chunk.inputs), config.id_column)
+    chunk = prepare(adapter, model, table, 0, config)
+    outputs = adapter.infer(model, chunk.inputs)
+    scored, rejects = to_tables(adapter, model, chunk, outputs, config.id_column)
     return (
         f"dry run {model.name}:{model.version}: first chunk of {table.num_rows} rows, "
         f"{scored.num_rows} scored, {rejects.num_rows} rejected; nothing written"
     )
 
 
-def open_store(config: JobConfig, fingerprint: dict[str, Any], model: LoadedModel) -> PartStore:
+def open_store(config: JobConfig, fingerprint: dict[str, Any], model: ReadyModel) -> PartStore:
     """The job's part store; ``--resume`` accepts only parts of this very job."""
     identity = {
         "input": fingerprint,
@@ -213,7 +214,7 @@ def run_local(config: JobConfig) -> Summary:
             if store.done(index):
                 yield table.num_rows, None
             else:
-                yield table.num_rows, prepare(adapter, model.metadata, table, index, config)
+                yield table.num_rows, prepare(adapter, model, table, index, config)
 
     def commit(chunk: Chunk, outputs: Arrays) -> None:
         store.commit(chunk.index, *to_tables(adapter, model, chunk, outputs, config.id_column))
@@ -222,12 +223,12 @@ def run_local(config: JobConfig) -> Summary:
     with bar, WriteBehind() as writer:
         for rows, chunk in read_ahead(prepared()):
             if chunk is not None:
-                writer.submit(commit, chunk, model.run(chunk.inputs))
+                writer.submit(commit, chunk, adapter.infer(model, chunk.inputs))
             bar.update(rows)
     return close_job(config, store, model, started)
 
 
-def close_job(config: JobConfig, store: PartStore, model: LoadedModel, started: float) -> Summary:
+def close_job(config: JobConfig, store: PartStore, model: ReadyModel, started: float) -> Summary:
     """Write the final files from a store holding every chunk; the job's summary."""
     scored, rejected = store.totals()
     if scored + rejected == 0:

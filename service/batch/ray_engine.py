@@ -3,7 +3,7 @@
 The driver lists the chunks still to do (the manifest makes it resumable, as on the local
 engine) and hands their indices to ``map_batches`` over a pool of ``ChunkScorer`` actors. Each
 actor loads the model once, reads its chunks' rows straight from the Parquet file (only the
-row groups that hold them), runs the shared ``prepare`` / ``LoadedModel.run`` / ``to_tables``
+row groups that hold them), runs the shared ``prepare`` / ``BatchAdapter.infer`` / ``to_tables``
 steps and puts the part files in place; the driver then records each chunk in the manifest and
 finally writes the output files. Parquet input only (the actors need random access by row);
 the part folder must be on storage every actor and the driver share.
@@ -63,8 +63,8 @@ class ChunkScorer:
         counts = []
         for index in indices:
             table = rows.slice((index - first) * size, size)
-            chunk = prepare(self.adapter, self.model.metadata, table, index, self.config)
-            outputs = self.model.run(chunk.inputs)
+            chunk = prepare(self.adapter, self.model, table, index, self.config)
+            outputs = self.adapter.infer(self.model, chunk.inputs)
             scored, rejects = to_tables(
                 self.adapter, self.model, chunk, outputs, self.config.id_column
             )

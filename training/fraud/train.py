@@ -22,6 +22,7 @@ from models.tabular import (
     TabularConfig,
     TabularPreprocessor,
 )
+from training.areas import TrainingArea, TrainingError
 from training.evaluation import binary_report, threshold_at_fpr
 from training.export import check_parity, export_onnx
 from training.fraud import seed_example
@@ -91,9 +92,14 @@ def load_frames(args: argparse.Namespace, preset: Preset) -> tuple[FeatureSpec, 
         frame = simulate_transactions(preset.rows, seed=args.seed)
         return FRAUD_SPEC, list(time_ordered_split(frame, FRAUD_SPEC))
     if args.spec is None:
-        raise SystemExit("--data needs --spec (a JSON feature spec naming the label and columns)")
-    spec = FeatureSpec.from_json(args.spec)
-    return spec, list(time_ordered_split(load_table(args.data, spec), spec))
+        raise TrainingError(
+            "--data needs --spec (a JSON feature spec naming the label and columns)"
+        )
+    try:
+        spec = FeatureSpec.from_json(args.spec)
+        return spec, list(time_ordered_split(load_table(args.data, spec), spec))
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"--data {args.data} with --spec {args.spec}: {exc}") from exc
 
 
 def to_splits(
@@ -379,3 +385,13 @@ def run(args: argparse.Namespace) -> str:
 
 def _count(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
+
+
+AREA = TrainingArea(
+    name="fraud",
+    models=(MODEL_NAME,),
+    presets=PRESETS,
+    add_arguments=add_arguments,
+    run=run,
+    summary=__doc__.strip().splitlines()[0],
+)

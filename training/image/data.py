@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.areas import TrainingError
+
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = (
     "T-shirt/top",
@@ -33,7 +35,7 @@ _FILES = {
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 
 
-class DataError(RuntimeError):
+class DataError(TrainingError):
     """The data folder lacks a file or holds one that is not the expected IDX array."""
 
 

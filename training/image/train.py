@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from models.cnn import CNNConfig, ImageClassifier
+from training.areas import TrainingArea
 from training.export import check_parity, export_onnx
 from training.image.augment import augment
 from training.image.data import CLASSES, Split, default_dir, load_splits
@@ -25,7 +26,7 @@ from training.reports import plot_confusion_matrix, plot_training_curves, report
 MODEL_NAME = "image-classifier"
 PREPROCESSING_RULE = (
     "in the graph: uint8 pixels / 255, minus the training mean, divided by the training std; "
-    "the service turns uploads into light-on-dark 28x28 grayscale first (service.images)"
+    "the service turns uploads into light-on-dark 28x28 grayscale first (service.areas.images)"
 )
 
 
@@ -232,3 +233,13 @@ def run(args: argparse.Namespace) -> str:
     }
     write_report(directory, metrics, curves, extra, args)
     return f"{summary}; report in {directory}"
+
+
+AREA = TrainingArea(
+    name="image",
+    models=(MODEL_NAME,),
+    presets=PRESETS,
+    add_arguments=add_arguments,
+    run=run,
+    summary=__doc__.strip().splitlines()[0],
+)

@@ -14,6 +14,7 @@ import torch
 
 from core.text_encoding import TOKENIZER_FILE
 from models.text import PositiveProbability
+from training.areas import TrainingArea
 from training.evaluation import label_report
 from training.export import check_parity, export_onnx
 from training.loop import seed_everything
@@ -270,3 +271,13 @@ def data_summary(splits: list[TextSplit]) -> dict:
             for name, split in zip(("train", "validation", "test"), splits, strict=True)
         },
     }
+
+
+AREA = TrainingArea(
+    name="sentiment",
+    models=tuple(STORE_NAMES.values()),
+    presets=PRESETS,
+    add_arguments=add_arguments,
+    run=run,
+    summary=__doc__.strip().splitlines()[0],
+)

@@ -1,7 +1,7 @@
-"""Fraud scoring route contract: the transaction schema, its arrays, and the response.
+"""Fraud scoring area: ``POST /v1/fraud/score``, its batch adapter, and the model it serves.
 
-The schema is the default fraud model's feature spec (``training.fraud.features.FRAUD_SPEC``);
-a stored model trained on another spec is refused at load by ``check_feature_spec``.
+The schema is the default fraud model's feature spec (``core.features.FRAUD_SPEC``); a stored
+model trained on another spec is refused at load by ``check_feature_spec``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.responses import JSONResponse
 
 from core.features import FRAUD_SPEC
 from core.model_store import ModelUnavailableError
-from service.batch.adapter import BatchAdapter
+from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ServedModels
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
-from service.served_model import ModelReference, ModelSpec
+from service.served_model import ModelReference, reference
 
 MAX_ROWS = 1000
 MERCHANT_CATEGORIES = FRAUD_SPEC.categorical["merchant_category"]
@@ -129,21 +130,32 @@ def check_feature_spec(metadata: dict[str, Any]) -> None:
             )
 
 
-SPEC = ModelSpec(
-    area="fraud",
-    name="fraud-scorer",
-    route="/v1/fraud/score",
-    score_output="fraud_probability",
-    request_schema=Transaction,
-    check=check_feature_spec,
-)
+MODEL = "fraud-scorer"
 
-BATCH = BatchAdapter(
-    spec=SPEC,
-    batch_size=65_536,
-    input_columns=tuple(COLUMN_RULES.names),
-    categorical_columns=tuple(r.name for r in COLUMN_RULES.fields if r.kind == "choice"),
-    validate=COLUMN_RULES.validate,
-    encode=lambda columns, metadata: (columns_to_arrays(columns), {}),
-    to_columns=lambda outputs, metadata: to_columns(outputs, metadata["decision"]["threshold"]),
+
+async def score(models: ServedModels, transactions: Transactions) -> FraudScoreResponse:
+    """Score 1 to 1,000 transactions: fraud probability, anomaly score, decision."""
+    ready, outputs = await models.predict(MODEL, to_arrays(transactions))
+    results = to_results(outputs, ready.metadata["decision"]["threshold"])
+    return JSONResponse({"model": reference(ready), "results": results})
+
+
+AREA = Area(
+    name="fraud",
+    description="fraud scoring of card transactions (feed-forward net + autoencoder)",
+    models=(ModelSpec(MODEL, check=check_feature_spec, score_output="fraud_probability"),),
+    endpoints=(Endpoint("/v1/fraud/score", score, models=(MODEL,)),),
+    batch=(
+        BatchAdapter(
+            model=MODEL,
+            batch_size=65_536,
+            input_columns=tuple(COLUMN_RULES.names),
+            categorical_columns=tuple(r.name for r in COLUMN_RULES.fields if r.kind == "choice"),
+            validate=COLUMN_RULES.validate,
+            encode=lambda columns, ready: (columns_to_arrays(columns), {}),
+            to_columns=lambda outputs, ready: to_columns(
+                outputs, ready.metadata["decision"]["threshold"]
+            ),
+        ),
+    ),
 )

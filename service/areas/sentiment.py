@@ -1,30 +1,28 @@
-"""Sentiment route contract: the request, tokenisation with each model's stored tokenizer,
-and the answer.
+"""Sentiment area: ``POST /v1/sentiment``, tokenisation with each model's stored tokenizer,
+the answer, and the batch adapters.
 
 Two models answer ``POST /v1/sentiment``: ``rnn`` (bidirectional GRU) and ``transformer``
 (fine-tuned MiniLM). A request may name one; otherwise the ready model with the higher stored
 test accuracy answers. Each batch is padded to its longest text, never to the model's maximum;
 ``truncated`` marks texts longer than the model's ``max_tokens``. Batch jobs score a ``text``
-column with the same rules and encoding (``BATCH``).
+column with the same rules and encoding.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import bentoml
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from starlette.responses import JSONResponse
 
-from core.model_store import ModelUnavailableError
+from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
-from service.batch.adapter import BatchAdapter
+from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
 from service.batching import Arrays, concatenate_padded
-from service.served_model import ModelReference, ModelSpec, ServedModel
+from service.served_model import ModelReference, reference
 
 ROUTE = "/v1/sentiment"
 MAX_TEXTS = 256
@@ -61,13 +59,6 @@ ModelChoice = Annotated[
 ]
 
 
-class SentimentRequest(BaseModel):
-    """The request body, as ``/v1/models`` shows it."""
-
-    texts: Texts
-    model: ModelChoice = None
-
-
 class SentimentResult(BaseModel):
     label: Literal["negative", "positive"]
     probability: float = Field(description="the model's probability of the returned label")
@@ -79,46 +70,41 @@ class SentimentResponse(BaseModel):
     results: list[SentimentResult]
 
 
-def stored_encoder(metadata: dict[str, Any]) -> TextEncoder:
+def stored_encoder(model: LoadedModel) -> TextEncoder:
     """The tokenizer stored beside a model, with the model's ``max_tokens``."""
     try:
-        root = Path(bentoml.models.get(f"{metadata['name']}:{metadata['version']}").path)
-        return TextEncoder.from_file(root / TOKENIZER_FILE, int(metadata["max_tokens"]))
+        return TextEncoder.from_file(
+            model.directory / TOKENIZER_FILE, int(model.metadata["max_tokens"])
+        )
     except Exception as exc:  # missing file or key; tokenizers raises plain Exception
         raise ModelUnavailableError(
-            f"model {metadata.get('name')!r} has no usable {TOKENIZER_FILE} or max_tokens "
+            f"model {model.name!r} has no usable {TOKENIZER_FILE} or max_tokens "
             f"({type(exc).__name__}); re-train and register it with `python -m training "
             "sentiment`"
         ) from exc
 
 
 def check_text_model(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model that does not take token ids and a mask or lacks its tokenizer."""
+    """Refuse a stored model that does not take token ids and a mask and answer P(positive)."""
     names = [spec["name"] for spec in metadata["inputs"]]
     if names != ["input_ids", "attention_mask"]:
         raise ModelUnavailableError(
             f"model {metadata['name']!r} takes {names}, not [input_ids, attention_mask]"
         )
-    stored_encoder(metadata)
+    if tuple(metadata.get("labels", ())) != LABELS:
+        raise ModelUnavailableError(
+            f"model {metadata['name']!r} has labels {metadata.get('labels')}, not {list(LABELS)}"
+        )
 
 
-def load_encoders(served: dict[str, ServedModel]) -> dict[str, TextEncoder]:
-    """The tokenizer of every ready sentiment model, by store name."""
-    return {
-        name: stored_encoder(model.model.metadata)
-        for name, model in served.items()
-        if model.spec.area == "sentiment" and model.ready
-    }
-
-
-def default_model(served: dict[str, ServedModel]) -> str:
+def default_model(models: ServedModels) -> str:
     """The request name of the ready model with the best stored test accuracy."""
 
     def accuracy(choice: str) -> float:
-        model = served.get(STORE_NAMES[choice])
-        if model is None or not model.ready:
+        ready = models.ready(STORE_NAMES[choice])
+        if ready is None:
             return -1.0
-        return float(model.model.metadata["headline_metrics"]["test_accuracy"])
+        return float(ready.metadata["headline_metrics"]["test_accuracy"])
 
     return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
 
@@ -169,40 +155,53 @@ def validate_texts(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return {TEXT_COLUMN: column.to_numpy(zero_copy_only=False)}, reasons
 
 
-@functools.lru_cache(maxsize=4)
-def _encoder(name: str, version: str, max_tokens: int) -> TextEncoder:
-    return stored_encoder({"name": name, "version": version, "max_tokens": max_tokens})
-
-
 def encode_texts(
-    columns: dict[str, np.ndarray], metadata: dict[str, Any]
+    columns: dict[str, np.ndarray], ready: ReadyModel
 ) -> tuple[Arrays, dict[str, np.ndarray]]:
     """Batch jobs: valid texts -> the graph's inputs (the route's encoder) and ``truncated``."""
-    encoder = _encoder(metadata["name"], metadata["version"], int(metadata["max_tokens"]))
-    arrays, truncated = encoder.encode(columns[TEXT_COLUMN].tolist())
+    arrays, truncated = ready.companion.encode(columns[TEXT_COLUMN].tolist())
     return arrays, {"truncated": np.array(truncated, dtype=bool)}
 
 
-SPECS = tuple(
-    ModelSpec(
-        area="sentiment",
-        name=store_name,
-        route=ROUTE,
-        score_output="positive_probability",
-        request_schema=SentimentRequest,
-        check=check_text_model,
-        join=concatenate_padded,
-    )
-    for store_name in STORE_NAMES.values()
-)
-BATCH = tuple(
-    BatchAdapter(
-        spec=spec,
-        input_columns=(TEXT_COLUMN,),
-        validate=validate_texts,
-        encode=encode_texts,
-        to_columns=lambda outputs, metadata: to_columns(outputs),
-        batch_size=256,  # padded to 128 tokens: the transformer's attention is ~200 MB per call
-    )
-    for spec in SPECS  # the transformer first: ``--model sentiment`` means the more accurate
+async def classify(
+    models: ServedModels, texts: Texts, model: ModelChoice = None
+) -> SentimentResponse:
+    """Label 1 to 256 texts positive or negative with ``model`` (default: the best)."""
+    name = STORE_NAMES[model or default_model(models)]
+    ready = models.ready(name)
+    # Without a ready model there is no encoder: ``predict`` answers why (404 or 503).
+    arrays, truncated = ready.companion.encode(texts) if ready else ({}, [])
+    ready, outputs = await models.predict(name, arrays)
+    results = to_results(outputs, truncated)
+    return JSONResponse({"model": reference(ready), "results": results})
+
+
+AREA = Area(
+    name="sentiment",
+    description="sentiment of review texts (bidirectional GRU, fine-tuned MiniLM)",
+    models=tuple(
+        ModelSpec(
+            store_name,
+            check=check_text_model,
+            prepare=stored_encoder,
+            score_output="positive_probability",
+            join=concatenate_padded,
+        )
+        for store_name in STORE_NAMES.values()
+    ),
+    endpoints=(
+        Endpoint(ROUTE, classify, models=tuple(STORE_NAMES.values()), counted_as="sentiment"),
+    ),
+    # The transformer first: ``--model sentiment`` means the more accurate model.
+    batch=tuple(
+        BatchAdapter(
+            model=store_name,
+            input_columns=(TEXT_COLUMN,),
+            validate=validate_texts,
+            encode=encode_texts,
+            to_columns=lambda outputs, ready: to_columns(outputs),
+            batch_size=256,  # padded to 128 tokens: the transformer's attention is ~200 MB/call
+        )
+        for store_name in STORE_NAMES.values()
+    ),
 )

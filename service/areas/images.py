@@ -1,4 +1,4 @@
-"""Image classification route contract: decoding uploads to the model's input, and the answers.
+"""Image classification area: the upload and base64 routes, decoding, batch adapter, answers.
 
 Conversion rule (every upload, any format Pillow reads, any size and colour mode):
 
@@ -17,12 +17,15 @@ passes through unchanged. Images over ``MAX_PIXELS`` pixels are refused before d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import warnings
+from pathlib import Path
 from typing import Annotated, Any
 
+import bentoml
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
@@ -30,10 +33,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from core.model_store import ModelUnavailableError
-from service.batch.adapter import BatchAdapter
+from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
 from service.batching import Arrays
-from service.errors import error_response, field_error
-from service.served_model import ModelReference, ModelSpec
+from service.errors import RequestInputError
+from service.served_model import ModelReference, reference
 
 SIZE = 28
 MAX_PIXELS = 16_000_000  # width x height of one upload, checked before its pixels are decoded
@@ -43,12 +46,8 @@ MID_GREY = 127
 DEFAULT_K = 3
 
 
-class ImageInputError(ValueError):
+class ImageInputError(RequestInputError):
     """An input is not a usable image; ``loc`` names it, ``kind`` is the error type."""
-
-    def __init__(self, loc: list[str | int], message: str, kind: str) -> None:
-        super().__init__(message)
-        self.loc, self.kind = loc, kind
 
 
 ImageList = Annotated[
@@ -59,12 +58,6 @@ ImageList = Annotated[
         description="Base64 (standard alphabet) of each image file: PNG, JPEG, ...",
     ),
 ]
-
-
-class ImageBatch(BaseModel):
-    """``POST /v1/images/classify_batch``: base64-encoded image files, answered in order."""
-
-    images: ImageList
 
 
 class ClassProbability(BaseModel):
@@ -189,12 +182,6 @@ def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any
     return results
 
 
-def error_answer(exc: ImageInputError) -> JSONResponse:
-    """The 400 answer for a bad image input, naming where it is."""
-    where = ".".join(str(part) for part in exc.loc)
-    return error_response(400, f"{where}: {exc}", [field_error(exc.loc, str(exc), exc.kind)])
-
-
 def check_input(metadata: dict[str, Any]) -> None:
     """Refuse a stored model that does not take ``uint8 [batch, 28, 28]`` images."""
     inputs = metadata["inputs"]
@@ -206,14 +193,8 @@ def check_input(metadata: dict[str, Any]) -> None:
         )
 
 
-SPEC = ModelSpec(
-    area="image",
-    name="image-classifier",
-    route="/v1/images/classify",
-    score_output="confidence",
-    request_schema=ImageBatch,
-    check=check_input,
-)
+MODEL = "image-classifier"
+ROUTE = "/v1/images/classify"
 BATCH_ROUTE = "/v1/images/classify_batch"
 
 
@@ -243,11 +224,50 @@ def to_columns(outputs: Arrays, labels: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-BATCH = BatchAdapter(
-    spec=SPEC,
-    batch_size=1_024,
-    input_columns=("image",),
-    validate=decode_column,
-    encode=lambda columns, metadata: ({"images": columns["images"]}, {}),
-    to_columns=lambda outputs, metadata: to_columns(outputs, metadata["labels"]),
+async def _classify(
+    models: ServedModels, files: list[bytes], locs: list[list[str | int]], ctx: bentoml.Context
+) -> tuple[ReadyModel, list[dict[str, Any]]]:
+    """Decode (off the event loop) and classify files, top ``?k=`` classes each."""
+    k = parse_k(ctx.request.query_params.get("k"))
+    arrays = await asyncio.to_thread(to_arrays, files, locs)
+    ready, outputs = await models.predict(MODEL, arrays)
+    return ready, to_results(outputs, ready.metadata["labels"], k)
+
+
+async def classify(
+    models: ServedModels, image: Path, ctx: bentoml.Context
+) -> ImageClassifyResponse:
+    """Classify one image file (multipart field ``image``); ``?k=`` sets top-k (1-10)."""
+    ready, results = await _classify(models, [image.read_bytes()], [["image"]], ctx)
+    return JSONResponse({"model": reference(ready), **results[0]})
+
+
+async def classify_batch(
+    models: ServedModels, images: ImageList, ctx: bentoml.Context
+) -> ImageBatchResponse:
+    """Classify 1 to 256 base64 image files, results in input order; ``?k=`` as above."""
+    files = decode_base64(images)
+    locs: list[list[str | int]] = [["images", index] for index in range(len(files))]
+    ready, results = await _classify(models, files, locs, ctx)
+    return JSONResponse({"model": reference(ready), "results": results})
+
+
+AREA = Area(
+    name="image",
+    description="image classification (CNN on Fashion-MNIST)",
+    models=(ModelSpec(MODEL, check=check_input, score_output="confidence"),),
+    endpoints=(
+        Endpoint(ROUTE, classify, models=(MODEL,)),
+        Endpoint(BATCH_ROUTE, classify_batch, models=(MODEL,)),
+    ),
+    batch=(
+        BatchAdapter(
+            model=MODEL,
+            batch_size=1_024,
+            input_columns=("image",),
+            validate=decode_column,
+            encode=lambda columns, ready: ({"images": columns["images"]}, {}),
+            to_columns=lambda outputs, ready: to_columns(outputs, ready.metadata["labels"]),
+        ),
+    ),
 )

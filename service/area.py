@@ -1,0 +1,188 @@
+"""The serving seam: what an area declares, once, in ``service/areas/<area>.py``.
+
+An ``Area`` names the stored models it serves (``ModelSpec``), the HTTP routes that answer for
+them (``Endpoint``) and how batch jobs score them (``BatchAdapter``). The service, the settings'
+known areas, ``/v1/models``, the metrics' route map and the batch job all read these
+declarations through ``service.registry``; nothing else names an area.
+
+A model runs in one of two ways, chosen by its spec:
+
+- **batched** (``program=None``): each request becomes arrays, concurrent requests are joined
+  into one ONNX Runtime call per micro-batch (``service.batching``), and the route answers once;
+- **stepwise** (``program`` set): each request is a sequence advanced one step at a time; all
+  active sequences advance together in one call per step (``service.stepping``) and the route
+  streams each step's output as it is produced (server-sent events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from core.model_store import LoadedModel, load_model
+from service.batching import Arrays, Join, concatenate
+
+if TYPE_CHECKING:
+    from service.stepping import StepProgram
+
+Columns = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ReadyModel:
+    """A verified, warmed-up model and what its area built from it at load (``companion``: a
+    tokenizer, a decoder, ...; ``None`` when the area needs nothing)."""
+
+    model: LoadedModel
+    companion: Any = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.model.metadata
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One stored model an area serves.
+
+    ``name``: its model-store name (the latest version is served). ``check(metadata)``: raises
+    ``ModelUnavailableError`` when the stored model does not fit the area's routes.
+    ``prepare(model)``: builds the ``companion`` the routes use (may raise the same error).
+    ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
+    signal), ``None`` for none. ``join``: how the micro-batcher stacks concurrent requests.
+    ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
+    """
+
+    name: str
+    check: Callable[[dict[str, Any]], None] | None = None
+    prepare: Callable[[LoadedModel], Any] | None = None
+    score_output: str | None = None
+    join: Join = concatenate
+    program: Callable[[ReadyModel], StepProgram] | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:latest"
+
+    @property
+    def stepwise(self) -> bool:
+        return self.program is not None
+
+    def load(self, provider: str, intra_op_threads: int) -> ReadyModel:
+        """Load, verify, warm up, check and prepare; ``ModelUnavailableError`` with the reason."""
+        model = load_model(self.tag, provider, intra_op_threads)
+        if self.check is not None:
+            self.check(model.metadata)
+        companion = self.prepare(model) if self.prepare is not None else None
+        return ReadyModel(model, companion)
+
+
+class ServedModels(Protocol):
+    """What a route handler may ask of the service (its first argument)."""
+
+    def ready(self, name: str) -> ReadyModel | None:
+        """The ready model ``name``, or ``None`` when it is disabled or unavailable."""
+
+    async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
+        """Batched inference; ``ErrorAnswer`` (404 disabled, 503 unavailable or overloaded)."""
+
+    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
+        """Admit a stepwise request; its outputs as produced. ``ErrorAnswer`` as ``predict``;
+        leaving the iteration early frees the request's place at the next step."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One HTTP route.
+
+    ``handler`` is an ``async def`` whose first parameter receives the ``ServedModels`` and
+    whose other parameters are the request's fields, typed with pydantic limits (they become
+    the route's schema, its 400s and its OpenAPI entry, as for any ``@bentoml.api``); a
+    parameter named ``ctx`` gets the ``bentoml.Context``. It returns a response, or an async
+    iterator of JSON-ready events to stream as server-sent events. It may raise ``ErrorAnswer``
+    or ``RequestInputError``. ``models``: the model-store names the route answers with (each
+    lists the route in ``/v1/models``); ``counted_as``: the ``model`` label of the route's
+    rejected requests (default: its only model).
+    """
+
+    route: str
+    handler: Callable[..., Any]
+    models: tuple[str, ...]
+    counted_as: str | None = None
+
+    @property
+    def api_name(self) -> str:
+        """The route as a Python identifier (BentoML's method name)."""
+        return self.route.strip("/").replace("/", "_").replace("-", "_")
+
+    @property
+    def metric_model(self) -> str:
+        return self.counted_as or self.models[0]
+
+
+def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:
+    """A batch chunk's inference: one ONNX Runtime call (the default ``BatchAdapter.infer``)."""
+    return ready.model.run(inputs)
+
+
+@dataclass(frozen=True)
+class BatchAdapter:
+    """How a batch job scores one model from table chunks (``python -m service.batch``).
+
+    ``validate(table) -> (columns, reasons)``: numpy input columns for every row and, per row,
+    ``None`` or why the row is rejected (the route's limits). ``encode(columns, ready)``: the
+    valid rows' columns -> ``(graph inputs, fields)``, where ``fields`` are output fields known
+    before inference (e.g. a text's ``truncated`` flag); the route uses the same encoding.
+    ``infer(ready, inputs)``: the chunk's outputs (default: one ONNX Runtime call).
+    ``to_columns(outputs, ready)``: outputs -> the output fields, one array each.
+    ``input_columns``: the columns to read; ``categorical_columns``: those holding a few
+    distinct strings, read dictionary-encoded from Parquet. ``batch_size``: rows per chunk
+    when the job does not say, sized to the model's memory per row.
+    """
+
+    model: str
+    input_columns: tuple[str, ...]
+    validate: Callable[[pa.Table], tuple[Columns, np.ndarray]]
+    encode: Callable[[Mapping[str, np.ndarray], ReadyModel], tuple[Arrays, Columns]]
+    to_columns: Callable[[Arrays, ReadyModel], Columns]
+    infer: Callable[[ReadyModel, Arrays], Arrays] = run_graph
+    categorical_columns: tuple[str, ...] = ()
+    batch_size: int = 8192
+
+
+@dataclass(frozen=True)
+class Area:
+    """An application area's serving contract: ``name`` enables it (``DLSERVE_MODELS``).
+
+    ``batch``: one adapter per model that batch jobs can score; the first one is what
+    ``--model <area>`` means.
+    """
+
+    name: str
+    models: tuple[ModelSpec, ...]
+    endpoints: tuple[Endpoint, ...]
+    batch: tuple[BatchAdapter, ...] = ()
+    description: str = ""
+    spec_by_name: dict[str, ModelSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec_by_name", {spec.name: spec for spec in self.models})
+        for endpoint in self.endpoints:
+            unknown = set(endpoint.models) - set(self.spec_by_name)
+            if unknown:
+                raise ValueError(f"area {self.name!r}: {endpoint.route} names {sorted(unknown)}")
+        for adapter in self.batch:
+            if adapter.model not in self.spec_by_name:
+                raise ValueError(f"area {self.name!r}: batch adapter for {adapter.model!r}")

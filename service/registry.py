@@ -1,0 +1,89 @@
+"""The registry of serving areas: every ``AREA`` declared in ``service/areas/``, plus plug-ins.
+
+An area module is a module of the ``service.areas`` package, or any importable module named
+in ``DLSERVE_AREA_MODULES`` (comma-separated, e.g. an area kept in another package, or a test's
+toy area), that defines ``AREA = Area(...)``. Area names, model names and routes must be
+unique across all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import pkgutil
+from collections.abc import Iterable
+
+from service import areas as areas_package
+from service.area import Area, BatchAdapter, ModelSpec
+
+PLUGINS_ENV = "DLSERVE_AREA_MODULES"
+
+
+class RegistryError(RuntimeError):
+    """Two areas clash (same area, model or route), or a module declares no ``AREA``."""
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _package_modules() -> list[str]:
+    return [
+        f"{areas_package.__name__}.{info.name}"
+        for info in pkgutil.iter_modules(areas_package.__path__)
+        if not info.name.startswith("_")
+    ]
+
+
+@functools.cache
+def _areas(plugins: tuple[str, ...]) -> dict[str, Area]:
+    found: dict[str, Area] = {}
+    for module_name in [*_package_modules(), *plugins]:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise RegistryError(f"area module {module_name!r} cannot be imported: {exc}") from exc
+        area = getattr(module, "AREA", None)
+        if not isinstance(area, Area):
+            raise RegistryError(f"{module_name} defines no AREA = Area(...)")
+        if area.name in found:
+            raise RegistryError(f"area {area.name!r} is declared twice (again in {module_name})")
+        found[area.name] = area
+    _check_unique(found.values())
+    return found
+
+
+def _check_unique(declared: Iterable[Area]) -> None:
+    owners: dict[str, str] = {}  # model name or route -> the area declaring it
+    for area in declared:
+        for name in [*area.spec_by_name, *(endpoint.route for endpoint in area.endpoints)]:
+            if name in owners:
+                raise RegistryError(f"{name!r} is declared by {owners[name]!r} and {area.name!r}")
+            owners[name] = area.name
+
+
+def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
+    """Every declared area by name: ``service/areas/`` first (by module name), then plug-ins."""
+    return _areas(split_names(os.environ.get(PLUGINS_ENV, "")) if plugins is None else plugins)
+
+
+def model_specs(area_names: Iterable[str] | None = None) -> list[ModelSpec]:
+    """The model specs of the named areas (default: all), in declaration order."""
+    declared = all_areas()
+    names = declared if area_names is None else area_names
+    return [spec for name in names for spec in declared[name].models]
+
+
+def batch_adapters() -> list[BatchAdapter]:
+    """Every area's batch adapters, in area order then declaration order."""
+    return [adapter for area in all_areas().values() for adapter in area.batch]
+
+
+def area_of(model_name: str) -> Area:
+    """The area serving the stored model ``model_name`` (KeyError when none does)."""
+    for area in all_areas().values():
+        if model_name in area.spec_by_name:
+            return area
+    raise KeyError(model_name)
