@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
+
+from tests.local_server import LocalServer
 
 
 def assert_names_field_and_rule(response: httpx.Response, loc: list, message: str) -> None:
@@ -10,3 +14,14 @@ def assert_names_field_and_rule(response: httpx.Response, loc: list, message: st
     assert response.status_code == 400, response.text
     detail = response.json()["detail"]
     assert any(entry["loc"] == loc and message in entry["msg"] for entry in detail), detail
+
+
+def metric_value(server: LocalServer, name: str, **labels: str) -> float:
+    """The value of the series ``name{labels}`` on ``/metrics`` (0 when it is absent)."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0

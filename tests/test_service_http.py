@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.http_checks import assert_names_field_and_rule
+from tests.http_checks import assert_names_field_and_rule, metric_value
 from tests.local_server import LocalServer
 from tests.payloads import transactions
 
@@ -29,33 +28,23 @@ def _post(server: LocalServer, body: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(server.url + ROUTE, json=body, timeout=30, **kwargs)
 
 
-def _metric(server: LocalServer, name: str, **labels: str) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
-            return float(match.group(2))
-    return 0.0
-
-
 def test_probes_say_live_and_ready(server: LocalServer) -> None:
     assert httpx.get(server.url + "/livez").status_code == 200
     assert httpx.get(server.url + "/readyz").status_code == 200
 
 
 def test_a_good_request_is_scored_and_counted(server: LocalServer, fraud_model: dict) -> None:
-    before = _metric(server, "dlserve_predictions_total", model="fraud-scorer", outcome="ok")
+    before = metric_value(server, "dlserve_predictions_total", model="fraud-scorer", outcome="ok")
     response = _post(server, {"transactions": transactions(100)})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == {"name": "fraud-scorer", "version": fraud_model["version"]}
     assert len(body["results"]) == 100
     assert set(body["results"][0]) == {"fraud_probability", "anomaly_score", "is_fraud"}
-    after = _metric(server, "dlserve_predictions_total", model="fraud-scorer", outcome="ok")
+    after = metric_value(server, "dlserve_predictions_total", model="fraud-scorer", outcome="ok")
     assert after == before + 1
     assert (
-        _metric(
+        metric_value(
             server,
             "dlserve_model_info",
             model="fraud-scorer",
@@ -149,11 +138,15 @@ def test_invalid_json_is_400_without_internals(server: LocalServer) -> None:
 
 
 def test_oversized_body_is_413_and_counted_as_rejected(server: LocalServer) -> None:
-    before = _metric(server, "dlserve_predictions_total", model="fraud-scorer", outcome="rejected")
+    before = metric_value(
+        server, "dlserve_predictions_total", model="fraud-scorer", outcome="rejected"
+    )
     response = _post(server, b"[" + b" " * (9 * 1024 * 1024) + b"]")
     assert response.status_code == 413
     assert response.json()["detail"][0]["type"] == "body_too_large"
-    after = _metric(server, "dlserve_predictions_total", model="fraud-scorer", outcome="rejected")
+    after = metric_value(
+        server, "dlserve_predictions_total", model="fraud-scorer", outcome="rejected"
+    )
     assert after == before + 1
 
 

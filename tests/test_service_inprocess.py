@@ -67,6 +67,8 @@ def test_models_route_describes_every_route_of_a_model(client: TestClient) -> No
     assert batch["content_type"] == "application/json"
     assert batch["request_schema"]["properties"]["images"]["maxItems"] == 256
     job = routes["/v1/batch/jobs/submit"]
-    assert job["batch_model"] == "image-classifier" and "file" in job["request_schema"]["properties"]
+    assert (
+        job["batch_model"] == "image-classifier" and "file" in job["request_schema"]["properties"]
+    )
     sentiment = {route["route"] for route in models["sentiment-rnn"]["routes"]}
     assert "/v1/sentiment" in sentiment

@@ -1,0 +1,218 @@
+"""The seam, proved from outside: two areas declared only in the test suite (``toy_sum_area``,
+batched; ``toy_counter_area``, stepwise), each a graph the test exports itself, are served by an
+unedited ``service/`` through ``DLSERVE_AREA_MODULES``: routes with 400s, ``/v1/models``,
+metrics, readiness, batch jobs, and a stream that advances every request together and frees a
+request's place when its client leaves."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import onnx
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper
+
+from service.batch.__main__ import main as batch_main
+from tests.http_checks import assert_names_field_and_rule, metric_value
+from tests.local_server import LocalServer
+from tests.payloads import transactions
+from tests.toy_counter_area import MODEL as COUNTER
+from tests.toy_sum_area import MODEL as SUM
+from training.registry import register_model
+
+pytestmark = pytest.mark.http
+PLUGINS = "tests.toy_sum_area,tests.toy_counter_area"
+
+
+def _register(name: str, graph: onnx.GraphProto, tmp: Path, inputs: list, outputs: list) -> None:
+    path = tmp / f"{name}.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    register_model(name, path, {"task": "toy", "inputs": inputs, "outputs": outputs})
+
+
+@pytest.fixture(scope="module")
+def toy_models(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``toy-sum`` (``total = x.sum(1)``) and ``toy-counter`` (``next = value + 1``) stored."""
+    tmp = tmp_path_factory.mktemp("toy")
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    one = helper.make_tensor("one", TensorProto.INT64, [], [1])
+    summing = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0)],
+        "toy_sum",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"])],
+        [axes],
+    )
+    counting = helper.make_graph(
+        [helper.make_node("Add", ["value", "one"], ["next"])],
+        "toy_counter",
+        [helper.make_tensor_value_info("value", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info("next", TensorProto.INT64, ["batch"])],
+        [one],
+    )
+    _register(
+        SUM,
+        summing,
+        tmp,
+        [{"name": "x", "dtype": "float32", "shape": ["batch", 3]}],
+        [{"name": "total", "dtype": "float32", "shape": ["batch"]}],
+    )
+    _register(
+        COUNTER,
+        counting,
+        tmp,
+        [{"name": "value", "dtype": "int64", "shape": ["batch"]}],
+        [{"name": "next", "dtype": "int64", "shape": ["batch"]}],
+    )
+
+
+@pytest.fixture(scope="module")
+def toy_server(toy_models: None) -> Iterator[LocalServer]:
+    env = {
+        "DLSERVE_AREA_MODULES": PLUGINS,
+        "DLSERVE_MODELS": "toy-sum,toy-counter",
+        "DLSERVE_MAX_ACTIVE_SEQUENCES": "2",
+        "DLSERVE_MAX_WAITING_SEQUENCES": "1",
+    }
+    with LocalServer(env) as running:
+        yield running.wait("/readyz")
+
+
+def _events(response: httpx.Response) -> Iterator[dict | str]:
+    """The payloads of a server-sent event stream, ``"[DONE]"`` last."""
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line.removeprefix("data: ")
+            yield data if data == "[DONE]" else json.loads(data)
+
+
+def _counts(server: LocalServer) -> tuple[float, float]:
+    """``(running, waiting)`` requests of the counter, from ``/metrics``."""
+    return (
+        metric_value(server, "dlserve_num_requests_running", model=COUNTER),
+        metric_value(server, "dlserve_num_requests_waiting", model=COUNTER),
+    )
+
+
+def _wait_for_counts(server: LocalServer, wanted: tuple[int, int], seconds: float = 3) -> None:
+    deadline = time.monotonic() + seconds
+    while _counts(server) != wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _counts(server) == wanted
+
+
+def test_the_batched_toy_answers_and_is_counted(toy_server: LocalServer) -> None:
+    before = metric_value(toy_server, "dlserve_predictions_total", model=SUM, outcome="ok")
+    rows = [{"a": 1, "b": 2, "c": 3.5}, {"a": -1000, "b": 0, "c": 1000}]
+    response = httpx.post(toy_server.url + "/v1/toy/sum", json={"rows": rows}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["sums"] == [6.5, 0.0]
+    assert response.json()["model"]["name"] == SUM
+    after = metric_value(toy_server, "dlserve_predictions_total", model=SUM, outcome="ok")
+    assert after == before + 1
+    assert "dlserve_score_bucket{" not in httpx.get(toy_server.url + "/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        ({"rows": [{"a": 1, "b": 2, "c": 1001}]}, ["rows", 0, "c"], "less than or equal to 1000"),
+        ({"rows": []}, ["rows"], "at least 1 item"),
+        ({"rows": [{"a": 1, "b": 2}]}, ["rows", 0, "c"], "Field required"),
+        ({"rows": [{"a": 1, "b": 2, "c": 3, "d": 4}]}, ["rows", 0, "d"], "Extra inputs"),
+    ],
+)
+def test_the_batched_toy_refuses_bad_rows(
+    toy_server: LocalServer, body: dict, loc: list, message: str
+) -> None:
+    response = httpx.post(toy_server.url + "/v1/toy/sum", json=body, timeout=10)
+    assert_names_field_and_rule(response, loc, message)
+
+
+def test_models_and_readiness_list_only_the_toys(toy_server: LocalServer) -> None:
+    assert httpx.get(toy_server.url + "/readyz").status_code == 200
+    models = {m["name"]: m for m in httpx.get(toy_server.url + "/v1/models").json()["models"]}
+    assert set(models) == {SUM, COUNTER}
+    assert models[SUM]["kind"] == "batched" and models[COUNTER]["kind"] == "stepwise"
+    assert models[SUM]["status"] == "ready" and models[SUM]["provider"] == "cpu"
+    assert {r["route"] for r in models[SUM]["routes"]} == {"/v1/toy/sum", "/v1/batch/jobs/submit"}
+    assert models[COUNTER]["request_schema"]["properties"]["steps"]["maximum"] == 10_000
+    body = {"transactions": transactions(1)}
+    fraud = httpx.post(toy_server.url + "/v1/fraud/score", json=body, timeout=10)
+    assert fraud.status_code == 404 and "DLSERVE_MODELS" in fraud.json()["error"]
+
+
+def test_a_batch_job_scores_the_toy(
+    toy_models: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLSERVE_AREA_MODULES", PLUGINS)
+    source, output = tmp_path / "rows.csv", tmp_path / "sums.parquet"
+    pd.DataFrame({"a": [1, 2, 5000], "b": [1, 2, 0], "c": [1, 2, 0]}).to_csv(source, index=False)
+    assert batch_main(["--model", "toy-sum", "--input", str(source), "--output", str(output)]) == 3
+    assert pd.read_parquet(output)["total"].tolist() == [3.0, 6.0]
+    rejects = pd.read_parquet(tmp_path / "sums.rejects.parquet")
+    assert rejects["row_id"].tolist() == [2] and rejects["reason"][0].startswith("a:")
+
+
+def test_a_stream_yields_every_step_then_done(toy_server: LocalServer) -> None:
+    body = {"start": 5, "steps": 4}
+    with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=10) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        events = list(_events(answer))
+    assert [event["value"] for event in events[:-1]] == [6, 7, 8, 9]
+    assert events[-1] == "[DONE]"
+
+
+def test_bad_stream_input_is_a_400_before_any_event(toy_server: LocalServer) -> None:
+    response = httpx.post(toy_server.url + "/v1/toy/count", json={"start": 1, "steps": 0})
+    assert_names_field_and_rule(response, ["steps"], "greater than or equal to 1")
+
+
+def test_running_streams_advance_together_in_one_call(toy_server: LocalServer) -> None:
+    def batch_sizes(start: int) -> list[int]:
+        body = {"start": start, "steps": 15, "delay_ms": 20}
+        with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=20) as r:
+            return [event["batch"] for event in _events(r) if event != "[DONE]"]
+
+    with ThreadPoolExecutor(2) as pool:
+        sizes = list(pool.map(batch_sizes, [0, 100]))
+    assert all(len(steps) == 15 for steps in sizes)
+    assert max(max(steps) for steps in sizes) == 2  # both advanced in the same call
+
+
+def test_a_client_that_leaves_frees_its_place_at_once(toy_server: LocalServer) -> None:
+    body = {"start": 0, "steps": 10_000, "delay_ms": 20}  # 200 s if nobody stopped it
+    with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=10) as answer:
+        events = _events(answer)
+        assert next(events)["value"] == 1 and next(events)["value"] == 2
+        assert _counts(toy_server) == (1, 0)
+    _wait_for_counts(toy_server, (0, 0))
+
+
+def test_beyond_the_running_and_waiting_bounds_a_stream_gets_503(toy_server: LocalServer) -> None:
+    body = {"start": 0, "steps": 200, "delay_ms": 20}
+    client = httpx.Client(timeout=10)
+    held = []
+    try:
+        # Two run (DLSERVE_MAX_ACTIVE_SEQUENCES), one waits (DLSERVE_MAX_WAITING_SEQUENCES).
+        for expected in [(1, 0), (2, 0), (2, 1)]:
+            held.append(client.stream("POST", toy_server.url + "/v1/toy/count", json=body))
+            assert held[-1].__enter__().status_code == 200
+            _wait_for_counts(toy_server, expected)
+        refused = httpx.post(toy_server.url + "/v1/toy/count", json=body, timeout=10)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert "waiting" in refused.json()["error"]
+    finally:
+        for response in held:
+            response.__exit__(None, None, None)
+        client.close()
+    _wait_for_counts(toy_server, (0, 0))
