@@ -8,7 +8,7 @@ RUNTIME ?= cpu
 PORT ?= 3000
 STAMP := $(VENV)/.installed-$(RUNTIME)
 
-.PHONY: setup system-packages models serve test lint bench build clean
+.PHONY: setup system-packages models serve test lint quality bench build clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,12 +29,16 @@ models: setup ## train the full preset of every default model missing from the m
 serve: models ## serve every enabled model on http://127.0.0.1:$(PORT)
 	$(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
 
-lint: setup
+lint: setup ## ruff, and the layering contracts (import-linter, see pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-trained models)
 	$(BIN)/python -m pytest
+
+quality: setup ## the full models' quality targets, from reports/ and the model store (after make models)
+	$(BIN)/python -m pytest -m quality
 
 bench: models ## wrk against a local server beside the in-process ONNX Runtime ceiling
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -1,8 +1,8 @@
 """Service settings: ``DLSERVE_*`` environment variables, typed and range-checked at start.
 
 ``Settings.from_env()`` reads them once; a bad value raises ``SettingsError`` naming the
-variable and the rule, which stops the start. docs/OPERATIONS.md's settings table lists the
-same fields (a test keeps them equal).
+variable and the rule, which stops the start. docs/OPERATIONS.md's settings table is
+``python -m service.config``'s output (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     )
     models: NameList | None = Field(
         None,
+        json_schema_extra={"shown_default": "all areas"},
         description="comma list of areas to serve (default: every declared area); "
         "`/readyz` waits for all of them, the routes of the others answer 404",
     )
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     )
     batch_dir: Path = Field(
         Path(tempfile.gettempdir()),
+        json_schema_extra={"shown_default": "the temp folder"},
         description="where HTTP batch jobs keep their files (`dlserve-jobs/` under it; "
         "default: the system temp folder)",
     )
@@ -131,6 +133,20 @@ class Settings(BaseSettings):
         return {f"{ENV_PREFIX}{name.upper()}": value for name, value in self}
 
 
+def settings_table() -> str:
+    """The markdown table of every setting (docs/OPERATIONS.md holds it; a test compares)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("shown_default")
+        if default is None:
+            value = field.default
+            default = ",".join(value) if isinstance(value, tuple) else str(value)
+            default = f"`{default}`" if default else "(none)"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
 def _explain(exc: ValidationError) -> str:
     """One line per broken rule: the variable, the value given and the rule."""
     lines = []
@@ -139,3 +155,7 @@ def _explain(exc: ValidationError) -> str:
         where = f"{ENV_PREFIX}{field.upper()}={error.get('input')!r}: " if field else ""
         lines.append(f"{where}{error['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

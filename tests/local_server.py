@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,10 +34,26 @@ def _status(url: str) -> int | None:
         return None
 
 
+def private_home(shared: Path) -> Path:
+    """A BentoML home of its own (task store, metrics folder, logs) over ``shared``'s models:
+    servers sharing one home wipe each other's task database and Prometheus files at start."""
+    home = Path(tempfile.mkdtemp(prefix="dlserve-server-"))
+    (shared / "models").mkdir(parents=True, exist_ok=True)
+    (home / "models").symlink_to(shared / "models", target_is_directory=True)
+    return home
+
+
 class LocalServer:
-    """A ``bentoml serve`` subprocess; ``env`` adds to (or overrides) this process's variables."""
+    """A ``bentoml serve`` subprocess; ``env`` adds to (or overrides) this process's variables.
+
+    It serves the models of ``BENTOML_HOME`` (from ``env`` or this process) from a private home.
+    """
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **(env or {})}
+        shared = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
+        self.home = private_home(shared)
+        env["BENTOML_HOME"] = str(self.home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log_fd, log_path = tempfile.mkstemp(prefix="dlserve-", suffix=".log")
@@ -54,7 +71,7 @@ class LocalServer:
         self.process = subprocess.Popen(
             command,
             cwd=REPOSITORY,
-            env={**os.environ, **(env or {})},
+            env=env,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -87,6 +104,7 @@ class LocalServer:
         except ProcessLookupError:
             pass
         self._log.unlink(missing_ok=True)
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def __enter__(self) -> LocalServer:
         return self

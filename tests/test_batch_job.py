@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from service.areas.fraud import Transaction
+from service.areas.fraud import COLUMN_RULES, Transaction
 from service.batch.__main__ import main
 from service.batch.parts import MANIFEST, PAUSE_ENV
+from service.batch.readers import frame_to_table
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
@@ -28,9 +29,11 @@ SCORES = ["fraud_probability", "anomaly_score", "is_fraud"]
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    """3,000 simulated transactions, all valid for the route."""
+    """3,000 simulated transactions, all valid for the route (checked: the tests count on it)."""
     rows = simulate_transactions(3000, seed=21)
-    return rows[rows["distance_from_home_km"] <= 20_040].reset_index(drop=True)
+    _, reasons = COLUMN_RULES.validate(frame_to_table(rows, COLUMN_RULES.names))
+    assert all(reason is None for reason in reasons)
+    return rows
 
 
 def _run(*args: str | Path) -> int:

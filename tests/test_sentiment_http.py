@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -46,22 +45,6 @@ def test_http_predictions_equal_the_in_process_model(
         atol=1e-5,
     )
     assert all(0.5 <= r["probability"] <= 1.0 for r in body["results"])
-
-
-def test_concurrent_requests_of_different_lengths_match_single_requests(
-    server: LocalServer,
-) -> None:
-    """Requests joined by the micro-batcher (padded to the longest) answer as alone."""
-    texts = review_sentences()
-    alone = [_post(server, {"texts": [t], "model": "rnn"}).json()["results"][0] for t in texts]
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(
-            pool.map(lambda t: _post(server, {"texts": [t], "model": "rnn"}).json(), texts)
-        )
-    answers = [answer["results"][0] for answer in answers]
-    np.testing.assert_allclose(
-        [a["probability"] for a in answers], [a["probability"] for a in alone], atol=1e-5
-    )
 
 
 def test_default_model_is_the_more_accurate_one(

@@ -4,18 +4,12 @@ and (when the full model is in the default store) unambiguous sentences."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import pytest
 import torch
 
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
 from models.text import RecurrentClassifier, RecurrentConfig
-from service.areas.sentiment import to_results
 from service.batching import MicroBatcher, concatenate_padded
 from training.sentiment.data import load_reviews, split_reviews
 from training.sentiment.models import minilm_dir
@@ -87,37 +81,3 @@ def test_the_wordpiece_tokenizer_knows_only_its_training_texts() -> None:
     assert "wonderful" in tokenizer.get_vocab()
     assert "dreadful" not in tokenizer.get_vocab()
     assert tokenizer.token_to_id("[PAD]") == 0
-
-
-def _full_model_dir() -> Path | None:
-    """The full-preset transformer in the default BentoML store, if trained there."""
-    home = Path(os.environ.get("DLSERVE_FULL_STORE", Path.home() / "bentoml"))
-    models = home / "models" / "sentiment-transformer"
-    latest = models / "latest"
-    if not latest.is_file():
-        return None
-    folder = models / latest.read_text().strip()
-    metadata = json.loads((folder / "metadata.json").read_text())
-    return folder if metadata["training"]["preset"] == "full" else None
-
-
-UNAMBIGUOUS = [
-    ("A moving, beautifully acted film that I loved from start to finish.", "positive"),
-    ("One of the best movies of the year: smart, funny and heartfelt.", "positive"),
-    ("A delightful, charming and wonderfully made comedy.", "positive"),
-    ("A boring, lifeless mess with terrible acting and a stupid plot.", "negative"),
-    ("The worst film I have seen in years; a complete waste of time.", "negative"),
-    ("Dull, tedious and painfully unfunny.", "negative"),
-]
-
-
-@pytest.mark.skipif(_full_model_dir() is None, reason="full sentiment-transformer not trained")
-def test_the_full_default_model_classifies_unambiguous_sentences() -> None:
-    folder = _full_model_dir()
-    metadata = json.loads((folder / "metadata.json").read_text())
-    encoder = TextEncoder.from_file(folder / TOKENIZER_FILE, metadata["max_tokens"])
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    arrays, truncated = encoder.encode([text for text, _ in UNAMBIGUOUS])
-    outputs = {"positive_probability": session.run(None, arrays)[0]}
-    labels = [result["label"] for result in to_results(outputs, truncated)]
-    assert labels == [label for _, label in UNAMBIGUOUS]

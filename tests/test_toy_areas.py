@@ -81,6 +81,8 @@ def toy_server(toy_models: None) -> Iterator[LocalServer]:
         "DLSERVE_MODELS": "toy-sum,toy-counter",
         "DLSERVE_MAX_ACTIVE_SEQUENCES": "2",
         "DLSERVE_MAX_WAITING_SEQUENCES": "1",
+        "DLSERVE_MAX_WAIT_MS": "200",  # an open batch waits 200 ms for more rows
+        "DLSERVE_MAX_QUEUE_ROWS": "150",
     }
     with LocalServer(env) as running:
         yield running.wait("/readyz")
@@ -137,6 +139,21 @@ def test_the_batched_toy_refuses_bad_rows(
     assert_names_field_and_rule(response, loc, message)
 
 
+def test_rows_beyond_the_queue_bound_get_503_with_retry_after(toy_server: LocalServer) -> None:
+    """The first 100 rows wait in the open batch (200 ms); 100 more would queue 200 > 150."""
+    rows = [{"a": 1, "b": 1, "c": 1}] * 100
+
+    def post(delay: float) -> httpx.Response:
+        time.sleep(delay)
+        return httpx.post(toy_server.url + "/v1/toy/sum", json={"rows": rows}, timeout=10)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(post, [0, 0.05])
+    assert first.status_code == 200 and first.json()["sums"] == [3.0] * 100
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1"
+    assert "rows already waiting (limit 150)" in second.json()["error"]
+
+
 def test_models_and_readiness_list_only_the_toys(toy_server: LocalServer) -> None:
     assert httpx.get(toy_server.url + "/readyz").status_code == 200
     models = {m["name"]: m for m in httpx.get(toy_server.url + "/v1/models").json()["models"]}
@@ -179,13 +196,13 @@ def test_bad_stream_input_is_a_400_before_any_event(toy_server: LocalServer) -> 
 
 def test_running_streams_advance_together_in_one_call(toy_server: LocalServer) -> None:
     def batch_sizes(start: int) -> list[int]:
-        body = {"start": start, "steps": 15, "delay_ms": 20}
+        body = {"start": start, "steps": 50, "delay_ms": 20}
         with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=20) as r:
             return [event["batch"] for event in _events(r) if event != "[DONE]"]
 
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(batch_sizes, [0, 100]))
-    assert all(len(steps) == 15 for steps in sizes)
+    assert all(len(steps) == 50 for steps in sizes)
     assert max(max(steps) for steps in sizes) == 2  # both advanced in the same call
 
 

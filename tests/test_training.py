@@ -5,14 +5,19 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from core.features import FRAUD_SPEC
 from core.model_store import ModelUnavailableError, load_model, read_stored_model, sha256_file
+from models.tabular import Autoencoder, FraudClassifier, FraudScorer, TabularConfig
 from training.cli import main
 from training.export import ParityError, check_parity, export_onnx
+from training.fraud.features import time_ordered_split
 from training.fraud.simulator import simulate_transactions
+from training.fraud.train import export_model, to_splits
+from training.registry import register_model
 
 REPORTS = Path(os.environ["DLSERVE_REPORTS"])
 
@@ -49,15 +54,35 @@ def test_smoke_run_reports_every_model_and_registers_verified_metadata(fraud_mod
     assert {"torch", "onnxruntime", "numpy"} <= set(fraud_model["libraries"])
 
 
-def test_stored_model_matches_torch_on_simulated_rows(fraud_model: dict) -> None:
-    model = load_model("fraud-scorer:latest", "cpu")
-    assert model.provider == "cpu"
-    from training.fraud.features import encode
-
-    numeric, categorical = encode(simulate_transactions(200, seed=5), FRAUD_SPEC)
-    outputs = model.run({"numeric": numeric, "categorical": categorical})
-    assert outputs["fraud_probability"].shape == (200,)
-    assert np.all((outputs["fraud_probability"] >= 0) & (outputs["fraud_probability"] <= 1))
+def test_a_registered_scorer_answers_from_the_store_as_its_torch_module(tmp_path: Path) -> None:
+    """Export, register, load back through the service's loader: same outputs as torch on rows
+    the export never saw."""
+    frames = list(time_ordered_split(simulate_transactions(3000, seed=4), FRAUD_SPEC))
+    preprocessor, splits = to_splits(FRAUD_SPEC, frames)
+    torch.manual_seed(0)
+    config = TabularConfig(n_numeric=len(FRAUD_SPEC.numeric), category_sizes=(12,))
+    width = preprocessor.out_features
+    scorer = FraudScorer(
+        preprocessor, FraudClassifier(width, config), Autoencoder(width, config)
+    ).eval()
+    path, _ = export_model(scorer, splits[0], tmp_path)
+    schema = [{"name": name, "dtype": "float32", "shape": ["batch"]} for name in ("p", "a")]
+    inputs = [
+        {"name": "numeric", "dtype": "float32", "shape": ["batch", 10]},
+        {"name": "categorical", "dtype": "int64", "shape": ["batch", 1]},
+    ]
+    stored = register_model(
+        "torch-twin", path, {"task": "test", "inputs": inputs, "outputs": schema}
+    )
+    model = load_model(f"torch-twin:{stored['version']}", "cpu")
+    unseen = splits[2]
+    outputs = model.run(
+        {"numeric": unseen.numeric.numpy(), "categorical": unseen.categorical.numpy()}
+    )
+    with torch.no_grad():
+        probability, anomaly = scorer(unseen.numeric, unseen.categorical)
+    np.testing.assert_allclose(outputs["fraud_probability"], probability.numpy(), atol=1e-5)
+    np.testing.assert_allclose(outputs["anomaly_score"], anomaly.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_seed_example_reports_accuracy_over_five_seeds() -> None:
@@ -71,23 +96,44 @@ def test_seed_example_reports_accuracy_over_five_seeds() -> None:
     assert 0.7 < accuracy["mean"] <= 1.0
 
 
-def test_training_on_a_user_csv_with_a_feature_spec(tmp_path: Path) -> None:
-    frame = simulate_transactions(6000, seed=3).rename(columns={"is_fraud": "chargeback"})
-    spec = {**FRAUD_SPEC.to_dict(), "label": "chargeback"}
+def _user_csv_run(tmp_path: Path, frame: pd.DataFrame) -> list[str]:
+    """Training arguments over ``frame`` written as a CSV whose label column is ``chargeback``."""
     frame.to_csv(tmp_path / "mine.csv", index=False)
+    spec = {**FRAUD_SPEC.to_dict(), "label": "chargeback"}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    args = [
+    return [
         "fraud",
         "--preset",
         "smoke",
-        "--dry-run",
         "--quiet",
         "--data",
         str(tmp_path / "mine.csv"),
         "--spec",
         str(tmp_path / "spec.json"),
     ]
-    assert main(args) == 0
+
+
+def test_training_on_a_user_csv_with_a_feature_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLSERVE_REPORTS", str(tmp_path / "reports"))
+    frame = simulate_transactions(6000, seed=3).rename(columns={"is_fraud": "chargeback"})
+    assert main(_user_csv_run(tmp_path, frame)) == 0
+    metrics = json.loads((tmp_path / "reports" / "fraud-smoke" / "metrics.json").read_text())
+    rows = {split: metrics["data"][split]["rows"] for split in ("train", "validation", "test")}
+    assert rows == {"train": 4200, "validation": 900, "test": 900}  # the file's 6,000 rows
+    assert metrics["data"]["source"] == str(tmp_path / "mine.csv")
+    ordered = frame.sort_values("timestamp", kind="stable")
+    assert metrics["data"]["test"]["positives"] == int(ordered["chargeback"].tail(900).sum())
+
+
+def test_a_user_csv_breaking_its_spec_fails_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frame = simulate_transactions(600, seed=3).rename(columns={"is_fraud": "chargeback"})
+    frame.loc[5, "chargeback"] = 2
+    assert main(_user_csv_run(tmp_path, frame)) == 1
+    assert "label column 'chargeback' must be 0/1" in capsys.readouterr().err
 
 
 def test_parity_check_fails_when_the_graph_differs_from_the_module(tmp_path: Path) -> None:

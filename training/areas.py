@@ -58,10 +58,12 @@ def training_areas() -> dict[str, TrainingArea]:
         if info.ispkg:
             module = importlib.import_module(f"training.{info.name}.train")
             declared.append(module.AREA)
-    return {area.name: area for area in _dependency_order(declared)}
+    return {area.name: area for area in in_dependency_order(declared)}
 
 
-def _dependency_order(declared: list[TrainingArea]) -> list[TrainingArea]:
+def in_dependency_order(declared: list[TrainingArea]) -> list[TrainingArea]:
+    """``declared`` reordered so that each area follows the areas producing what it needs
+    (otherwise in declaration order)."""
     producer = {model: area.name for area in declared for model in area.models}
     ordered: list[TrainingArea] = []
     remaining = {area.name: area for area in declared}
