@@ -16,7 +16,7 @@ def _area(name: str, models: tuple[str, ...], needs: tuple[str, ...] = ()) -> Tr
     def run(args: argparse.Namespace) -> str:
         raise TrainingError(f"{name} cannot train here")
 
-    return TrainingArea(name, models, {"full": None}, lambda parser: None, run, name, needs)
+    return TrainingArea(name, models, {"full": None}, lambda parser: None, run, needs)
 
 
 def test_nothing_is_trained_when_every_model_is_stored(

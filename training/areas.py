@@ -11,6 +11,7 @@ import argparse
 import functools
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,6 @@ class TrainingArea:
     ``add_arguments(parser)``: the area's own flags. ``run(args) -> summary``: trains, writes
     the report, registers when ``args.register``; raises ``TrainingError`` on a known failure.
     ``needs``: stored models that must exist first (their areas train before this one).
-    ``summary``: one line for ``--help``.
     """
 
     name: str
@@ -46,8 +46,13 @@ class TrainingArea:
     presets: Mapping[str, Any]
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], str]
-    summary: str
     needs: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """One line for ``--help``: the first line of the ``run`` module's docstring."""
+        doc = sys.modules[self.run.__module__].__doc__ or self.name
+        return doc.strip().splitlines()[0]
 
 
 @functools.cache

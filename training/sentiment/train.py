@@ -279,5 +279,4 @@ AREA = TrainingArea(
     presets=PRESETS,
     add_arguments=add_arguments,
     run=run,
-    summary=__doc__.strip().splitlines()[0],
 )
