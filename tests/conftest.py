@@ -35,6 +35,7 @@ SMOKE_RUNS = {
     # One run registers both sentiment models; identical arguments are trained once.
     "sentiment-rnn": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
     "sentiment-transformer": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
+    "text-generator": ["text", "--preset", "smoke", "--register", "--quiet"],
 }
 
 
@@ -69,6 +70,12 @@ def image_model(stored_models: dict[str, dict]) -> dict:
 def sentiment_models(stored_models: dict[str, dict]) -> dict[str, dict]:
     """Stored metadata of the smoke-trained sentiment models, by request name."""
     return {kind: stored_models[f"sentiment-{kind}"] for kind in ("rnn", "transformer")}
+
+
+@pytest.fixture(scope="session")
+def text_model(stored_models: dict[str, dict]) -> dict:
+    """Stored metadata of the smoke-trained text generator."""
+    return stored_models["text-generator"]
 
 
 @pytest.fixture(scope="session")
