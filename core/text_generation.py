@@ -20,7 +20,7 @@ Imports neither torch, ``training``, ``models`` nor ``service``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -97,9 +97,16 @@ class CharVocabulary:
 
 @dataclass
 class KVCache:
-    """One sequence's cache: per layer ``(key, value)``, each ``[1, heads, length, head_dim]``."""
+    """One sequence's cache: per layer ``(key, value)``, each ``[1, heads, length, head_dim]``.
+
+    Caches made by ``TextGenerator`` are views of the batched arrays of the call that made
+    them (``source``, ``row``): when the next ``decode`` gets the same batch in the same order,
+    those arrays are fed back as they are (no copy); otherwise they are gathered per source.
+    """
 
     layers: list[tuple[np.ndarray, np.ndarray]]
+    source: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    row: int = field(default=0, repr=False, compare=False)
 
     @property
     def length(self) -> int:
@@ -110,6 +117,27 @@ class KVCache:
     def nbytes(self) -> int:
         """Bytes of the cached keys and values."""
         return sum(key.nbytes + value.nbytes for key, value in self.layers)
+
+    def _arrays(self) -> list[np.ndarray]:
+        """Flat ``[key 0, value 0, key 1, ...]`` arrays holding this cache at ``row``."""
+        if self.source is not None:
+            return self.source
+        return [array for pair in self.layers for array in pair]
+
+
+def _caches_of(present: list[np.ndarray], pads: list[int]) -> list[KVCache]:
+    """One KVCache per row of a call's ``present`` outputs (row ``r`` starts at ``pads[r]``)."""
+    return [
+        KVCache(
+            [
+                (present[i][row : row + 1, :, pad:], present[i + 1][row : row + 1, :, pad:])
+                for i in range(0, len(present), 2)
+            ],
+            source=present,
+            row=row,
+        )
+        for row, pad in enumerate(pads)
+    ]
 
 
 class ContextFullError(ValueError):
@@ -129,6 +157,7 @@ class TextGenerator:
         self._past_names = [
             (past_name(layer, "key"), past_name(layer, "value")) for layer in range(self.layers)
         ]
+        self._flat_past_names = [name for pair in self._past_names for name in pair]
         self._output_names = [LOGITS] + [
             present_name(layer, kind) for layer in range(self.layers) for kind in ("key", "value")
         ]
@@ -162,8 +191,7 @@ class TextGenerator:
         for key_name, value_name in self._past_names:
             feeds[key_name] = feeds[value_name] = empty
         logits, present = self._run(feeds)
-        layers = [(present[i], present[i + 1]) for i in range(0, len(present), 2)]
-        return logits[0, -1], KVCache(layers)
+        return logits[0, -1], _caches_of(present, [0])[0]
 
     def decode(
         self, tokens: Sequence[int], caches: Sequence[KVCache]
@@ -193,29 +221,50 @@ class TextGenerator:
                 np.arange(longest + 1, dtype=np.int64)[None, :] >= (longest - lengths)[:, None]
             ).astype(np.int64),
         }
-        shape = (batch, self.heads, longest, self.head_dim)
-        for layer, names in enumerate(self._past_names):
-            for kind, name in enumerate(names):
-                if batch == 1:
-                    feeds[name] = np.ascontiguousarray(caches[0].layers[layer][kind])
-                    continue
-                past = np.empty(shape, dtype=np.float32)
-                for row, (cache, pad) in enumerate(zip(caches, pads, strict=True)):
-                    if pad:
-                        past[row, :, :pad] = 0.0  # masked out, but must be finite
-                    past[row, :, pad:] = cache.layers[layer][kind][0]
-                feeds[name] = past
+        feeds.update(zip(self._flat_past_names, self._gather(caches, longest), strict=True))
         logits, present = self._run(feeds)
-        grown = [
-            KVCache(
-                [
-                    (present[i][row : row + 1, :, pad:], present[i + 1][row : row + 1, :, pad:])
-                    for i in range(0, len(present), 2)
-                ]
-            )
-            for row, pad in enumerate(pads)
-        ]
-        return logits[:, -1], grown
+        return logits[:, -1], _caches_of(present, pads)
+
+    def _gather(self, caches: Sequence[KVCache], longest: int) -> list[np.ndarray]:
+        """The past inputs ``[batch, heads, longest, head_dim]``, each cache left-padded.
+
+        The same batch as the previous call, in the same order: its outputs, as they are.
+        Otherwise one gather per source (previous call or prefill) and array; the padding
+        is zero (masked out, but it must be finite).
+        """
+        batch = len(caches)
+        groups: dict[int, tuple[list[np.ndarray], list[int], list[int]]] = {}
+        for position, cache in enumerate(caches):
+            arrays = cache._arrays()
+            group = groups.setdefault(id(arrays), (arrays, [], []))
+            group[1].append(position)
+            group[2].append(cache.row)
+        if len(groups) == 1:
+            arrays, _, rows = next(iter(groups.values()))
+            first = arrays[0]
+            if (
+                first.shape[0] == batch
+                and first.shape[2] == longest
+                and rows == list(range(batch))
+                and all(array.flags.c_contiguous for array in arrays)
+            ):
+                return arrays
+        shape = (batch, self.heads, longest, self.head_dim)
+        pasts = [np.empty(shape, dtype=np.float32) for _ in range(2 * self.layers)]
+        for arrays, positions, rows in groups.values():
+            total = arrays[0].shape[2]
+            shift = longest - total  # >= 0: pad in front; < 0: drop the source's front
+            whole = len(positions) == batch and positions == list(range(batch))
+            where = slice(None) if whole else np.asarray(positions)
+            which = np.asarray(rows)
+            for past, array in zip(pasts, arrays, strict=True):
+                if shift >= 0:
+                    if shift:
+                        past[where, :, :shift] = 0.0
+                    past[where, :, shift:] = array[which]
+                else:
+                    past[where] = array[which, :, -shift:]
+        return pasts
 
 
 @dataclass(frozen=True)

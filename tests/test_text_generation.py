@@ -227,11 +227,18 @@ def test_batched_decode_of_unequal_lengths_equals_single_decodes(text_model: dic
         for got, want in zip(grown[row].layers, single.layers, strict=True):
             np.testing.assert_allclose(got[0], want[0], atol=1e-5, rtol=0)
             np.testing.assert_allclose(got[1], want[1], atol=1e-5, rtol=0)
-    # A second batched step from the grown (view) caches still matches.
+    # The same batch again (its outputs fed back without a copy), then a batch mixing two of
+    # those rows in another order with a fresh prefill (gathered per source).
     again, _ = generator.decode(tokens, grown)
+    _, fresh = generator.prefill(vocabulary.encode("HAMLET\nTo be, or not to be, that"))
+    mixed, mixed_grown = generator.decode([5, 6, 7], [grown[2], fresh, grown[0]])
     for row in range(3):
         alone, _ = generator.decode([tokens[row]], [grown[row]])
         np.testing.assert_allclose(again[row], alone[0], atol=1e-4, rtol=0)
+    for row, (token, cache) in enumerate(zip([5, 6, 7], [grown[2], fresh, grown[0]], strict=True)):
+        alone, _ = generator.decode([token], [cache])
+        np.testing.assert_allclose(mixed[row], alone[0], atol=1e-4, rtol=0)
+    assert [c.length for c in mixed_grown] == [3, 30, 9]
 
 
 def test_decode_refuses_a_full_cache_and_generate_goes_past_the_context(text_model: dict) -> None:

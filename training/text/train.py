@@ -77,8 +77,10 @@ PRESETS: dict[str, Preset] = {
     "full": Preset(
         model=GPTConfig(context_length=128, layers=4, heads=8, width=256),
         max_steps=100_000,
-        time_budget_s=25 * 60,
+        time_budget_s=26 * 60,
         batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=200,
     ),
 }
 
