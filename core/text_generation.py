@@ -1,0 +1,356 @@
+"""Character-level text generation with an ONNX key/value-cache graph: numpy and ONNX Runtime only.
+
+The graph (exported by ``training.text``) takes ``input_ids [batch, sequence]``, ``position_ids
+[batch, sequence]``, ``attention_mask [batch, past_sequence + sequence]`` (1 = attend, 0 =
+padding) and ``past_key_values.<layer>.key|value [batch, heads, past_sequence, head_dim]``; it
+returns ``logits [batch, sequence, vocab]`` and ``present.<layer>.key|value [batch, heads,
+past_sequence + sequence, head_dim]``. A zero-length past is the prefill.
+
+``TextGenerator.decode`` advances several sequences whose caches have different lengths in one
+call: each past is left-padded to the longest and the padding is masked out; each sequence's
+positions count from 0 at its own first token. ``sample`` draws one token from one row of logits
+with the sequence's own ``numpy.random.Generator`` (one uniform draw per token), so a seeded
+sequence gives the same text whatever else shares its batch. ``generate`` is the simple
+one-sequence loop; when a cache reaches the context length it re-reads the last half context
+(``window_after_full``) and goes on.
+
+Imports neither torch, ``training``, ``models`` nor ``service``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+INPUT_IDS, POSITION_IDS, ATTENTION_MASK, LOGITS = (
+    "input_ids",
+    "position_ids",
+    "attention_mask",
+    "logits",
+)
+# Symbolic axis names of the exported graph (also recorded in the model's metadata).
+BATCH, SEQUENCE, PAST_SEQUENCE, TOTAL_SEQUENCE = (
+    "batch",
+    "sequence",
+    "past_sequence",
+    "total_sequence",
+)
+
+
+def past_name(layer: int, kind: str) -> str:
+    """Graph input name of one layer's cached keys (``kind="key"``) or values (``"value"``)."""
+    return f"past_key_values.{layer}.{kind}"
+
+
+def present_name(layer: int, kind: str) -> str:
+    """Graph output name of one layer's grown keys or values."""
+    return f"present.{layer}.{kind}"
+
+
+class UnknownCharacterError(ValueError):
+    """A character of the text is not in the model's vocabulary."""
+
+    def __init__(self, char: str, position: int) -> None:
+        super().__init__(
+            f"character {char!r} (U+{ord(char):04X}) at position {position} is not in the "
+            "model's vocabulary"
+        )
+        self.char = char
+        self.position = position
+
+
+class CharVocabulary:
+    """Ordered characters; a character's id is its position in the list."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        if any(len(c) != 1 for c in self.chars) or len(set(self.chars)) != len(self.chars):
+            raise ValueError("a vocabulary is a list of distinct single characters")
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> CharVocabulary:
+        """The vocabulary stored with the model (``metadata["vocabulary"]``)."""
+        return cls(metadata["vocabulary"])
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text``'s characters; UnknownCharacterError names the first unknown one."""
+        index = self.index
+        try:
+            return [index[c] for c in text]
+        except KeyError:
+            position = next(i for i, c in enumerate(text) if c not in index)
+            raise UnknownCharacterError(text[position], position) from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The characters of ``ids`` (IndexError on an id outside the vocabulary)."""
+        chars = self.chars
+        return "".join(chars[i] for i in ids)
+
+
+@dataclass
+class KVCache:
+    """One sequence's cache: per layer ``(key, value)``, each ``[1, heads, length, head_dim]``.
+
+    Caches made by ``TextGenerator`` are views of the batched arrays of the call that made
+    them (``source``, ``row``): when the next ``decode`` gets the same batch in the same order,
+    those arrays are fed back as they are (no copy); otherwise they are gathered per source.
+    """
+
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    source: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    row: int = field(default=0, repr=False, compare=False)
+
+    @property
+    def length(self) -> int:
+        """Positions cached (the sequence's length so far)."""
+        return int(self.layers[0][0].shape[2])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached keys and values."""
+        return sum(key.nbytes + value.nbytes for key, value in self.layers)
+
+    def _arrays(self) -> list[np.ndarray]:
+        """Flat ``[key 0, value 0, key 1, ...]`` arrays holding this cache at ``row``."""
+        if self.source is not None:
+            return self.source
+        return [array for pair in self.layers for array in pair]
+
+
+def _caches_of(present: list[np.ndarray], pads: list[int]) -> list[KVCache]:
+    """One KVCache per row of a call's ``present`` outputs (row ``r`` starts at ``pads[r]``)."""
+    return [
+        KVCache(
+            [
+                (present[i][row : row + 1, :, pad:], present[i + 1][row : row + 1, :, pad:])
+                for i in range(0, len(present), 2)
+            ],
+            source=present,
+            row=row,
+        )
+        for row, pad in enumerate(pads)
+    ]
+
+
+class ContextFullError(ValueError):
+    """A sequence's cache already holds ``context_length`` positions; nothing more fits."""
+
+
+class TextGenerator:
+    """Prefill and batched one-token decode over an ONNX Runtime session of the cache graph."""
+
+    def __init__(self, session: ort.InferenceSession, metadata: dict[str, Any]) -> None:
+        self.session = session
+        self.context_length = int(metadata["context_length"])
+        self.layers = int(metadata["layers"])
+        self.heads = int(metadata["heads"])
+        self.head_dim = int(metadata["head_dim"])
+        self.vocab_size = len(metadata["vocabulary"])
+        self._past_names = [
+            (past_name(layer, "key"), past_name(layer, "value")) for layer in range(self.layers)
+        ]
+        self._flat_past_names = [name for pair in self._past_names for name in pair]
+        self._output_names = [LOGITS] + [
+            present_name(layer, kind) for layer in range(self.layers) for kind in ("key", "value")
+        ]
+        missing = {n for pair in self._past_names for n in pair} - {
+            i.name for i in session.get_inputs()
+        }
+        if missing:
+            raise ValueError(f"the graph lacks the cache inputs {sorted(missing)}")
+
+    def _check_ids(self, ids: np.ndarray) -> None:
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        outputs = self.session.run(self._output_names, feeds)
+        return outputs[0], outputs[1:]
+
+    def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, KVCache]:
+        """Read 1 to ``context_length`` prompt ids: last position's logits ``[vocab]``, cache."""
+        steps = len(prompt_ids)
+        if not 1 <= steps <= self.context_length:
+            raise ValueError(f"a prompt has 1 to {self.context_length} tokens, not {steps}")
+        ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, steps)
+        self._check_ids(ids)
+        empty = np.zeros((1, self.heads, 0, self.head_dim), dtype=np.float32)
+        feeds = {
+            INPUT_IDS: ids,
+            POSITION_IDS: np.arange(steps, dtype=np.int64).reshape(1, steps),
+            ATTENTION_MASK: np.ones((1, steps), dtype=np.int64),
+        }
+        for key_name, value_name in self._past_names:
+            feeds[key_name] = feeds[value_name] = empty
+        logits, present = self._run(feeds)
+        return logits[0, -1], _caches_of(present, [0])[0]
+
+    def decode(
+        self, tokens: Sequence[int], caches: Sequence[KVCache]
+    ) -> tuple[np.ndarray, list[KVCache]]:
+        """One new token per sequence, all in ONE call: logits ``[batch, vocab]``, grown caches.
+
+        Caches may differ in length: each is left-padded to the longest, and the attention
+        mask hides the padding. The returned caches are views of the batched outputs (the
+        inputs are not modified). Raises ContextFullError when a cache is already full.
+        """
+        batch = len(tokens)
+        if batch == 0 or batch != len(caches):
+            raise ValueError(f"{batch} tokens for {len(caches)} caches")
+        lengths = np.fromiter((cache.length for cache in caches), dtype=np.int64, count=batch)
+        longest = int(lengths.max())
+        if longest >= self.context_length:
+            raise ContextFullError(
+                f"a cache holds {longest} positions; the context length is {self.context_length}"
+            )
+        ids = np.asarray(tokens, dtype=np.int64).reshape(batch, 1)
+        self._check_ids(ids)
+        pads = (longest - lengths).tolist()
+        feeds = {
+            INPUT_IDS: ids,
+            POSITION_IDS: lengths.reshape(batch, 1),
+            ATTENTION_MASK: (
+                np.arange(longest + 1, dtype=np.int64)[None, :] >= (longest - lengths)[:, None]
+            ).astype(np.int64),
+        }
+        feeds.update(zip(self._flat_past_names, self._gather(caches, longest), strict=True))
+        logits, present = self._run(feeds)
+        return logits[:, -1], _caches_of(present, pads)
+
+    def _gather(self, caches: Sequence[KVCache], longest: int) -> list[np.ndarray]:
+        """The past inputs ``[batch, heads, longest, head_dim]``, each cache left-padded.
+
+        The same batch as the previous call, in the same order: its outputs, as they are.
+        Otherwise one gather per source (previous call or prefill) and array; the padding
+        is zero (masked out, but it must be finite).
+        """
+        batch = len(caches)
+        groups: dict[int, tuple[list[np.ndarray], list[int], list[int]]] = {}
+        for position, cache in enumerate(caches):
+            arrays = cache._arrays()
+            group = groups.setdefault(id(arrays), (arrays, [], []))
+            group[1].append(position)
+            group[2].append(cache.row)
+        if len(groups) == 1:
+            arrays, _, rows = next(iter(groups.values()))
+            first = arrays[0]
+            if (
+                first.shape[0] == batch
+                and first.shape[2] == longest
+                and rows == list(range(batch))
+                and all(array.flags.c_contiguous for array in arrays)
+            ):
+                return arrays
+        shape = (batch, self.heads, longest, self.head_dim)
+        pasts = [np.empty(shape, dtype=np.float32) for _ in range(2 * self.layers)]
+        for arrays, positions, rows in groups.values():
+            total = arrays[0].shape[2]
+            shift = longest - total  # >= 0: pad in front; < 0: drop the source's front
+            whole = len(positions) == batch and positions == list(range(batch))
+            where = slice(None) if whole else np.asarray(positions)
+            which = np.asarray(rows)
+            for past, array in zip(pasts, arrays, strict=True):
+                if shift >= 0:
+                    if shift:
+                        past[where, :, :shift] = 0.0
+                    past[where, :, shift:] = array[which]
+                else:
+                    past[where] = array[which, :, -shift:]
+        return pasts
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Temperature 0 is greedy; ``top_k`` 0 and ``top_p`` 1 turn those filters off."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], not {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, not {self.top_k}")
+
+
+def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """One token id from one row of logits ``[vocab]``.
+
+    Greedy (the first maximum) when the temperature is 0, else the ``top_k`` most likely ids
+    (ties to the lower id), cut to the smallest prefix whose probability reaches ``top_p``, and
+    one draw from that by inverse CDF with exactly one ``rng.random()``.
+    """
+    row = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if params.temperature == 0:
+        return int(np.argmax(row))
+    order = np.argsort(-row, kind="stable")
+    if 0 < params.top_k < len(order):
+        order = order[: params.top_k]
+    scaled = row[order] / params.temperature
+    probabilities = np.exp(scaled - scaled[0])
+    probabilities /= probabilities.sum()
+    cumulative = np.cumsum(probabilities)
+    if params.top_p < 1:
+        keep = int(np.searchsorted(cumulative, params.top_p)) + 1
+        order, cumulative = order[:keep], cumulative[:keep]
+    draw = rng.random() * cumulative[-1]
+    return int(order[min(int(np.searchsorted(cumulative, draw, side="right")), len(order) - 1)])
+
+
+class CachedDecoder(Protocol):
+    """What ``generate`` needs: ``TextGenerator``, or a reference with the same interface."""
+
+    context_length: int
+
+    def prefill(self, prompt_ids: list[int]) -> tuple[np.ndarray, Any]: ...
+
+    def decode(self, tokens: list[int], caches: list[Any]) -> tuple[np.ndarray, list[Any]]: ...
+
+
+def window_after_full(context_length: int) -> int:
+    """Tokens re-read (the latest ones) when a cache is full: half the context, at least 1."""
+    return max(1, context_length // 2)
+
+
+def generate(
+    generator: CachedDecoder,
+    prompt_ids: Sequence[int],
+    max_new: int,
+    params: SamplingParams = SamplingParams(temperature=0),
+    seed: int | None = None,
+) -> list[int]:
+    """``max_new`` new ids after ``prompt_ids`` (which must not be empty), one sequence.
+
+    A prompt longer than the context keeps its last ``context_length`` ids; when the cache is
+    full, the last ``window_after_full`` ids are prefilled again (new positions from 0).
+    """
+    if not prompt_ids:
+        raise ValueError("generate needs at least one prompt token")
+    rng = np.random.default_rng(seed)
+    context = generator.context_length
+    history = list(prompt_ids)
+    logits, cache = generator.prefill(history[-context:])
+    new: list[int] = []
+    while len(new) < max_new:
+        token = sample(logits, params, rng)
+        new.append(token)
+        history.append(token)
+        if len(new) == max_new:
+            break
+        if cache.length >= context:
+            logits, cache = generator.prefill(history[-window_after_full(context) :])
+        else:
+            batch_logits, (cache,) = generator.decode([token], [cache])
+            logits = batch_logits[0]
+    return new

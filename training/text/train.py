@@ -1,0 +1,325 @@
+"""Text generation: a character-level GPT on Shakespeare's plays, exported with a KV cache."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from core.text_generation import (
+    BATCH,
+    PAST_SEQUENCE,
+    SEQUENCE,
+    TOTAL_SEQUENCE,
+    SamplingParams,
+    TextGenerator,
+    generate,
+    window_after_full,
+)
+from models.gpt import GPT, GPTConfig
+from training.areas import TrainingArea
+from training.loop import progress_bar, seed_everything
+from training.precision import PRECISION_CHOICES, use_bf16
+from training.registry import register_model
+from training.reports import report_dir, write_metrics
+from training.text.data import SOURCE, Corpus, load_text, split_text
+from training.text.export import check_generation_parity, export_cached, io_schema, open_session
+
+MODEL_NAME = "text-generator"
+SAMPLE_PROMPT = "ROMEO\n"
+SAMPLE_CHARACTERS = 400
+SAMPLE_TEMPERATURES = (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Network size and optimisation; training stops at ``max_steps`` or ``time_budget_s``.
+
+    The learning rate warms up linearly, then follows a cosine down to ``min_learning_rate``
+    over the run's progress: the larger of steps done / ``max_steps`` and seconds spent /
+    ``time_budget_s``, so a slower machine ends the schedule (and the run) on time.
+    """
+
+    model: GPTConfig
+    max_steps: int
+    time_budget_s: float
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 200
+    eval_windows: int = 256  # validation windows scored at each interval (a fixed subset)
+    final_eval_windows: int | None = None  # None: the whole validation text
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        model=GPTConfig(context_length=32, layers=2, heads=2, width=32),
+        max_steps=30,
+        time_budget_s=10,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=5,
+        eval_interval=10,
+        eval_windows=16,
+        final_eval_windows=64,
+    ),
+    "full": Preset(
+        model=GPTConfig(context_length=128, layers=4, heads=8, width=256),
+        max_steps=100_000,
+        time_budget_s=26 * 60,
+        batch_size=32,
+        learning_rate=3e-3,
+        warmup_steps=200,
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="training arithmetic: bf16 autocast for the matrix products, fp32, or auto (bf16 "
+        "where the CPU has native bfloat16, fp32 elsewhere); evaluation and export are fp32",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds of training before the schedule ends (default: the preset's)",
+    )
+
+
+def batches(ids: torch.Tensor, context: int, size: int, generator: torch.Generator):
+    """Endless random windows: inputs and next-character targets, each ``[size, context]``."""
+    offsets = torch.arange(context + 1)
+    while True:
+        starts = torch.randint(0, len(ids) - context - 1, (size, 1), generator=generator)
+        windows = ids[starts + offsets]
+        yield windows[:, :-1], windows[:, 1:]
+
+
+@torch.no_grad()
+def mean_loss(gpt: GPT, ids: np.ndarray, windows: int | None, batch_size: int = 64) -> float:
+    """Mean next-character loss (nats) over consecutive non-overlapping context windows.
+
+    ``windows`` None: every window of ``ids``; else the first ``windows`` ones.
+    """
+    gpt.eval()
+    context = gpt.config.context_length
+    count = (len(ids) - 1) // context
+    count = count if windows is None else min(count, windows)
+    data = torch.from_numpy(ids[: count * context + 1])
+    inputs = data[:-1].view(count, context)
+    targets = data[1:].view(count, context)
+    total = 0.0
+    for start in range(0, count, batch_size):
+        logits = gpt(inputs[start : start + batch_size])
+        chunk = targets[start : start + batch_size]
+        total += F.cross_entropy(logits.flatten(0, 1), chunk.flatten(), reduction="sum").item()
+    gpt.train()
+    return total / (count * context)
+
+
+def learning_rate(preset: Preset, step: int, progress: float) -> float:
+    if step < preset.warmup_steps:
+        return preset.learning_rate * (step + 1) / preset.warmup_steps
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return preset.min_learning_rate + cosine * (preset.learning_rate - preset.min_learning_rate)
+
+
+def fit(corpus: Corpus, preset: Preset, args: argparse.Namespace) -> tuple[GPT, dict]:
+    """AdamW on random windows until ``max_steps`` or the time budget; returns curves too."""
+    generator = seed_everything(args.seed)
+    config = replace(preset.model, vocab_size=len(corpus.vocabulary))
+    gpt = GPT(config)
+    decay = [p for p in gpt.parameters() if p.dim() >= 2]
+    other = [p for p in gpt.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": other}],
+        lr=preset.learning_rate,
+        betas=(0.9, preset.beta2),
+        weight_decay=0.0,
+    )
+    bf16 = use_bf16(args.precision)
+    budget = args.time_budget or preset.time_budget_s
+    max_steps = 1 if args.dry_run else preset.max_steps
+    stream = batches(
+        torch.from_numpy(corpus.train), config.context_length, preset.batch_size, generator
+    )
+    curves: dict[str, list[float]] = {"step": [], "seconds": [], "train_loss": [], "val_loss": []}
+    running, counted, step = 0.0, 0, 0
+    started = time.perf_counter()
+    gpt.train()
+    with progress_bar(None, "text-gpt", args.quiet) as bar:
+        while True:
+            elapsed = time.perf_counter() - started
+            progress = max(step / max_steps, elapsed / budget)
+            if step >= max_steps or progress >= 1.0:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(preset, step, progress)
+            inputs, targets = next(stream)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = gpt(inputs)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(gpt.parameters(), preset.grad_clip)
+            optimizer.step()
+            step += 1
+            running, counted = running + loss.item(), counted + 1
+            bar.update(1)
+            if step % preset.eval_interval == 0:
+                validation = mean_loss(gpt, corpus.validation, preset.eval_windows)
+                curves["step"].append(step)
+                curves["seconds"].append(round(time.perf_counter() - started, 1))
+                curves["train_loss"].append(running / counted)
+                curves["val_loss"].append(validation)
+                running, counted = 0.0, 0
+                bar.set_postfix(train=f"{curves['train_loss'][-1]:.3f}", val=f"{validation:.3f}")
+    curves["steps_done"] = step
+    curves["training_seconds"] = round(time.perf_counter() - started, 1)
+    curves["bf16"] = bf16
+    gpt.eval()
+    return gpt, curves
+
+
+def model_metadata(
+    config: GPTConfig, corpus: Corpus, metrics: dict, args: argparse.Namespace
+) -> dict:
+    """What the service needs besides the weights (see training.registry and core)."""
+    inputs, outputs = io_schema(config)
+    return {
+        "task": "text-generation",
+        "inputs": inputs,
+        "outputs": outputs,
+        "axes": {
+            BATCH: "sequences in the call",
+            SEQUENCE: "new positions in the call (the prompt in a prefill, 1 in a decode)",
+            PAST_SEQUENCE: "cached positions (longest in the batch; shorter ones left-padded)",
+            TOTAL_SEQUENCE: f"{PAST_SEQUENCE} + {SEQUENCE}",
+        },
+        "warm_up_axes": {PAST_SEQUENCE: 0},  # a one-character prefill (core.model_store)
+        "vocabulary": list(corpus.vocabulary.chars),
+        "context_length": config.context_length,
+        "layers": config.layers,
+        "heads": config.heads,
+        "head_dim": config.head_dim,
+        "window_after_full": window_after_full(config.context_length),
+        "labels": [],
+        "metrics": metrics,
+        "headline_metrics": {"val_loss": metrics["val_loss"]},
+        "training": {"area": "text", "preset": args.preset, "seed": args.seed, "data": SOURCE},
+    }
+
+
+def samples(generator: TextGenerator, corpus: Corpus, seed: int) -> dict[str, str]:
+    """``SAMPLE_CHARACTERS`` characters after ``SAMPLE_PROMPT`` at each sample temperature."""
+    vocabulary = corpus.vocabulary
+    prompt = vocabulary.encode(SAMPLE_PROMPT)
+    return {
+        str(t): SAMPLE_PROMPT
+        + vocabulary.decode(
+            generate(generator, prompt, SAMPLE_CHARACTERS, SamplingParams(temperature=t), seed)
+        )
+        for t in SAMPLE_TEMPERATURES
+    }
+
+
+def plot_curves(path: Path, curves: dict) -> None:
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    axis.plot(curves["step"], curves["train_loss"], label="train (mean since last point)")
+    axis.plot(curves["step"], curves["val_loss"], label="validation (fixed subset)")
+    axis.set(xlabel="step", ylabel="loss (nats per character)", title="Training curves")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def run(args: argparse.Namespace) -> str:
+    """Train, evaluate, export (parity-gated), register and report; return the headline."""
+    started = time.perf_counter()
+    preset = PRESETS[args.preset]
+    corpus = split_text(load_text())
+    gpt, curves = fit(corpus, preset, args)
+    if args.dry_run:
+        return f"one step, {gpt.parameter_count():,} parameters"
+    evaluation_started = time.perf_counter()
+    metrics = {
+        "val_loss": round(mean_loss(gpt, corpus.validation, preset.final_eval_windows), 4),
+        "train_loss_sample": round(mean_loss(gpt, corpus.train, 512), 4),
+    }
+    evaluation_seconds = time.perf_counter() - evaluation_started
+    config = gpt.config
+    directory = report_dir("text", args.preset)
+    with tempfile.TemporaryDirectory() as scratch:
+        export_started = time.perf_counter()
+        onnx_path = export_cached(gpt, Path(scratch) / "text-generator.onnx")
+        metadata = model_metadata(config, corpus, metrics, args)
+        prompts = [corpus.vocabulary.encode(p) for p in ("ROMEO\n", "KING LEAR\nO", "Enter ")]
+        parity = check_generation_parity(gpt, onnx_path, metadata, prompts)
+        export_seconds = time.perf_counter() - export_started
+        generated = samples(TextGenerator(open_session(onnx_path), metadata), corpus, args.seed)
+        stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
+    plot_curves(directory / "loss_curves.png", curves)
+    write_metrics(
+        directory,
+        {
+            "area": "text",
+            "preset": args.preset,
+            "seed": args.seed,
+            **metrics,
+            "parameters": gpt.parameter_count(),
+            "context_length": config.context_length,
+            "model_config": asdict(config),
+            "preset_config": {k: v for k, v in asdict(preset).items() if k != "model"},
+            "data": {
+                "source": SOURCE,
+                "characters": corpus.characters,
+                "train_characters": len(corpus.train),
+                "validation_characters": len(corpus.validation),
+                "validation_dropped": corpus.validation_dropped,
+                "vocabulary_size": len(corpus.vocabulary),
+            },
+            "training_seconds": curves["training_seconds"],
+            "steps": curves["steps_done"],
+            "bf16": curves["bf16"],
+            "evaluation_seconds": round(evaluation_seconds, 1),
+            "export_and_parity_seconds": round(export_seconds, 1),
+            "parity": parity,
+            "samples": generated,
+            "curves": {k: curves[k] for k in ("step", "seconds", "train_loss", "val_loss")},
+            "registered": (
+                {"name": MODEL_NAME, "version": stored["version"]} if args.register else None
+            ),
+            "duration_seconds": round(time.perf_counter() - started, 1),
+        },
+    )
+    return (
+        f"val_loss {metrics['val_loss']:.4f} after {curves['steps_done']} steps "
+        f"({curves['training_seconds']:.0f}s); report in {directory}"
+    )
+
+
+AREA = TrainingArea(
+    name="text",
+    models=(MODEL_NAME,),
+    presets=PRESETS,
+    add_arguments=add_arguments,
+    run=run,
+)
