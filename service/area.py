@@ -114,13 +114,16 @@ class Endpoint:
     iterator of JSON-ready events to stream as server-sent events. It may raise ``ErrorAnswer``
     or ``RequestInputError``. ``models``: the model-store names the route answers with (each
     lists the route in ``/v1/models``); ``counted_as``: the ``model`` label of the route's
-    rejected requests (default: its only model).
+    rejected requests (default: its only model). ``errors(status, body)``: for a route that
+    speaks another protocol, turns dlserve's error body (``{"error", "detail"}``) into that
+    protocol's, for every error the route answers (BentoML's validation errors included).
     """
 
     route: str
     handler: Callable[..., Any]
     models: tuple[str, ...]
     counted_as: str | None = None
+    errors: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def api_name(self) -> str:
@@ -141,8 +144,8 @@ def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:
 class BatchAdapter:
     """How a batch job scores one model from table chunks (``python -m service.batch``).
 
-    ``validate(table) -> (columns, reasons)``: numpy input columns for every row and, per row,
-    ``None`` or why the row is rejected (the route's limits). ``encode(columns, ready)``: the
+    ``validate(table, ready) -> (columns, reasons)``: numpy input columns for every row and, per
+    row, ``None`` or why the row is rejected (the route's limits). ``encode(columns, ready)``: the
     valid rows' columns -> ``(graph inputs, fields)``, where ``fields`` are output fields known
     before inference (e.g. a text's ``truncated`` flag); the route uses the same encoding.
     ``infer(ready, inputs)``: the chunk's outputs (default: one ONNX Runtime call).
@@ -154,7 +157,7 @@ class BatchAdapter:
 
     model: str
     input_columns: tuple[str, ...]
-    validate: Callable[[pa.Table], tuple[Columns, np.ndarray]]
+    validate: Callable[[pa.Table, ReadyModel], tuple[Columns, np.ndarray]]
     encode: Callable[[Mapping[str, np.ndarray], ReadyModel], tuple[Arrays, Columns]]
     to_columns: Callable[[Arrays, ReadyModel], Columns]
     infer: Callable[[ReadyModel, Arrays], Arrays] = run_graph

@@ -6,6 +6,9 @@ The shape matches BentoML's validation errors: ``{"error": summary, "detail": [{
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -118,3 +121,65 @@ def replay_body(body: bytes, downstream: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
+
+
+ErrorShape = Callable[[int, dict[str, Any]], dict[str, Any]]
+
+
+class ProtocolErrors:
+    """ASGI middleware: on the routes of ``routes`` (path -> ``ErrorShape``), every error
+    answer (status >= 400) is rewritten into that route's protocol.
+
+    The body the app sent (dlserve's or BentoML's ``{"error", "detail"}``, or plain text such
+    as a 405's) is read, handed to the route's ``ErrorShape`` with the status, and sent as
+    JSON; headers such as ``Retry-After`` are kept. Successful answers, streams included, pass
+    through untouched.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[str, ErrorShape]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        shape = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if shape is None:
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def reshape(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                start = message
+                return
+            if start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await _send_reshaped(send, start, b"".join(chunks), shape)
+
+        await self.app(scope, receive, reshape)
+
+
+async def _send_reshaped(send: Send, start: Message, body: bytes, shape: ErrorShape) -> None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or "error" not in parsed:  # plain text or BentoML's list
+        text = body.decode(errors="replace").strip() or HTTPStatus(start["status"]).phrase
+        parsed = {"error": text, "detail": []}
+    content = json.dumps(shape(start["status"], parsed)).encode()
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name.lower() not in (b"content-length", b"content-type")
+    ]
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": content})

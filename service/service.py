@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -30,7 +31,13 @@ from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
-from service.errors import BodyLimitMiddleware, ErrorAnswer, RequestInputError, error_response
+from service.errors import (
+    BodyLimitMiddleware,
+    ErrorAnswer,
+    ProtocolErrors,
+    RequestInputError,
+    error_response,
+)
 from service.metrics import RejectedRequestCounter
 from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ServedModel
@@ -86,8 +93,10 @@ class DLServeBase:
         served = self._served(name)
         try:
             outputs = served.stream(request)
-        except (ModelNotReadyError, OverloadedError) as exc:
+        except ModelNotReadyError as exc:
             raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
+        except OverloadedError as exc:  # as OpenAI and vLLM clients expect: 429, then retry
+            raise ErrorAnswer(error_response(429, str(exc), headers={"Retry-After": "1"})) from exc
         assert served.ready is not None
         return served.ready, outputs
 
@@ -185,12 +194,19 @@ def route_descriptions() -> dict[str, list[dict[str, Any]]]:
 
 
 ROUTES = route_descriptions()
+STARTED = int(time.time())
 
 
 async def list_models(_: Request) -> JSONResponse:
-    """``GET /v1/models``: every enabled model, loaded or not, with its provider and routes."""
-    service = bentoml.get_current_service()
-    return JSONResponse({"models": [m.describe(ROUTES[m.name]) for m in service.served.values()]})
+    """``GET /v1/models``: every enabled model, loaded or not, with its provider and routes;
+    ``object``/``data`` repeat the names in OpenAI's list shape (``client.models.list()``)."""
+    served = list(bentoml.get_current_service().served.values())
+    listed = [
+        {"id": m.name, "object": "model", "created": STARTED, "owned_by": "dlserve"} for m in served
+    ]
+    return JSONResponse(
+        {"models": [m.describe(ROUTES[m.name]) for m in served], "object": "list", "data": listed}
+    )
 
 
 def upload_routes() -> dict[str, str]:
@@ -210,7 +226,11 @@ v1_app = Starlette(
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
-# The first middleware added is the outermost: the counter also sees the 413s of the limit.
+# The first middleware added is the outermost: routes of other protocols get every error in
+# their shape, and the counter also sees the 413s of the limit.
+DLServe.add_asgi_middleware(
+    ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
+)
 DLServe.add_asgi_middleware(
     RejectedRequestCounter, routes={e.route: e.metric_model for e in ENDPOINTS}
 )

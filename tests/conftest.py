@@ -62,6 +62,12 @@ def sentiment_models(stored_models: dict[str, dict]) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
+def text_model(stored_models: dict[str, dict]) -> dict:
+    """Stored metadata of the smoke-trained text generator."""
+    return stored_models["text-generator"]
+
+
+@pytest.fixture(scope="session")
 def server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
     """A real HTTP server over the private store with every model loaded and ready."""
     with LocalServer() as running:

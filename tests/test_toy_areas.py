@@ -215,7 +215,7 @@ def test_a_client_that_leaves_frees_its_place_at_once(toy_server: LocalServer) -
     _wait_for_counts(toy_server, (0, 0))
 
 
-def test_beyond_the_running_and_waiting_bounds_a_stream_gets_503(toy_server: LocalServer) -> None:
+def test_beyond_the_running_and_waiting_bounds_a_stream_gets_429(toy_server: LocalServer) -> None:
     body = {"start": 0, "steps": 200, "delay_ms": 20}
     client = httpx.Client(timeout=10)
     held = []
@@ -226,7 +226,7 @@ def test_beyond_the_running_and_waiting_bounds_a_stream_gets_503(toy_server: Loc
             assert held[-1].__enter__().status_code == 200
             _wait_for_counts(toy_server, expected)
         refused = httpx.post(toy_server.url + "/v1/toy/count", json=body, timeout=10)
-        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
         assert "waiting" in refused.json()["error"]
     finally:
         for response in held:

@@ -54,7 +54,7 @@ AREA = Area(
         BatchAdapter(
             model=MODEL,
             input_columns=("a", "b", "c"),
-            validate=RULES.validate,
+            validate=lambda table, ready: RULES.validate(table),
             encode=lambda columns, ready: (to_arrays(columns), {}),
             to_columns=lambda outputs, ready: {"total": outputs["total"]},
         ),

@@ -151,7 +151,7 @@ AREA = Area(
             batch_size=65_536,
             input_columns=tuple(COLUMN_RULES.names),
             categorical_columns=tuple(r.name for r in COLUMN_RULES.fields if r.kind == "choice"),
-            validate=COLUMN_RULES.validate,
+            validate=lambda table, ready: COLUMN_RULES.validate(table),
             encode=lambda columns, ready: (columns_to_arrays(columns), {}),
             to_columns=lambda outputs, ready: to_columns(
                 outputs, ready.metadata["decision"]["threshold"]

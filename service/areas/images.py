@@ -265,7 +265,7 @@ AREA = Area(
             model=MODEL,
             batch_size=1_024,
             input_columns=("image",),
-            validate=decode_column,
+            validate=lambda table, ready: decode_column(table),
             encode=lambda columns, ready: ({"images": columns["images"]}, {}),
             to_columns=lambda outputs, ready: to_columns(outputs, ready.metadata["labels"]),
         ),

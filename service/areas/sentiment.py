@@ -197,7 +197,7 @@ AREA = Area(
         BatchAdapter(
             model=store_name,
             input_columns=(TEXT_COLUMN,),
-            validate=validate_texts,
+            validate=lambda table, ready: validate_texts(table),
             encode=encode_texts,
             to_columns=lambda outputs, ready: to_columns(outputs),
             batch_size=256,  # padded to 128 tokens: the transformer's attention is ~200 MB/call

@@ -128,7 +128,7 @@ def prepare(
         raise InputError(f"id column {id_column!r} is not in the input")
     first = index * config.batch_size
     ids = table.column(id_column) if id_column else pa.array(np.arange(first, first + len(table)))
-    columns, reasons = adapter.validate(config.to_model_columns(table))
+    columns, reasons = adapter.validate(config.to_model_columns(table), ready)
     valid = np.equal(reasons, None)
     if not valid.all():
         columns = {name: values[valid] for name, values in columns.items()}
