@@ -29,9 +29,9 @@ def ceiling(batch_size: int, source: Path) -> float:
     adapter = find_adapter("fraud")
     model = load_for_batch(adapter)
     table = pq.ParquetFile(source).read_row_group(0).slice(0, batch_size)
-    columns, _ = adapter.validate(table)
-    inputs, _ = adapter.encode(columns, model.metadata)
-    return ceiling_rows_per_second(model, inputs, seconds=3.0)[0]
+    columns, _ = adapter.validate(table, model)
+    inputs, _ = adapter.encode(columns, model)
+    return ceiling_rows_per_second(model.model, inputs, seconds=3.0)[0]
 
 
 def timed_job(config: JobConfig, engine: str) -> tuple[float, int]:
