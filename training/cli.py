@@ -16,6 +16,7 @@ AREAS = {
     "fraud": "training.fraud.train",
     "image": "training.image.train",
     "sentiment": "training.sentiment.train",
+    "gan": "training.gan.train",
 }
 
 
