@@ -32,6 +32,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 SMOKE_RUNS = {
     "fraud-scorer": ["fraud", "--preset", "smoke", "--register", "--quiet"],
     "image-classifier": ["image", "--preset", "smoke", "--register", "--quiet"],
+    # Judged by the image classifier above, so it comes after it.
+    "image-generator": ["gan", "--preset", "smoke", "--register", "--quiet"],
     # One run registers both sentiment models; identical arguments are trained once.
     "sentiment-rnn": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
     "sentiment-transformer": ["sentiment", "--preset", "smoke", "--register", "--quiet"],
