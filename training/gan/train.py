@@ -46,6 +46,9 @@ class Preset:
     monitor_per_class: int = 100  # per epoch, class consistency of this many images per class
     standing_batches: int = 20  # batch-norm statistics of the exported generator: x 500 images
     threads: int | None = None  # torch threads while training (None: torch's default)
+    # Training stops before an epoch that would end past this (a slower machine still meets
+    # the run's budget with fewer epochs; the report says how many ran). None: no limit.
+    time_budget_seconds: float | None = None
     model: GANConfig = field(default_factory=GANConfig)
 
 
@@ -64,7 +67,7 @@ PRESETS: dict[str, Preset] = {
         threads=1,  # a tiny network: a second thread costs more than it gives on a busy CPU
         model=GANConfig(g_width=32, d_width=16),
     ),
-    "full": Preset(epochs=12),
+    "full": Preset(epochs=30, threads=1, time_budget_seconds=25 * 60),
 }
 
 
@@ -213,8 +216,13 @@ def fit(
     }
     step = 0
     with progress_bar(epochs * steps_per_epoch, "image-gan", args.quiet) as bar:
-        for _ in range(epochs):
+        fit_started = time.perf_counter()
+        for epoch in range(epochs):
             started = time.perf_counter()
+            if epoch and preset.time_budget_seconds is not None:
+                expected_end = started - fit_started + max(curves["epoch_seconds"])
+                if expected_end > preset.time_budget_seconds:
+                    break
             generator.train()
             order = torch.randperm(len(labels), generator=generator_seed)
             totals = np.zeros(2)
@@ -230,13 +238,18 @@ def fit(
                 )
             curves["discriminator_loss"].append(round(float(totals[0]) / steps_per_epoch, 4))
             curves["generator_loss"].append(round(float(totals[1]) / steps_per_epoch, 4))
-            curves["epoch_seconds"].append(round(time.perf_counter() - started, 1))
             if classifier is not None:
                 monitored = exported_generator(average, MONITOR_SEED, preset.standing_batches)
                 pixels, requested = torch_pixels(monitored, preset.monitor_per_class, MONITOR_SEED)
                 predicted = classifier.probabilities(pixels).argmax(1)
                 share, _ = class_consistency(predicted, requested, preset.model.n_classes)
                 curves["monitor_class_consistency"].append(round(share, 4))
+            curves["epoch_seconds"].append(round(time.perf_counter() - started, 1))
+            if not args.quiet:
+                bar.write(
+                    f"epoch {epoch + 1}: "
+                    + ", ".join(f"{k} {v[-1]}" for k, v in curves.items() if v)
+                )
     return exported_generator(average, args.seed, preset.standing_batches), curves
 
 
