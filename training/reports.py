@@ -138,6 +138,27 @@ def plot_confusion_matrix(
     return _save(figure, path)
 
 
+def plot_image_grid(
+    path: Path, images: np.ndarray, row_labels: list[str] | tuple[str, ...], title: str
+) -> Path:
+    """``uint8`` images ``[rows, columns, H, W]`` tiled in one grayscale picture (2-pixel grey
+    gaps), a label per row."""
+    rows, columns, height, width = images.shape
+    gap = 2
+    canvas = np.full(
+        (rows * (height + gap) - gap, columns * (width + gap) - gap), 96, dtype=np.uint8
+    )
+    for (row, column), _ in np.ndenumerate(np.empty((rows, columns))):
+        top, left = row * (height + gap), column * (width + gap)
+        canvas[top : top + height, left : left + width] = images[row, column]
+    figure, axis = plt.subplots(figsize=(columns * 0.6 + 1.6, rows * 0.6 + 0.6))
+    axis.imshow(canvas, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axis.set_yticks([r * (height + gap) + height / 2 for r in range(rows)], row_labels, fontsize=8)
+    axis.set_xticks([])
+    axis.set_title(title, fontsize=9)
+    return _save(figure, path)
+
+
 def _save(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=90)
