@@ -38,6 +38,10 @@ class StepProgram(Protocol[State]):
     def finished(self, state: State) -> bool:
         """Whether ``state`` needs no further step."""
 
+    def coalesce(self, outputs: list[Any]) -> list[Any]:
+        """Outputs that waited for a slow reader, joined as it should receive them (text
+        pieces into one, say), so a busy server sends fewer, larger events."""
+
 
 _END = object()
 
@@ -96,11 +100,21 @@ class StepScheduler(Generic[State]):
         return self._outputs(sequence)
 
     async def _outputs(self, sequence: _Sequence[State]) -> AsyncIterator[Any]:
+        queue = sequence.outputs
         try:
-            while (item := await sequence.outputs.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            while True:
+                waiting = [await queue.get()]
+                while not queue.empty():  # the reader fell behind: take everything at once
+                    waiting.append(queue.get_nowait())
+                ended = waiting[-1] is _END
+                items = waiting[:-1] if ended else waiting
+                failure = next((i for i in items if isinstance(i, BaseException)), None)
+                if failure is not None:
+                    raise failure
+                for item in self._program.coalesce(items) if len(items) > 1 else items:
+                    yield item
+                if ended:
+                    return
         finally:
             self._leave(sequence)
 

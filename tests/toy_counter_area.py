@@ -48,6 +48,9 @@ class Counter:
     def finished(self, state: Count) -> bool:
         return state.remaining <= 0
 
+    def coalesce(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return outputs  # every count is its own event
+
 
 async def count(
     models: ServedModels,

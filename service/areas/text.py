@@ -182,6 +182,10 @@ class Completions:
     def finished(self, state: Completion) -> bool:
         return state.finish_reason is not None
 
+    def coalesce(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pieces waiting for a slow reader become one: their text, the last reason and count."""
+        return [{**outputs[-1], "text": "".join(output["text"] for output in outputs)}]
+
 
 def _first_stop(text: str, stops: tuple[str, ...], new_from: int) -> int | None:
     """Where the first stop string that ends in ``text[new_from:]`` begins, if any."""
