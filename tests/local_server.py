@@ -35,21 +35,27 @@ def _status(url: str) -> int | None:
 
 
 def private_home(shared: Path) -> Path:
-    """A BentoML home of its own (task store, metrics folder, logs) over ``shared``'s models:
-    servers sharing one home wipe each other's task database and Prometheus files at start."""
+    """A BentoML home of its own (task store, metrics folder, logs) over ``shared``'s models
+    and Bentos: servers sharing one home wipe each other's task database and Prometheus files
+    at start."""
     home = Path(tempfile.mkdtemp(prefix="dlserve-server-"))
-    (shared / "models").mkdir(parents=True, exist_ok=True)
-    (home / "models").symlink_to(shared / "models", target_is_directory=True)
+    for store in ("models", "bentos"):
+        (shared / store).mkdir(parents=True, exist_ok=True)
+        (home / store).symlink_to(shared / store, target_is_directory=True)
     return home
 
 
 class LocalServer:
     """A ``bentoml serve`` subprocess; ``env`` adds to (or overrides) this process's variables.
 
-    It serves the models of ``BENTOML_HOME`` (from ``env`` or this process) from a private home.
+    It serves the models of ``BENTOML_HOME`` (from ``env`` or this process) from a private home:
+    the repository's service, or with ``bento`` a built Bento's tag, from ``cwd`` (default: the
+    repository).
     """
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, bento: str | None = None, cwd: Path = REPOSITORY
+    ) -> None:
         env = {**os.environ, **(env or {})}
         shared = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
         self.home = private_home(shared)
@@ -63,6 +69,7 @@ class LocalServer:
             "-m",
             "bentoml",
             "serve",
+            *([bento] if bento else []),
             "--host",
             "127.0.0.1",
             "--port",
@@ -70,7 +77,7 @@ class LocalServer:
         ]
         self.process = subprocess.Popen(
             command,
-            cwd=REPOSITORY,
+            cwd=cwd,
             env=env,
             stdout=log_fd,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,86 @@
+"""``bentoml build`` packs the service, its code (no training code) and every declared model;
+the built Bento, served from outside the repository, answers a request on every route."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from service import registry
+from tests.images import b64, encode, load_test_images
+from tests.local_server import REPOSITORY, LocalServer
+from tests.payloads import transactions
+
+pytestmark = pytest.mark.http
+
+
+@pytest.fixture(scope="module")
+def bento(stored_models: dict) -> str:
+    """The tag of a Bento built from the repository over the smoke-trained models."""
+    built = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+def test_the_bento_holds_the_serving_code_and_every_model(bento: str) -> None:
+    name, version = bento.split(":")
+    root = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+    info = yaml.safe_load((root / "bento.yaml").read_text())
+    packed = {model["tag"].split(":")[0] for model in info["services"][0]["models"]}
+    assert packed == {spec.name for spec in registry.model_specs()}
+    sources = {path.relative_to(root / "src").parts[0] for path in (root / "src").rglob("*.py")}
+    assert sources == {"service", "core"}  # no training code, no torch
+    requirements = (root / "env" / "python" / "requirements.txt").read_text()
+    assert "torch" not in requirements and "onnxruntime" in requirements
+
+
+@pytest.fixture(scope="module")
+def served_bento(bento: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    outside = tmp_path_factory.mktemp("elsewhere")
+    with LocalServer(bento=bento, cwd=outside) as running:
+        yield running.wait("/readyz", timeout=180)
+
+
+def test_the_served_bento_answers_every_route(served_bento: LocalServer) -> None:
+    url = served_bento.url
+    pixels, _ = load_test_images(2)
+    image = encode(pixels[0])
+    requests = {
+        "/v1/fraud/score": {"json": {"transactions": transactions(2)}},
+        "/v1/images/classify": {"files": {"image": ("a.png", image)}},
+        "/v1/images/classify_batch": {"json": {"images": [b64(image)]}},
+        "/v1/sentiment": {"json": {"texts": ["A fine film."]}},
+        "/v1/completions": {"json": {"prompt": "A", "max_tokens": 3}},
+        "/v1/images/generate": {"json": {"label": "Bag", "seed": 1}},
+    }
+    routes = {
+        endpoint.route for area in registry.all_areas().values() for endpoint in area.endpoints
+    }
+    assert set(requests) == routes  # a new route must be added here
+    for route, request in requests.items():
+        response = httpx.post(url + route, timeout=30, **request)
+        assert response.status_code == 200, (route, response.text)
+    models = httpx.get(url + "/v1/models", timeout=10).json()["models"]
+    assert {m["status"] for m in models} == {"ready"}
+    submitted = httpx.post(
+        url + "/v1/batch/jobs/submit",
+        files={"file": ("rows.jsonl", "\n".join(json.dumps(r) for r in transactions(3)))},
+        data={"model": "fraud"},
+        timeout=30,
+    )
+    assert submitted.status_code == 200 and "task_id" in submitted.json()
