@@ -27,7 +27,7 @@ from core.text_generation import (
 from models.gpt import GPT, GPTConfig, empty_cache
 from training.cli import main
 from training.export import ParityError
-from training.text.data import play_files, split_text, strip_markdown
+from training.text.data import load_text, play_files, split_text, strip_markdown
 from training.text.export import check_generation_parity, export_cached, open_session
 from training.text.train import model_metadata
 
@@ -82,6 +82,9 @@ def test_markdown_is_stripped_to_play_text() -> None:
 def test_the_38_plays_split_with_the_last_tenth_held_out() -> None:
     files = play_files()
     assert len(files) == 38 and {f.parent.name for f in files} >= {"comedies", "tragedies"}
+    plays = load_text()
+    assert not set(plays) & set("*_#\\") and "\nHAMLET\nTo be, or not to be" in plays
+    assert 4_900_000 < len(plays) < 5_000_000
     text = "ab" * 45 + "cd" * 5  # the last tenth holds 'c' and 'd' only
     corpus = split_text(text)
     assert corpus.vocabulary.chars == ["a", "b"]
