@@ -22,6 +22,9 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="dlserve-tests-"))
 os.environ["BENTOML_HOME"] = str(SCRATCH / "bentoml")
 os.environ["DLSERVE_REPORTS"] = str(SCRATCH / "reports")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Passive OpenMP waiting, as `python -m training` sets it: spinning threads collapse when other
+# processes share the cores (the smoke runs train in this process).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

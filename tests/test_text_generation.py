@@ -27,7 +27,7 @@ from core.text_generation import (
 from models.gpt import GPT, GPTConfig, empty_cache
 from training.cli import main
 from training.export import ParityError
-from training.text.data import play_files, split_text, strip_markdown
+from training.text.data import load_text, play_files, split_text, strip_markdown
 from training.text.export import check_generation_parity, export_cached, open_session
 from training.text.train import model_metadata
 
@@ -82,6 +82,9 @@ def test_markdown_is_stripped_to_play_text() -> None:
 def test_the_38_plays_split_with_the_last_tenth_held_out() -> None:
     files = play_files()
     assert len(files) == 38 and {f.parent.name for f in files} >= {"comedies", "tragedies"}
+    plays = load_text()
+    assert not set(plays) & set("*_#\\") and "\nHAMLET\nTo be, or not to be" in plays
+    assert 4_900_000 < len(plays) < 5_000_000
     text = "ab" * 45 + "cd" * 5  # the last tenth holds 'c' and 'd' only
     corpus = split_text(text)
     assert corpus.vocabulary.chars == ["a", "b"]
@@ -230,7 +233,7 @@ def test_batched_decode_of_unequal_lengths_equals_single_decodes(text_model: dic
     # The same batch again (its outputs fed back without a copy), then a batch mixing two of
     # those rows in another order with a fresh prefill (gathered per source).
     again, _ = generator.decode(tokens, grown)
-    _, fresh = generator.prefill(vocabulary.encode("HAMLET\nTo be, or not to be, that"))
+    _, fresh = generator.prefill(vocabulary.encode("HAMLET\nTo be, or not"))
     mixed, mixed_grown = generator.decode([5, 6, 7], [grown[2], fresh, grown[0]])
     for row in range(3):
         alone, _ = generator.decode([tokens[row]], [grown[row]])
@@ -238,7 +241,7 @@ def test_batched_decode_of_unequal_lengths_equals_single_decodes(text_model: dic
     for row, (token, cache) in enumerate(zip([5, 6, 7], [grown[2], fresh, grown[0]], strict=True)):
         alone, _ = generator.decode([token], [cache])
         np.testing.assert_allclose(mixed[row], alone[0], atol=1e-4, rtol=0)
-    assert [c.length for c in mixed_grown] == [3, 30, 9]
+    assert [c.length for c in mixed_grown] == [3, 21, 9]
 
 
 def test_decode_refuses_a_full_cache_and_generate_goes_past_the_context(text_model: dict) -> None:
@@ -262,12 +265,12 @@ def test_seeded_sampling_is_identical_whatever_else_is_batched(text_model: dict)
     logits = np.stack([generator.prefill(p)[0] for p in prompts])
     caches = [generator.prefill(p)[1] for p in prompts]
     produced: list[list[int]] = [[], [], []]
-    for _ in range(30):
+    for _ in range(20):  # within the smoke model's context of 32
         tokens = [sample(row, params, rng) for row, rng in zip(logits, rngs, strict=True)]
         for out, token in zip(produced, tokens, strict=True):
             out.append(token)
         logits, caches = generator.decode(tokens, caches)
-    assert produced[0] == first
+    assert produced[0] == first[:20]
 
 
 def test_sampling_filters() -> None:
