@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="stepwise models: requests waiting for a place; beyond this, 503 with "
         "`Retry-After: 1`",
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="level of dlserve's own log lines (BentoML's keep theirs)"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` for people, `json` (one object per line) for log collectors"
+    )
     batch_dir: Path = Field(
         Path(tempfile.gettempdir()),
         json_schema_extra={"shown_default": "the temp folder"},
@@ -90,7 +96,7 @@ class Settings(BaseSettings):
         "than this; see Batch jobs",
     )
 
-    @field_validator("provider", mode="before")
+    @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

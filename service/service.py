@@ -38,6 +38,7 @@ from service.errors import (
     RequestInputError,
     error_response,
 )
+from service.logs import configure_logging
 from service.metrics import RejectedRequestCounter
 from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ServedModel
@@ -57,6 +58,7 @@ class DLServeBase:
     """
 
     def __init__(self) -> None:
+        configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
             spec.name: ServedModel(spec, SETTINGS) for spec in registry.model_specs(SETTINGS.models)

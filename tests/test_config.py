@@ -23,6 +23,8 @@ CASES = {
     "max_queue_rows": ("10", 10, "0", "greater than or equal to 1"),
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
+    "log_level": ("DEBUG", "debug", "verbose", "'debug', 'info', 'warning' or 'error'"),
+    "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
 }
