@@ -14,6 +14,9 @@
 # the node needs a driver that supports CUDA 13 (R580 or newer). Its Python is Ubuntu 24.04's
 # (3.12). RUNTIME=cpu: Python 3.11 on Debian slim, onnxruntime==1.31.1.
 #
+# BuildKit (Docker's default builder since 23.0) builds only the stages the chosen RUNTIME
+# needs; the legacy builder would also pull the other base image.
+#
 # MODELS=image (default): every deploy/models/*.bentomodel (`bentoml models export` files, see
 # deploy/models/README.md) is imported into the image's model store at build time; the build
 # fails when there is none. MODELS=volume: the image holds no model; mount a BentoML model
