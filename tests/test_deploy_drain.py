@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.deploy_servers import extra_server
 from tests.local_server import LocalServer
 from tests.payloads import transactions
 
@@ -24,7 +25,7 @@ ROUTE = "/v1/fraud/score"
 
 @pytest.fixture
 def fraud_server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
-    with LocalServer(env={"DLSERVE_MODELS": "fraud"}) as running:
+    with extra_server({"DLSERVE_MODELS": "fraud"}) as running:
         yield running.wait("/readyz")
 
 
