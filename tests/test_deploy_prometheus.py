@@ -174,6 +174,13 @@ class Prometheus:
             time.sleep(0.3)
         raise TimeoutError(f"no {count} scrapes of every target within {timeout}s")
 
+    def wait_for(self, expr: str, timeout: float = 20) -> None:
+        """Until ``expr`` returns data."""
+        deadline = time.monotonic() + timeout
+        while not self.query(expr):
+            assert time.monotonic() < deadline, f"no data for {expr} within {timeout}s"
+            time.sleep(0.3)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -249,12 +256,13 @@ def prometheus(
     }
     running = Prometheus(folder, targets, [PROMETHEUS_DIR / "alerts.yaml", score_reference])
     try:
-        # traffic, two scrapes, traffic again, two scrapes: every counter has risen between
-        # two samples, so rate() has data
-        send_traffic(server, fraud_only_server)
-        running.wait_for_scrapes(2)
-        send_traffic(server, fraud_only_server)
-        running.wait_for_scrapes(2)
+        # traffic, its counts scraped, traffic again, its counts scraped: every counter has
+        # two samples that differ, so rate() has data (each round sheds one request on b)
+        shed = 'dlserve_predictions_total{pod="dlserve-b", outcome="overloaded"} == '
+        for round_number in (1, 2):
+            send_traffic(server, fraud_only_server)
+            running.wait_for(shed + str(round_number))
+            running.wait_for_scrapes(2)
         yield running
     finally:
         running.stop()
