@@ -241,6 +241,11 @@ def send_traffic(full: LocalServer, fraud_only: LocalServer) -> None:
         for model in ("rnn", "transformer"):
             body = {"texts": ["A warm, funny film.", "Dull."], "model": model}
             assert client.post(full.url + "/v1/sentiment", json=body).status_code == 200
+        for _ in range(2):
+            body = {"prompt": "ROMEO:\n", "max_tokens": 8}
+            assert client.post(full.url + "/v1/completions", json=body).status_code == 200
+        body = {"label": "Bag", "n": 2}
+        assert client.post(full.url + "/v1/images/generate", json=body).status_code == 200
 
 
 @pytest.fixture(scope="module")
