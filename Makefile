@@ -52,11 +52,13 @@ test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-train
 quality: setup ## the full models' quality targets, from reports/ and the model store (after make models)
 	$(BIN)/python -m pytest -m quality
 
-bench: models ## wrk against a local server beside the in-process ONNX Runtime ceiling
+bench: models ## every area's bench: the served routes beside the in-process ceiling, same run
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.fraud
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.sentiment
+	$(BIN)/python -m bench.text_cache
+	$(BIN)/python -m bench.completions
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build
