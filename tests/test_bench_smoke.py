@@ -1,0 +1,35 @@
+"""The in-process benches run end to end on the smoke models (their figures are meaningless at
+this size; what is checked is that they still run against the current code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench import batch, text_cache
+from bench.runner import per_call, tiled
+
+
+def test_the_batch_bench_runs_and_reports_a_ratio(stored_models: dict, tmp_path: Path) -> None:
+    out = tmp_path / "batch.json"
+    assert batch.main(["--rows", "3000", "--batch-size", "1000", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["batch_size"] == 1000 and figures["local_ratio_to_ceiling"] > 0
+
+
+def test_the_cache_bench_runs_and_agrees_with_recomputing(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    out = tmp_path / "cache.json"
+    arguments = ["--new", "20", "--repeats", "1", "--steps", "4", "--out", str(out)]
+    assert text_cache.main(arguments) == 0
+    assert json.loads(out.read_text())["same_characters"] is True
+
+
+def test_rows_per_call_and_the_tiled_batch() -> None:
+    assert per_call((10, 100), (14, 164), rows=1) == 16  # 64 rows in 4 calls
+    assert per_call((10, 100), (10, 100), rows=32) == 32  # no call: the request's own size
+    inputs = {"x": np.arange(6).reshape(3, 2)}
+    np.testing.assert_array_equal(tiled(inputs, 5)["x"][:, 0], [0, 2, 4, 0, 2])
