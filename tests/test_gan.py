@@ -36,7 +36,6 @@ from training.gan.train import PRESETS, export_model, standing_batch_norm
 from training.image.data import CLASSES, default_dir, load_split
 
 REPORTS = Path(os.environ["DLSERVE_REPORTS"])
-FULL_REPORT = Path(__file__).resolve().parents[1] / "reports" / "gan" / "metrics.json"
 SMALL = GANConfig(g_width=16, d_width=8)
 
 
@@ -300,17 +299,3 @@ def test_smoke_generator_draws_the_requested_classes_well_above_chance(
     pixels, requested = generate_pixels(onnx_generator(onnx_path), 10, 100, noise_dim, seed=5)
     overall, per_class = class_consistency(nearest_centre(pixels), requested, 10)
     assert overall > 0.40, per_class
-
-
-@pytest.mark.quality
-def test_full_model_meets_the_class_consistency_target() -> None:
-    if not FULL_REPORT.exists():
-        pytest.skip(f"no full-preset report at {FULL_REPORT}: run `python -m training gan`")
-    metrics = json.loads(FULL_REPORT.read_text())
-    assert metrics["preset"] == "full" and metrics["judge"]["samples_per_class"] == 1000
-    assert metrics["class_consistency"] >= 0.80
-    assert len(metrics["class_consistency_per_class"]) == 10
-    assert metrics["frechet_ratio"] == pytest.approx(
-        metrics["frechet_distance"] / metrics["frechet_floor"], rel=0.01
-    )
-    assert metrics["duration_seconds"] <= 30 * 60

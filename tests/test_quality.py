@@ -45,6 +45,21 @@ def test_sentiment_models_beat_tfidf_and_the_transformer_reaches_84_percent() ->
     assert report["transformer"]["test_accuracy"] >= 0.84
 
 
+def test_text_generator_reaches_1_55_nats_per_character_within_30_minutes() -> None:
+    report = full_report("text")
+    assert report["val_loss"] <= 1.55 and report["duration_seconds"] <= 30 * 60
+
+
+def test_image_generator_is_consistent_with_its_classes() -> None:
+    report = full_report("gan")
+    assert report["judge"]["samples_per_class"] == 1000
+    assert report["class_consistency"] >= 0.80
+    assert len(report["class_consistency_per_class"]) == 10
+    ratio = report["frechet_distance"] / report["frechet_floor"]
+    assert report["frechet_ratio"] == pytest.approx(ratio, rel=0.01)
+    assert report["duration_seconds"] <= 30 * 60
+
+
 UNAMBIGUOUS = [
     ("A moving, beautifully acted film that I loved from start to finish.", "positive"),
     ("One of the best movies of the year: smart, funny and heartfelt.", "positive"),
