@@ -20,9 +20,9 @@ from models.gan import Discriminator, GANConfig, Generator, parameter_count
 from training.areas import TrainingArea
 from training.export import check_parity, export_onnx
 from training.gan.judge import CLASSIFIER, Classifier, class_consistency, judge, onnx_generator
-from training.image.data import CLASSES, Split, default_dir, load_splits
+from training.image.data import CLASSES, Split, add_data_dir_argument, default_dir, load_splits
 from training.loop import progress_bar, seed_everything
-from training.precision import PRECISION_CHOICES, use_bf16
+from training.precision import add_precision_argument, use_bf16
 from training.registry import register_model
 from training.reports import plot_image_grid, plot_training_curves, report_dir, write_metrics
 
@@ -75,20 +75,8 @@ PRESETS: dict[str, Preset] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with the Fashion-MNIST IDX files (.gz or not) (default: "
-        "$DLSERVE_FASHION_MNIST or /usr/share/datasets/fashion-mnist)",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default="auto",
-        help="training arithmetic: bf16 autocast for both networks, fp32, or auto (bf16 where "
-        "the CPU has native bfloat16, fp32 elsewhere); judging and export are fp32",
-    )
+    add_data_dir_argument(parser)
+    add_precision_argument(parser, "both networks")
     parser.add_argument(
         "--classifier",
         default=CLASSIFIER,

@@ -6,6 +6,7 @@ or ``--data-dir`` point elsewhere (the official downloads use the same file name
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 from dataclasses import dataclass
@@ -52,6 +53,17 @@ class Split:
 
 def default_dir() -> Path:
     return Path(os.environ.get("DLSERVE_FASHION_MNIST", DEFAULT_DIR))
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the folder of the Fashion-MNIST IDX files."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the Fashion-MNIST IDX files (.gz or not) (default: "
+        "$DLSERVE_FASHION_MNIST or /usr/share/datasets/fashion-mnist)",
+    )
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:

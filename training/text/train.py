@@ -27,7 +27,7 @@ from core.text_generation import (
 from models.gpt import GPT, GPTConfig
 from training.areas import TrainingArea
 from training.loop import progress_bar, seed_everything
-from training.precision import PRECISION_CHOICES, use_bf16
+from training.precision import add_precision_argument, use_bf16
 from training.registry import register_model
 from training.reports import report_dir, write_metrics
 from training.text.data import SOURCE, Corpus, load_text, split_text
@@ -88,13 +88,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--precision",
-        choices=PRECISION_CHOICES,
-        default="auto",
-        help="training arithmetic: bf16 autocast for the matrix products, fp32, or auto (bf16 "
-        "where the CPU has native bfloat16, fp32 elsewhere); evaluation and export are fp32",
-    )
+    add_precision_argument(parser, "the matrix products")
     parser.add_argument(
         "--time-budget",
         type=float,
