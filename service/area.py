@@ -54,6 +54,21 @@ class ReadyModel:
 
 
 @dataclass(frozen=True)
+class TensorInputs:
+    """A tensor model: clients may send its graph inputs as they are, over the Open Inference
+    Protocol (``/v2``, ``service.open_inference``), with the bounds its named routes keep.
+
+    ``max_rows``: most rows (axis 0) in one request, as the named route's limit.
+    ``check(inputs, ready)``: refuses values that the datatype and shape allow but the graph
+    or the named route does not (ranges, category or token ids), raising
+    ``RequestInputError`` at ``[input name]``; ``None`` when every value is valid (pixels).
+    """
+
+    max_rows: int
+    check: Callable[[Arrays, ReadyModel], None] | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One stored model an area serves.
 
@@ -63,6 +78,8 @@ class ModelSpec:
     ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
     signal), ``None`` for none. ``join``: how the micro-batcher stacks concurrent requests.
     ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
+    ``tensors``: set for a tensor model (a batched one whose graph inputs a client can send),
+    which the Open Inference Protocol's ``/v2`` routes then serve.
     """
 
     name: str
@@ -71,6 +88,11 @@ class ModelSpec:
     score_output: str | None = None
     join: Join = concatenate
     program: Callable[[ReadyModel], StepProgram] | None = None
+    tensors: TensorInputs | None = None
+
+    def __post_init__(self) -> None:
+        if self.tensors is not None and self.program is not None:
+            raise ValueError(f"model {self.name!r}: a stepwise model takes no client tensors")
 
     @property
     def tag(self) -> str:

@@ -5,6 +5,8 @@ Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,15 +67,23 @@ class RejectedRequestCounter:
     """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``.
 
     Validation happens in BentoML before a route's code runs, so rejections are counted here.
-    ``routes`` maps a route path to the model name it serves.
+    ``routes`` maps a route path to the model name it serves; ``model_of(path)`` names the
+    model of a path with parameters (``/v2/models/{name}/infer``), or ``None``.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: dict[str, str],
+        model_of: Callable[[str], str | None] = lambda path: None,
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.model_of = model_of
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else None
+        model = None if path is None else self.routes.get(path) or self.model_of(path)
         if model is None:
             await self.app(scope, receive, send)
             return

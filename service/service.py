@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import registry
+from service import open_inference, registry
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
@@ -228,13 +228,16 @@ v1_app = Starlette(
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
+DLServe.mount_asgi_app(open_inference.build_app(), path="/")  # its routes only (PassiveMount)
 # The first middleware added is the outermost: routes of other protocols get every error in
 # their shape, and the counter also sees the 413s of the limit.
 DLServe.add_asgi_middleware(
     ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
 )
 DLServe.add_asgi_middleware(
-    RejectedRequestCounter, routes={e.route: e.metric_model for e in ENDPOINTS}
+    RejectedRequestCounter,
+    routes={e.route: e.metric_model for e in ENDPOINTS},
+    model_of=open_inference.counted_model,
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some

@@ -11,14 +11,24 @@ from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import JSONResponse
 
 from core.features import FRAUD_SPEC
 from core.model_store import ModelUnavailableError
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ServedModels
+from service.area import (
+    Area,
+    BatchAdapter,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+    TensorInputs,
+)
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
+from service.errors import RequestInputError
 from service.served_model import ModelReference, reference
 
 MAX_ROWS = 1000
@@ -130,6 +140,31 @@ def check_feature_spec(metadata: dict[str, Any]) -> None:
             )
 
 
+def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
+    """Open Inference Protocol inputs: each row of ``numeric`` (columns in feature-spec order)
+    keeps ``Transaction``'s rules, as a batch job checks them, and ``categorical`` holds
+    merchant-category codes (``RequestInputError`` naming the input, the row and the rule)."""
+    codes = inputs["categorical"][:, 0]
+    unknown = (codes < 0) | (codes >= len(MERCHANT_CATEGORIES))
+    if unknown.any():
+        raise RequestInputError(
+            ["categorical"],
+            f"row {int(unknown.argmax())}: merchant_category codes are 0 to "
+            f"{len(MERCHANT_CATEGORIES) - 1} ({', '.join(MERCHANT_CATEGORIES)})",
+            "out_of_range",
+        )
+    numeric = inputs["numeric"]
+    table = pa.table(
+        {name: numeric[:, position] for position, name in enumerate(FRAUD_SPEC.numeric)}
+        | {"merchant_category": np.asarray(MERCHANT_CATEGORIES)[codes]}
+    )
+    reasons = COLUMN_RULES.validate(table)[1]
+    broken = np.flatnonzero(reasons.astype(bool))  # None: a valid row
+    if broken.size:
+        row = int(broken[0])
+        raise RequestInputError(["numeric"], f"row {row}: {reasons[row]}", "out_of_range")
+
+
 MODEL = "fraud-scorer"
 
 
@@ -143,7 +178,14 @@ async def score(models: ServedModels, transactions: Transactions) -> FraudScoreR
 AREA = Area(
     name="fraud",
     description="fraud scoring of card transactions (feed-forward net + autoencoder)",
-    models=(ModelSpec(MODEL, check=check_feature_spec, score_output="fraud_probability"),),
+    models=(
+        ModelSpec(
+            MODEL,
+            check=check_feature_spec,
+            score_output="fraud_probability",
+            tensors=TensorInputs(max_rows=MAX_ROWS, check=check_tensors),
+        ),
+    ),
     endpoints=(Endpoint("/v1/fraud/score", score, models=(MODEL,)),),
     batch=(
         BatchAdapter(

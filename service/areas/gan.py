@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse
 
 from core.image_generation import SIZE, draw_noise, to_pixels
 from core.model_store import ModelUnavailableError
-from service.area import Area, Endpoint, ModelSpec, ServedModels
+from service.area import Area, Endpoint, ModelSpec, ReadyModel, ServedModels, TensorInputs
+from service.batching import Arrays
 from service.errors import RequestInputError
 from service.served_model import ModelReference, reference
 
@@ -132,9 +133,26 @@ async def generate(
     )
 
 
+def check_classes(inputs: Arrays, ready: ReadyModel) -> None:
+    """Open Inference Protocol inputs: every ``class_id`` names a stored label (the noise is
+    any finite number)."""
+    classes = inputs["class_id"]
+    labels = len(ready.metadata["labels"])
+    if classes.min() < 0 or classes.max() >= labels:
+        raise RequestInputError(
+            ["class_id"], f"class ids must be from 0 to {labels - 1}", "unknown_class"
+        )
+
+
 AREA = Area(
     name="gan",
     description="image generation (conditional GAN on Fashion-MNIST)",
-    models=(ModelSpec(MODEL, check=check_generator),),
+    models=(
+        ModelSpec(
+            MODEL,
+            check=check_generator,
+            tensors=TensorInputs(max_rows=MAX_IMAGES, check=check_classes),
+        ),
+    ),
     endpoints=(Endpoint(ROUTE, generate, models=(MODEL,)),),
 )

@@ -33,7 +33,15 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from core.model_store import ModelUnavailableError
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
+from service.area import (
+    Area,
+    BatchAdapter,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+    TensorInputs,
+)
 from service.batching import Arrays
 from service.errors import RequestInputError
 from service.served_model import ModelReference, reference
@@ -255,7 +263,14 @@ async def classify_batch(
 AREA = Area(
     name="image",
     description="image classification (CNN on Fashion-MNIST)",
-    models=(ModelSpec(MODEL, check=check_input, score_output="confidence"),),
+    models=(
+        ModelSpec(
+            MODEL,
+            check=check_input,
+            score_output="confidence",
+            tensors=TensorInputs(max_rows=MAX_IMAGES),  # any uint8 [28, 28] is an image
+        ),
+    ),
     endpoints=(
         Endpoint(ROUTE, classify, models=(MODEL,)),
         Endpoint(BATCH_ROUTE, classify_batch, models=(MODEL,)),

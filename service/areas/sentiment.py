@@ -20,8 +20,17 @@ from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
+from service.area import (
+    Area,
+    BatchAdapter,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+    TensorInputs,
+)
 from service.batching import Arrays, concatenate_padded
+from service.errors import RequestInputError
 from service.served_model import ModelReference, reference
 
 ROUTE = "/v1/sentiment"
@@ -163,6 +172,31 @@ def encode_texts(
     return arrays, {"truncated": np.array(truncated, dtype=bool)}
 
 
+def check_tokens(inputs: Arrays, ready: ReadyModel) -> None:
+    """Open Inference Protocol inputs: ``input_ids`` in the stored tokenizer's vocabulary, at
+    most the model's ``max_tokens`` per text, and an ``attention_mask`` of 0/1 covering at
+    least the first token of every text (``RequestInputError`` naming the input)."""
+    encoder: TextEncoder = ready.companion
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    vocabulary = encoder.tokenizer.get_vocab_size()
+    if ids.shape[1] > encoder.max_tokens:
+        raise RequestInputError(
+            ["input_ids"],
+            f"{ids.shape[1]} tokens per text; the model takes at most {encoder.max_tokens}",
+            "too_many_tokens",
+        )
+    if ids.min() < 0 or ids.max() >= vocabulary:
+        raise RequestInputError(
+            ["input_ids"], f"token ids must be from 0 to {vocabulary - 1}", "unknown_token"
+        )
+    if ((mask != 0) & (mask != 1)).any() or not mask[:, 0].all():
+        raise RequestInputError(
+            ["attention_mask"],
+            "values must be 0 or 1, with 1 for the first token of every text",
+            "bad_mask",
+        )
+
+
 async def classify(
     models: ServedModels, texts: Texts, model: ModelChoice = None
 ) -> SentimentResponse:
@@ -186,6 +220,7 @@ AREA = Area(
             prepare=stored_encoder,
             score_output="positive_probability",
             join=concatenate_padded,
+            tensors=TensorInputs(max_rows=MAX_TEXTS, check=check_tokens),
         )
         for store_name in STORE_NAMES.values()
     ),
