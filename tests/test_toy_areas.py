@@ -167,6 +167,23 @@ def test_models_and_readiness_list_only_the_toys(toy_server: LocalServer) -> Non
     assert fraud.status_code == 404 and "DLSERVE_MODELS" in fraud.json()["error"]
 
 
+def test_the_batched_toy_is_a_tensor_model_on_v2_by_declaration(toy_server: LocalServer) -> None:
+    url = toy_server.url + "/v2/models/toy-sum"
+    assert httpx.get(url).json()["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 3]}]
+    x = {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [1, 2, 3.5, -1, 0, 1]}
+    answer = httpx.post(url + "/infer", json={"inputs": [x]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == [
+        {"name": "total", "datatype": "FP32", "shape": [2], "data": [6.5, 0.0]}
+    ]
+    too_many = {**x, "shape": [101, 3], "data": [0] * 303}
+    refused = httpx.post(url + "/infer", json={"inputs": [too_many]}, timeout=10)
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "x: 101 rows; at most 100 per request"}
+    stepwise = httpx.get(toy_server.url + f"/v2/models/{COUNTER}/ready")
+    assert stepwise.status_code == 404
+
+
 def test_a_batch_job_scores_the_toy(
     toy_models: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

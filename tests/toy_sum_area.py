@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ServedModels
+from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ServedModels, TensorInputs
 from service.columns import ColumnRules
 from service.served_model import ModelReference, reference
 
@@ -48,7 +48,8 @@ async def add_up(models: ServedModels, rows: Rows) -> SumResponse:
 
 AREA = Area(
     name="toy-sum",
-    models=(ModelSpec(MODEL, score_output=None),),
+    # a tensor model by declaration: /v2 serves it (the graph sums any finite numbers)
+    models=(ModelSpec(MODEL, score_output=None, tensors=TensorInputs(max_rows=100)),),
     endpoints=(Endpoint("/v1/toy/sum", add_up, models=(MODEL,)),),
     batch=(
         BatchAdapter(
