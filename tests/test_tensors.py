@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from service import tensors
@@ -206,3 +207,24 @@ def test_fraud_tensors_keep_the_transaction_rules() -> None:
     given["categorical"][0, 0] = len(fraud.MERCHANT_CATEGORIES)
     with pytest.raises(RequestInputError, match="merchant_category codes are 0 to"):
         fraud.check_tensors(given, None)  # type: ignore[arg-type]
+
+
+def test_the_matrix_check_words_the_first_broken_rule_as_the_batch_check() -> None:
+    numeric = arrays(4)["numeric"]
+    names = fraud.FRAUD_SPEC.numeric
+    spoilt = {"amount": -1, "hour": 7.5, "card_present": 2, "account_age_days": 40_000}
+    spoilt_rows = []
+    for name, value in spoilt.items():
+        row = numeric[:1].copy()
+        row[0, names.index(name)] = value
+        spoilt_rows.append(row)
+    swapped = numeric[:1].copy()
+    swapped[0, names.index("txn_count_1h")] = swapped[0, names.index("txn_count_24h")] + 1
+    for matrix in [*spoilt_rows, swapped]:
+        both = np.concatenate([numeric, matrix])
+        columns = {name: both[:, i] for i, name in enumerate(names)}
+        category = [fraud.MERCHANT_CATEGORIES[0]] * len(both)
+        table = pa.table(columns | {"merchant_category": category})
+        reasons = fraud.COLUMN_RULES.validate(table)[1]
+        assert fraud.COLUMN_RULES.first_broken(both, names) == (4, reasons[4])
+    assert fraud.COLUMN_RULES.first_broken(numeric, names) is None

@@ -11,7 +11,6 @@ from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import JSONResponse
 
@@ -141,9 +140,9 @@ def check_feature_spec(metadata: dict[str, Any]) -> None:
 
 
 def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
-    """Open Inference Protocol inputs: each row of ``numeric`` (columns in feature-spec order)
-    keeps ``Transaction``'s rules, as a batch job checks them, and ``categorical`` holds
-    merchant-category codes (``RequestInputError`` naming the input, the row and the rule)."""
+    """Open Inference Protocol inputs: ``categorical`` holds merchant-category codes and each
+    row of ``numeric`` (columns in feature-spec order) keeps ``Transaction``'s rules, as a
+    batch job words them (``RequestInputError`` naming the input, the row and the rule)."""
     codes = inputs["categorical"][:, 0]
     unknown = (codes < 0) | (codes >= len(MERCHANT_CATEGORIES))
     if unknown.any():
@@ -153,16 +152,10 @@ def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
             f"{len(MERCHANT_CATEGORIES) - 1} ({', '.join(MERCHANT_CATEGORIES)})",
             "out_of_range",
         )
-    numeric = inputs["numeric"]
-    table = pa.table(
-        {name: numeric[:, position] for position, name in enumerate(FRAUD_SPEC.numeric)}
-        | {"merchant_category": np.asarray(MERCHANT_CATEGORIES)[codes]}
-    )
-    reasons = COLUMN_RULES.validate(table)[1]
-    broken = np.flatnonzero(reasons.astype(bool))  # None: a valid row
-    if broken.size:
-        row = int(broken[0])
-        raise RequestInputError(["numeric"], f"row {row}: {reasons[row]}", "out_of_range")
+    broken = COLUMN_RULES.first_broken(inputs["numeric"], FRAUD_SPEC.numeric)
+    if broken is not None:
+        row, rule = broken
+        raise RequestInputError(["numeric"], f"row {row}: {rule}", "out_of_range")
 
 
 MODEL = "fraud-scorer"
