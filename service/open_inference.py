@@ -103,6 +103,8 @@ def _tensor_model(request: Request) -> ServedModel:
     name = request.path_params["name"]
     served = _service().served
     model = served.get(name)
+    if model is None and name in TENSOR_MODELS:
+        raise _not_found(f"model {name!r} is not enabled (DLSERVE_MODELS)")
     if model is None or model.spec.tensors is None:
         known = [m.name for m in served.values() if m.spec.tensors is not None]
         raise _not_found(f"unknown model {name!r}; the tensor models served here are {known}")

@@ -52,13 +52,16 @@ def refusal(call: Callable[..., Any], *args: Any, **kwargs: Any) -> InferenceSer
 
 
 def test_server_is_live_and_ready_and_names_the_binary_extension(
-    client: triton.InferenceServerClient,
+    client: triton.InferenceServerClient, server: LocalServer
 ) -> None:
     assert client.is_server_live()
     assert client.is_server_ready()
     metadata = client.get_server_metadata()
     assert metadata["name"] == "dlserve"
     assert "binary_tensor_data" in metadata["extensions"]
+
+    routes = httpx.get(server.url + "/docs.json", timeout=10).json()["paths"]
+    assert "/v1/fraud/score" in routes  # the mount at / leaves BentoML's own pages whole
 
 
 def test_model_metadata_gives_inputs_and_outputs_with_datatype_and_shape(

@@ -50,6 +50,9 @@ def test_the_routes_of_other_areas_answer_404_naming_the_setting(tuned: LocalSer
         response = httpx.post(tuned.url + route, json=body, timeout=10)
         assert response.status_code == 404, route
         assert "is not enabled (DLSERVE_MODELS)" in response.json()["error"]
+    v2 = httpx.get(tuned.url + "/v2/models/fraud-scorer/ready", timeout=10)
+    assert v2.status_code == 404 and "is not enabled (DLSERVE_MODELS)" in v2.json()["error"]
+    assert httpx.get(tuned.url + "/v2/models/sentiment-rnn/ready", timeout=10).status_code == 200
 
 
 def test_two_workers_serve(tuned: LocalServer) -> None:
