@@ -182,7 +182,8 @@ async def infer(request: Request) -> Response:
         )
         if served.spec.tensors.check is not None:
             served.spec.tensors.check(parsed.inputs, ready)
-    # Without a ready model there is nothing to decode against: ``predict`` answers why (503).
+    # Without a ready model there is nothing to decode against: ``predict`` refuses the
+    # request (503, counted as unavailable) before it reads the inputs, as for a named route.
     ready, outputs = await _service().predict(served.name, parsed.inputs if parsed else {})
     assert parsed is not None
     body, header_length = tensors.encode_response(ready.name, ready.version, parsed, outputs)
