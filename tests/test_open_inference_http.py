@@ -4,6 +4,7 @@ have (``tritonclient.http``): probes, metadata, JSON and binary tensors, every r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -227,3 +228,17 @@ def test_an_unknown_model_version_or_path_is_a_404_in_the_protocol_shape(
     ):
         assert response.status_code in (400, 404)
         assert list(response.json()) == ["error"]
+
+
+def test_a_model_that_is_not_loaded_is_not_ready_and_infer_answers_503(tmp_path: Path) -> None:
+    with LocalServer({"BENTOML_HOME": str(tmp_path / "empty-store")}) as empty:
+        empty.wait("/livez")
+        client = triton.InferenceServerClient(empty.url.removeprefix("http://"))
+        assert client.is_server_live() and not client.is_server_ready()
+        assert not client.is_model_ready(FRAUD)
+        assert refusal(client.get_model_metadata, FRAUD).status() == "503"
+        error = refusal(client.infer, FRAUD, fraud_inputs(1))
+        assert error.status() == "503" and "not loaded" in error.message()
+        answer = httpx.post(empty.url + f"/v2/models/{FRAUD}/infer", json={"inputs": []})
+        assert answer.headers["Retry-After"] == "1" and list(answer.json()) == ["error"]
+        client.close()
