@@ -154,6 +154,27 @@ def test_rows_beyond_the_queue_bound_get_503_with_retry_after(toy_server: LocalS
     assert "rows already waiting (limit 150)" in second.json()["error"]
 
 
+def test_v2_requests_queue_in_the_named_routes_batcher(toy_server: LocalServer) -> None:
+    """100 named rows wait in the open batch (200 ms); 100 more over /v2 would queue 200."""
+    rows = [{"a": 1, "b": 1, "c": 1}] * 100
+    x = {"name": "x", "datatype": "FP32", "shape": [100, 3], "data": [1] * 300}
+
+    def named() -> httpx.Response:
+        return httpx.post(toy_server.url + "/v1/toy/sum", json={"rows": rows}, timeout=10)
+
+    def v2() -> httpx.Response:
+        time.sleep(0.05)
+        url = toy_server.url + f"/v2/models/{SUM}/infer"
+        return httpx.post(url, json={"inputs": [x]}, timeout=10)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.submit(named), pool.submit(v2)
+    assert first.result().status_code == 200
+    refused = second.result()
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.json() == {"error": "100 rows already waiting (limit 150)"}
+
+
 def test_models_and_readiness_list_only_the_toys(toy_server: LocalServer) -> None:
     assert httpx.get(toy_server.url + "/readyz").status_code == 200
     models = {m["name"]: m for m in httpx.get(toy_server.url + "/v1/models").json()["models"]}
