@@ -80,9 +80,10 @@ class ModelSpec:
     def stepwise(self) -> bool:
         return self.program is not None
 
-    def load(self, provider: str, intra_op_threads: int) -> ReadyModel:
-        """Load, verify, warm up, check and prepare; ``ModelUnavailableError`` with the reason."""
-        model = load_model(self.tag, provider, intra_op_threads)
+    def load(self, provider: str, intra_op_threads: int, version: str = "latest") -> ReadyModel:
+        """Load, verify, warm up, check and prepare ``version``; ``ModelUnavailableError`` with
+        the reason."""
+        model = load_model(f"{self.name}:{version}", provider, intra_op_threads)
         if self.check is not None:
             self.check(model.metadata)
         companion = self.prepare(model) if self.prepare is not None else None

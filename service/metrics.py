@@ -35,9 +35,22 @@ SCORES = Histogram(
 )
 MODEL_INFO = Gauge(
     "dlserve_model_info",
-    "1 for each loaded model, labelled with its name, version and execution provider.",
+    "1 for each served model version, labelled with its name, version and execution provider; "
+    "0 once a worker has swapped it for another version.",
     ["model", "version", "provider"],
     multiprocess_mode="max",
+)
+MODEL_LOADS = Counter(
+    "dlserve_model_loads_total",
+    "Attempts to load a model version (at start, by polling or by the load route), by model "
+    "and outcome: ok (served from then on) or failed (not served; /v1/models says why).",
+    ["model", "outcome"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "dlserve_model_load_seconds",
+    "Seconds to read, verify, open, warm up, check and prepare a model version, by model.",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 
 REQUESTS_RUNNING = Gauge(
