@@ -5,8 +5,12 @@ Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mod
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREDICTIONS = Counter(
@@ -40,6 +44,13 @@ MODEL_INFO = Gauge(
     ["model", "version", "provider"],
     multiprocess_mode="max",
 )
+WORKER_MODEL_VERSION_NAME = "dlserve_worker_model_version"
+WORKER_MODEL_VERSION = Gauge(
+    WORKER_MODEL_VERSION_NAME,
+    "1 for the version of each model a live worker serves (per worker: label pid).",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
 MODEL_LOADS = Counter(
     "dlserve_model_loads_total",
     "Attempts to load a model version (at start, by polling or by the load route), by model "
@@ -65,6 +76,27 @@ REQUESTS_WAITING = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+
+
+def served_versions() -> dict[str, dict[str, str]]:
+    """Model -> {worker pid: version it serves}, for every live worker of this server (this
+    process alone outside ``bentoml serve``'s multiprocess metrics)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)
+        metrics = registry.collect()
+    else:
+        metrics = WORKER_MODEL_VERSION.collect()
+    served: dict[str, dict[str, str]] = defaultdict(dict)
+    for metric in metrics:
+        if metric.name != WORKER_MODEL_VERSION_NAME:
+            continue
+        for sample in metric.samples:
+            if sample.value == 1:
+                pid = sample.labels.get("pid", str(os.getpid()))
+                served[sample.labels["model"]][pid] = sample.labels["version"]
+    return dict(served)
 
 
 def observe_scores(model: str, scores: np.ndarray) -> None:

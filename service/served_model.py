@@ -10,8 +10,10 @@ or scheduler, and with it its session, is released when its last request leaves.
 
 Any failure to load a version, of any kind, is this model's alone: the served version (if any)
 keeps serving, and the reason goes to the log, ``/v1/models`` and
-``dlserve_model_loads_total{outcome="failed"}``. A failed version is not retried by polling
-until the store's latest changes (the load route retries it at once).
+``dlserve_model_loads_total{outcome="failed"}``. Polling retries a failed version after a
+growing delay (the poll interval, doubled after each failure, at most ``MAX_RETRY_S``): a
+version caught half-written (a first registration, files copied into a mounted store) loads
+once complete; the load route retries at once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from service.metrics import (
     PREDICTIONS,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
+    WORKER_MODEL_VERSION,
     observe_scores,
 )
 from service.stepping import StepScheduler
@@ -49,6 +52,7 @@ from service.stepping import StepScheduler
 log = logging.getLogger(__name__)
 
 State = Literal["training", "loading", "ready", "unavailable"]
+MAX_RETRY_S = 300.0
 
 
 class ModelReference(BaseModel):
@@ -146,6 +150,8 @@ class ServedModel:
         self._in_training = in_training
         self._current: Generation | None = None
         self._loading: str | None = None
+        self._failures = 0  # consecutive failed loads of ``last_load.version``
+        self._retry_at = 0.0  # monotonic time before which polling does not retry it
         self._lock = threading.Lock()  # the current generation and every generation's counts
         self._load_lock = threading.Lock()  # one load at a time
         self.refresh()
@@ -187,7 +193,8 @@ class ServedModel:
         """Load the wanted version when it is not the one served, then swap it in.
 
         Returns the attempt, or ``None`` when there was nothing to load (already served, not
-        in the store, or a version that failed before, unless ``force``). Never raises.
+        in the store, or a version that failed before and whose retry delay has not passed,
+        unless ``force``). Never raises.
         """
         with self._load_lock:
             try:
@@ -203,8 +210,10 @@ class ServedModel:
             if self._current is not None and self._current.ready.version == version:
                 return None
             last = self.last_load
-            if not force and last is not None and last.version == version:
-                return None  # failed before; loaded versions are served and caught above
+            failed_before = last is not None and last.version == version
+            if failed_before and not force and time.monotonic() < self._retry_at:
+                return None
+            self._failures = self._failures if failed_before else 0
             return self._load(version)
 
     def _load(self, version: str) -> LoadAttempt:
@@ -253,6 +262,9 @@ class ServedModel:
             )
         if not isinstance(exc, ModelUnavailableError):  # unforeseen: keep the traceback
             log.debug("load of %s:%s failed", self.name, version, exc_info=exc)
+        self._failures += 1
+        delay = max(self._settings.model_poll_s, 1.0) * 2 ** (self._failures - 1)
+        self._retry_at = time.monotonic() + min(delay, MAX_RETRY_S)
         self.last_load = LoadAttempt(version, "failed", reason, seconds, time.time())
         return self.last_load
 
@@ -283,6 +295,7 @@ class ServedModel:
             close_old = old is not None and self._retire(old)
         model = new.ready.model
         MODEL_INFO.labels(model=model.name, version=model.version, provider=model.provider).set(1)
+        WORKER_MODEL_VERSION.labels(model=model.name, version=model.version).set(1)
         if old is None:
             log.info("model %s: serving %s on %s", self.name, model.version, model.provider)
             return
@@ -291,6 +304,8 @@ class ServedModel:
             MODEL_INFO.labels(
                 model=previous.name, version=previous.version, provider=previous.provider
             ).set(0)
+        if previous.version != model.version:
+            WORKER_MODEL_VERSION.labels(model=previous.name, version=previous.version).set(0)
         log.info(
             "model %s: swapped %s -> %s (%d requests finish on %s)",
             self.name,

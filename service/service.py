@@ -43,7 +43,7 @@ from service.errors import (
     field_error,
 )
 from service.logs import configure_logging
-from service.metrics import RejectedRequestCounter
+from service.metrics import RejectedRequestCounter, served_versions
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
@@ -204,15 +204,16 @@ STARTED = int(time.time())
 
 
 async def list_models(_: Request) -> JSONResponse:
-    """``GET /v1/models``: every enabled model, loaded or not, with its provider and routes;
+    """``GET /v1/models``: every enabled model, loaded or not, with its provider, routes and the
+    version each live worker serves (``workers``: pid -> version);
     ``object``/``data`` repeat the names in OpenAI's list shape (``client.models.list()``)."""
     served = list(bentoml.get_current_service().served.values())
     listed = [
         {"id": m.name, "object": "model", "created": STARTED, "owned_by": "dlserve"} for m in served
     ]
-    return JSONResponse(
-        {"models": [m.describe(ROUTES[m.name]) for m in served], "object": "list", "data": listed}
-    )
+    workers = await asyncio.to_thread(served_versions)
+    models = [m.describe(ROUTES[m.name]) | {"workers": workers.get(m.name, {})} for m in served]
+    return JSONResponse({"models": models, "object": "list", "data": listed})
 
 
 async def load_model_now(request: Request) -> JSONResponse:

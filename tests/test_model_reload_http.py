@@ -51,6 +51,13 @@ def _until(condition: Callable[[], bool], timeout: float, what: str) -> float:
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
+def _entry_where(server: LocalServer, holds: Callable[[dict], bool], what: str) -> dict:
+    """The first fraud entry of ``/v1/models`` for which ``holds`` (polled up to 30 s)."""
+    seen: list[dict] = []
+    _until(lambda: holds(seen.append(_entry(server, FRAUD)) or seen[-1]), 30, what)
+    return seen[-1]
+
+
 @dataclass
 class Answer:
     sent: float
@@ -128,6 +135,7 @@ def test_a_broken_model_at_start_is_isolated_and_served_once_a_good_version_land
 def test_a_new_version_is_served_under_load_without_a_failed_request(
     stored_models: dict, tmp_path: Path
 ) -> None:
+    """Two workers, each polling; 16 connections posting all along."""
     home = _store(tmp_path / "home", [FRAUD])
     store = mv.store_of(home)
     old = stored_models[FRAUD]["version"]
@@ -135,29 +143,37 @@ def test_a_new_version_is_served_under_load_without_a_failed_request(
         "BENTOML_HOME": str(home),
         "DLSERVE_MODELS": "fraud",
         "DLSERVE_MODEL_POLL_S": str(POLL_S),
+        "DLSERVE_WORKERS": "2",
     }
-    with LocalServer(env) as server, Load(server.wait("/readyz").url) as load:
+    with LocalServer(env) as server, Load(server.wait("/readyz", timeout=120).url) as load:
         time.sleep(2)
+        workers = _entry(server, FRAUD)["workers"]
+        assert len(workers) == 2 and set(workers.values()) == {old}, workers
         registered = time.monotonic()
         new = mv.new_version(store, FRAUD)
-        _until(lambda: _entry(server, FRAUD)["version"] == new, 30, "the new version is served")
+        _until(
+            lambda: set(_entry(server, FRAUD)["workers"].values()) == {new},
+            30,
+            "every worker serves the new version",
+        )
         load_s = _entry(server, FRAUD)["last_load"]["seconds"]
         time.sleep(2)
         damages = {
-            "bad sha": mv.change_onnx_only,
-            "unreadable graph": mv.change_onnx_keeping_sha,
-            "failing warm-up": mv.break_warm_up,
+            "bad sha": (mv.change_onnx_only, "sha256 of model.onnx"),
+            "unreadable graph": (mv.change_onnx_keeping_sha, "ONNX Runtime refused"),
+            "failing warm-up": (mv.break_warm_up, "warm-up inference failed"),
         }
-        for damage, alter in damages.items():
-            broken = mv.new_version(store, FRAUD, alter)
-            _until(
-                lambda v=broken: (_entry(server, FRAUD)["last_load"] or {}).get("version") == v,
-                30,
+        for damage, (alter, reason) in damages.items():
+            broken = mv.new_version(store, FRAUD, alter, source=store / FRAUD / new)
+            # from a worker that tried it (the other one may not have yet)
+            entry = _entry_where(
+                server,
+                lambda e, v=broken: (e["last_load"] or {}).get("version") == v,
                 f"the {damage} version was tried",
             )
-            entry = _entry(server, FRAUD)
             assert entry["status"] == "ready" and entry["version"] == new, damage
-            assert entry["last_load"]["outcome"] == "failed" and entry["last_load"]["reason"]
+            assert entry["last_load"]["outcome"] == "failed"
+            assert reason in entry["last_load"]["reason"], entry["last_load"]
             time.sleep(1)
     answers = sorted(load.answers, key=lambda a: a.sent)
     failed = [a for a in answers if a.status != 200]
@@ -238,7 +254,10 @@ def test_from_an_empty_store_the_service_answers_at_once_and_each_model_as_it_la
                 "the sentiment route answers once its models land",
             )
             assert trainer.wait(timeout=120) == 0
-            _until(lambda: httpx.get(server.url + "/readyz").status_code == 200, 30, "ready")
+            try:
+                _until(lambda: httpx.get(server.url + "/readyz").status_code == 200, 30, "ready")
+            except AssertionError as exc:  # say which model is not
+                raise AssertionError(f"{exc}: {_list(server)}") from None
         finally:
             trainer.kill()
             log = trainer.communicate()[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,6 +168,30 @@ def test_a_corrupt_new_version_leaves_the_old_one_serving_with_the_reason(
     assert forced is not None and forced.outcome == "failed"
     ready, _ = asyncio.run(served.predict(INPUTS))
     assert ready.version == fraud_model["version"]
+
+
+def test_a_version_caught_half_written_is_retried_by_polling_once_complete(
+    add_version: Callable[..., str],
+) -> None:
+    """A first registration or a copy into a mounted store, read before its files are all
+    there: polling retries it after a delay (here 1 s), and serves it once complete."""
+    served = _served(Settings(model_poll_s=0.5))
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    metadata = {}
+
+    def half_written(folder: Path) -> None:
+        metadata["text"] = (folder / "metadata.json").read_text()
+        mv.truncate_metadata(folder)
+
+    version = add_version(half_written)
+    attempt = served.refresh()
+    assert attempt is not None and attempt.outcome == "failed"
+    (store / NAME / version / "metadata.json").write_text(metadata["text"])  # complete now
+    assert served.refresh() is None  # not before the delay
+    time.sleep(1.1)
+    attempt = served.refresh()
+    assert attempt is not None and attempt.outcome == "ok"
+    assert served.ready is not None and served.ready.version == version
 
 
 def test_a_pinned_version_is_never_swapped(
