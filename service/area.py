@@ -94,7 +94,9 @@ class ServedModels(Protocol):
     """What a route handler may ask of the service (its first argument)."""
 
     def ready(self, name: str) -> ReadyModel | None:
-        """The ready model ``name``, or ``None`` when it is disabled or unavailable."""
+        """The ready model ``name``, or ``None`` when it is disabled or unavailable. Within one
+        request, ``predict``/``stream`` then run on this same version, even if a new one is
+        swapped in meanwhile (its metadata and companion stay valid for the request)."""
 
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Batched inference; ``ErrorAnswer`` (404 disabled, 503 unavailable or overloaded)."""
