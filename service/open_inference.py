@@ -35,7 +35,7 @@ from starlette.routing import Route
 from service import registry, tensors
 from service.area import ReadyModel
 from service.errors import ErrorAnswer, RequestInputError
-from service.served_model import ServedModel
+from service.served_model import ServedModel, request_scope
 
 SERVER = {
     "name": "dlserve",
@@ -111,9 +111,11 @@ def _tensor_model(request: Request) -> ServedModel:
     return model
 
 
-def _ready(served: ServedModel, request: Request) -> ReadyModel | None:
-    """The ready model, or ``None`` when it is not loaded; 404 for a version it is not."""
-    ready = served.ready
+def _at_version(
+    served: ServedModel, ready: ReadyModel | None, request: Request
+) -> ReadyModel | None:
+    """``ready`` (``None`` when no version is loaded); 404 for a version in the path that it
+    is not."""
     version = request.path_params.get("version")
     if ready is not None and version is not None and version != ready.version:
         raise _not_found(
@@ -141,9 +143,9 @@ async def server_ready(_: Request) -> Response:
 @protocol_route
 async def model_metadata(request: Request) -> Response:
     served = _tensor_model(request)
-    ready = _ready(served, request)
+    ready = _at_version(served, served.ready, request)
     if ready is None:
-        return protocol_error(503, f"model {served.name!r} is not loaded: {served.error}")
+        return protocol_error(503, f"model {served.name!r} is not loaded: {served.reason}")
     return _json(
         {
             "name": ready.name,
@@ -158,19 +160,27 @@ async def model_metadata(request: Request) -> Response:
 @protocol_route
 async def model_ready(request: Request) -> Response:
     served = _tensor_model(request)
-    ready = _ready(served, request) is not None
+    ready = _at_version(served, served.ready, request) is not None
     return _json({"name": served.name, "ready": ready}, 200 if ready else 503)
 
 
 @protocol_route
 async def infer(request: Request) -> Response:
     served = _tensor_model(request)
-    ready = _ready(served, request)
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise RequestInputError(
             ["Content-Encoding"], f"{encoding!r} is not supported", "unsupported"
         )
+    with request_scope():  # the version decoded against is the one predict runs
+        return await _infer(
+            served, _at_version(served, served.ready_for_request(), request), request
+        )
+
+
+async def _infer(served: ServedModel, ready: ReadyModel | None, request: Request) -> Response:
+    tensor_inputs = served.spec.tensors
+    assert tensor_inputs is not None
     parsed = None
     if ready is not None:
         parsed = tensors.parse_request(
@@ -178,10 +188,10 @@ async def infer(request: Request) -> Response:
             request.headers.get(HEADER_LENGTH),
             ready.metadata["inputs"],
             ready.model.output_names,
-            served.spec.tensors.max_rows,
+            tensor_inputs.max_rows,
         )
-        if served.spec.tensors.check is not None:
-            served.spec.tensors.check(parsed.inputs, ready)
+        if tensor_inputs.check is not None:
+            tensor_inputs.check(parsed.inputs, ready)
     # Without a ready model there is nothing to decode against: ``predict`` refuses the
     # request (503, counted as unavailable) before it reads the inputs, as for a named route.
     ready, outputs = await _service().predict(served.name, parsed.inputs if parsed else {})
