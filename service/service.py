@@ -222,9 +222,10 @@ async def load_model_now(request: Request) -> JSONResponse:
     their next poll. 200 with the model's entry when it serves that version, else 503 with the
     reason (the served version, if any, keeps serving)."""
     name = request.path_params["name"]
-    served = bentoml.get_current_service().served.get(name)
+    enabled = bentoml.get_current_service().served
+    served = enabled.get(name)
     if served is None:
-        detail = [field_error(["path", "name"], f"enabled models: {sorted(ROUTES)}", "not_found")]
+        detail = [field_error(["path", "name"], f"enabled models: {sorted(enabled)}", "not_found")]
         return error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)", detail)
     attempt = await asyncio.to_thread(served.refresh, True)
     failed = attempt is not None and attempt.outcome == "failed"

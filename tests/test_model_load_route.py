@@ -63,3 +63,4 @@ def test_the_load_route_of_a_model_not_enabled_is_404(client: TestClient) -> Non
     response = client.post("/v1/models/no-such-model/load")
     assert response.status_code == 404
     assert response.json()["detail"][0]["loc"] == ["path", "name"]
+    assert "fraud-scorer" in response.json()["detail"][0]["msg"]
