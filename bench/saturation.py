@@ -3,11 +3,11 @@
 Serves the model store's fraud scorer on 127.0.0.1 (one worker), whose admission bound
 (``DLSERVE_MAX_CONCURRENT_REQUESTS``, ``--limit``) is the most requests it handles at once, and
 drives one-row requests with wrk on ``--factor`` times that many connections for ``--seconds``.
-Beside the flood, a probe client sends one request at a time and times each answer by its
-status, as a client behind the flood sees it. Prints and writes: the share of requests shed
-(503, from the server's request counters), wrk's latency over all answers, the probe's p50/p99
-for accepted and for refused requests, and the worker's memory (RSS) before, at its peak
-during, and after the flood.
+Prints and writes: the share of requests shed (503, from the server's request counters);
+wrk's latency over all answers; the p50/p99 of accepted (200) and of refused (503) requests
+inside the server (BentoML's duration histogram: upper bucket edges); the same as seen by a
+probe client that sends one request at a time beside the flood; and the server's memory (RSS
+of all its processes) before, at its peak in each quarter of the flood, and 5 s after.
 """
 
 from __future__ import annotations
@@ -53,6 +53,38 @@ def answers_by_status(server: LocalServer) -> dict[str, float]:
     return counts
 
 
+def duration_buckets(server: LocalServer) -> dict[tuple[str, float], float]:
+    """BentoML's request duration histogram on ``ROUTE``: (status, bucket edge) -> count."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    buckets: dict[tuple[str, float], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("bentoml_service_request_duration_seconds_bucket{"):
+            continue
+        if f'endpoint="{ROUTE}"' not in line:
+            continue
+        code = re.search(r'http_response_code="(\d+)"', line).group(1)
+        edge = float(re.search(r'le="([^"]+)"', line).group(1))
+        buckets[(code, edge)] = buckets.get((code, edge), 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_percentiles(
+    before: dict[tuple[str, float], float], after: dict[tuple[str, float], float], code: str
+) -> dict[str, float | None]:
+    """p50 and p99 (ms, upper bucket edges) of the answers with ``code`` between two readings."""
+    cumulative = sorted(
+        (edge, count - before.get((c, edge), 0.0))
+        for (c, edge), count in after.items()
+        if c == code
+    )
+    total = cumulative[-1][1] if cumulative else 0.0
+    found: dict[str, float | None] = {}
+    for name, share in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        edge = next((e for e, n in cumulative if total and n >= share * total), None)
+        found[name] = edge * 1000 if edge is not None else None
+    return found
+
+
 def worker_rss_mb(server: LocalServer) -> float:
     """Resident memory of the server's processes (arbiter and workers), in MB."""
     root = psutil.Process(server.process.pid)
@@ -68,17 +100,17 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.body = server, body
         self.stop = threading.Event()
-        self.peak_mb = 0.0
+        self.memory: list[tuple[float, float]] = []  # (seconds since start, MB)
         self.latencies: dict[str, list[float]] = {"accepted": [], "refused": [], "other": []}
 
     def run(self) -> None:
         headers = {"content-type": "application/json"}
         with httpx.Client(base_url=self.server.url, timeout=30, headers=headers) as client:
-            last_memory = 0.0
+            start = last_memory = time.monotonic()
             while not self.stop.is_set():
                 if time.monotonic() - last_memory > 0.5:
-                    self.peak_mb = max(self.peak_mb, worker_rss_mb(self.server))
                     last_memory = time.monotonic()
+                    self.memory.append((last_memory - start, worker_rss_mb(self.server)))
                 started = time.perf_counter()
                 try:
                     status = client.post(ROUTE, content=self.body).status_code
@@ -94,6 +126,14 @@ def percentiles(values: list[float]) -> dict[str, float | int]:
         return {"count": 0}
     p50, p99 = np.percentile(values, [50, 99])
     return {"count": len(values), "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
+
+
+def quarter_peaks(samples: list[tuple[float, float]], seconds: int) -> list[float]:
+    """The highest RSS sampled in each quarter of the flood (growth shows as a rising list)."""
+    quarters: list[list[float]] = [[], [], [], []]
+    for at, megabytes in samples:
+        quarters[min(3, int(4 * at / seconds))].append(megabytes)
+    return [round(max(q), 1) if q else 0.0 for q in quarters]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         before_mb = worker_rss_mb(server)
         counts_before = answers_by_status(server)
+        durations_before = duration_buckets(server)
         sampler = Sampler(server, body.encode())
         sampler.start()
         flood = run_wrk(server.url + ROUTE, body.encode(), connections, args.seconds, threads=2)
@@ -121,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(5)
         after_mb = worker_rss_mb(server)
         counts_after = answers_by_status(server)
+        durations_after = duration_buckets(server)
     answered = {code: counts_after[code] - counts_before.get(code, 0) for code in counts_after}
     total = sum(answered.values())
     figures = {
@@ -132,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         "shed_share": round(answered.get("503", 0) / total, 4) if total else None,
         "accepted_per_second": round(answered.get("200", 0) / args.seconds, 1),
         "wrk": flood.__dict__,
+        "server_accepted": bucket_percentiles(durations_before, durations_after, "200"),
+        "server_refused": bucket_percentiles(durations_before, durations_after, "503"),
         "probe_accepted": percentiles(sampler.latencies["accepted"]),
         "probe_refused": percentiles(sampler.latencies["refused"]),
         "probe_other": len(sampler.latencies["other"]),
         "rss_mb": {
             "before": round(before_mb, 1),
-            "peak_during": round(sampler.peak_mb, 1),
+            "peak_by_quarter": quarter_peaks(sampler.memory, args.seconds),
             "after": round(after_mb, 1),
         },
     }
