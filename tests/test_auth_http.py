@@ -17,7 +17,12 @@ from tests.payloads import transactions
 
 pytestmark = pytest.mark.http
 ENV_KEY, FILE_KEY = "env-key-0123456789abcdef", "file-key-0123456789abcdef"
-MOUNTED = [("GET", "/v1/models"), ("GET", "/v1/batch/jobs/some-job/scores")]
+# Routes mounted beside BentoML's (not in /docs.json), the admin load route among them.
+MOUNTED = [
+    ("GET", "/v1/models"),
+    ("GET", "/v1/batch/jobs/some-job/scores"),
+    ("POST", "/v1/models/fraud-scorer/load"),
+]
 
 
 @pytest.fixture
