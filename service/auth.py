@@ -23,7 +23,10 @@ from service.config import MIN_API_KEY_CHARS, Settings, SettingsError
 from service.errors import error_response, field_error
 
 # Probes, and what describes the API (no data): open even when keys are set.
-OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/docs.json", "/schema.json", "/"})
+OPEN_PATHS = frozenset(
+    {"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"}
+    | {"/docs.json", "/schema.json", "/"}
+)
 OPEN_PREFIXES = ("/static_content/", "/assets/")
 
 

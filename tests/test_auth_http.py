@@ -22,6 +22,10 @@ MOUNTED = [
     ("GET", "/v1/models"),
     ("GET", "/v1/batch/jobs/some-job/scores"),
     ("POST", "/v1/models/fraud-scorer/load"),
+    ("GET", "/v2"),
+    ("GET", "/v2/models/fraud-scorer"),
+    ("GET", "/v2/models/fraud-scorer/ready"),
+    ("POST", "/v2/models/fraud-scorer/infer"),
 ]
 
 
