@@ -246,10 +246,6 @@ async def load_model_now(request: Request) -> JSONResponse:
     return JSONResponse(served.describe(ROUTES[name]))
 
 
-# Routes that change what the service serves: the API-key guard must cover them.
-ADMIN_ROUTES = ("/v1/models/{name}/load",)
-
-
 def upload_routes() -> dict[str, str]:
     """Route -> file field of every endpoint whose body is exactly one uploaded file."""
     uploads = {}
