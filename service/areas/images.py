@@ -164,11 +164,13 @@ def parse_k(raw: str | None) -> int:
     """The ``k`` query parameter: an integer from 1 to ``MAX_K`` (default ``DEFAULT_K``)."""
     if raw is None:
         return DEFAULT_K
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_K:
+    digits = raw.strip()
+    # str.isdigit() also accepts digits int() refuses ("²"): only ASCII 0-9 count.
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_K:
         raise ImageInputError(
             ["query", "k"], f"k must be an integer from 1 to {MAX_K}", "k_out_of_range"
         )
-    return int(raw)
+    return int(digits)
 
 
 def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any]]:
