@@ -102,16 +102,15 @@ class ServedModel:
         return self.ready
 
     async def predict(self, inputs: Arrays) -> Arrays:
-        """Run ``inputs`` through the micro-batcher; count the outcome per request."""
+        """Run ``inputs`` through the micro-batcher; count the outcome per request (a failure
+        is counted where it becomes a 500)."""
         self._require_ready()
         try:
             outputs = await self.batcher.submit(inputs)
         except OverloadedError:
             PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
             raise
-        except Exception:
-            PREDICTIONS.labels(model=self.name, outcome="error").inc()
-            raise
+        # Any other failure becomes a 500, counted as an error by RejectedRequestCounter.
         PREDICTIONS.labels(model=self.name, outcome="ok").inc()
         return outputs
 
