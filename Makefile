@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench: models ## every area's bench: the served routes beside the in-process cei
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
+
+fuzz: models ## the long API fuzz: >= 10,000 schemathesis requests to every route, 0 5xx allowed
+	$(BIN)/python -m bench.fuzz --requests 10000
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build
