@@ -120,6 +120,8 @@ class Endpoint:
     speaks another protocol, turns dlserve's error body (``{"error", "detail"}``) into that
     protocol's, for every error the route answers (BentoML's validation errors included);
     ``error_schema``: the JSON schema of the bodies it makes (the route's OpenAPI errors).
+    ``query``: OpenAPI parameter objects of the query parameters the handler reads itself from
+    ``ctx`` (BentoML documents the body only).
     """
 
     route: str
@@ -128,6 +130,7 @@ class Endpoint:
     counted_as: Callable[[ServedModels, dict[str, Any] | None], str] | None = None
     errors: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
     error_schema: dict[str, Any] | None = None
+    query: tuple[dict[str, Any], ...] = ()
 
     @property
     def api_name(self) -> str:

@@ -3,8 +3,9 @@ answer.
 
 BentoML declares errors as ``{"error": str, "detail": str}`` (dlserve's ``detail`` is a list of
 ``{loc, msg, type}``), documents a task's submission with its status' schema, lists task states
-it never sends, and names its own version in ``info``. ``openapi_document`` rewrites those
-parts; ``OpenAPIDocument`` serves the result in place of BentoML's.
+it never sends, leaves out a streaming route's events and names its own version in ``info``.
+``openapi_document`` rewrites those parts; ``OpenAPIDocument`` serves the result in place of
+BentoML's.
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ TASK_SUBMITTED: dict[str, Any] = {
 
 
 def openapi_document(
-    bentoml_document: dict[str, Any], protocol_errors: dict[str, dict[str, Any]]
+    bentoml_document: dict[str, Any],
+    protocol_errors: dict[str, dict[str, Any]],
+    event_streams: frozenset[str],
+    query: dict[str, tuple[dict[str, Any], ...]],
 ) -> dict[str, Any]:
     """BentoML's document with dlserve's ``info``, every operation's error answers as the
-    ``Error`` schema (or, for a path of ``protocol_errors``, that schema) under ``default``, and
-    the task routes' real answers."""
+    ``Error`` schema (or, for a path of ``protocol_errors``, that schema) under ``default``, the
+    task routes' real answers, server-sent events as another answer of ``event_streams``' paths
+    and the query parameters of ``query`` (path -> parameter objects)."""
     document = json.loads(json.dumps(bentoml_document))  # a copy, with string keys as served
     document["info"] = {
         "title": document["info"]["title"],
@@ -83,6 +88,11 @@ def openapi_document(
         error = protocol_errors.get(path, {"$ref": REF + "Error"})
         for operation in item.values():
             _correct_responses(operation, error)
+            if path in query:
+                operation.setdefault("parameters", []).extend(query[path])
+            if path in event_streams:
+                content = operation["responses"]["200"]["content"]
+                content["text/event-stream"] = {"schema": {"type": "string"}}
     return document
 
 

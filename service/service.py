@@ -255,7 +255,10 @@ def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
 def dlserve_openapi() -> dict[str, Any]:
     """The OpenAPI document: BentoML's, with the answers dlserve really sends."""
     protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
-    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors)
+    stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
+    streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
+    query = {e.route: e.query for e in ENDPOINTS if e.query}
+    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
 
 
 v1_app = Starlette(
