@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.core.failures import FailureGroup
 
 from tests.local_server import LocalServer
-from tests.schema_fuzz import CHECKS, load_schema
+from tests.schema_fuzz import checks_for, load_schema
 
 EXAMPLES_PER_ROUND = 200  # per operation, valid and invalid requests mixed
 
@@ -33,33 +34,37 @@ def fuzz_round(base_url: str, seed: int, counts: Counter[str], failures: list[di
     failed check (operation, status, first line of the reason) to ``counts``/``failures``."""
     schema = load_schema(base_url, EXAMPLES_PER_ROUND, seed=seed)
     for result in schema.get_all_operations():
-        operation = result.ok()
-        label = f"{operation.method.upper()} {operation.path}"
+        fuzz_operation(result.ok(), seed, counts, failures)
 
-        modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
 
-        @hypothesis_seed(seed)
-        @given(case=st.one_of(modes))
-        @settings(
-            max_examples=EXAMPLES_PER_ROUND,
-            deadline=None,
-            database=None,
-            derandomize=False,
-            phases=[Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        def send(case: Any, label: str = label) -> None:
-            response = case.call()
-            counts[f"{response.status_code // 100}xx"] += 1
-            try:
-                case.validate_response(response, checks=CHECKS)
-            except Exception as exc:  # a failed check: recorded, the run goes on
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+def fuzz_operation(operation: Any, seed: int, counts: Counter[str], failures: list[dict]) -> None:
+    """Up to ``EXAMPLES_PER_ROUND`` valid and invalid requests to one operation."""
+    label = f"{operation.method.upper()} {operation.path}"
+    checks = checks_for(operation)
+    modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
+
+    @hypothesis_seed(seed)
+    @given(case=st.one_of(modes))
+    @settings(
+        max_examples=EXAMPLES_PER_ROUND,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def send(case: Any) -> None:
+        response = case.call()
+        counts[f"{response.status_code // 100}xx"] += 1
+        try:
+            case.validate_response(response, checks=checks)
+        except FailureGroup as group:  # failed checks: recorded, the run goes on
+            for failure in group.exceptions:
+                reason = str(failure).strip().splitlines()[0]
                 failures.append(
                     {"operation": label, "status": response.status_code, "reason": reason}
                 )
 
-        send()
+    send()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,11 @@
 """dlserve's OpenAPI document (``GET /docs.json``): BentoML's, corrected to what the routes
 answer.
 
-BentoML declares errors as ``{"error": str, "detail": str}`` (dlserve's ``detail`` is a list of
-``{loc, msg, type}``), documents a task's submission with its status' schema, lists task states
-it never sends, leaves out a streaming route's events and names its own version in ``info``.
-``openapi_document`` rewrites those parts; ``OpenAPIDocument`` serves the result in place of
-BentoML's.
+BentoML declares OpenAPI 3.0 for schemas in JSON Schema 2020-12, errors as ``{"error": str,
+"detail": str}`` (dlserve's ``detail`` is a list of ``{loc, msg, type}``), documents a task's
+submission with its status' schema, lists task states it never sends, leaves out a streaming
+route's events and names its own version in ``info``. ``openapi_document`` rewrites those
+parts; ``OpenAPIDocument`` serves the result in place of BentoML's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 PATH = "/docs.json"
+# BentoML says 3.0.2, but its schemas are pydantic's JSON Schema 2020-12 (numeric
+# ``exclusiveMinimum``, ``const``, ``type: null``): the dialect of OpenAPI 3.1.
+OPENAPI_VERSION = "3.1.0"
 VERSION = "v1"  # the API's, as in its routes
 ABOUT = "Model-serving API. Every model, its state and its routes: `GET /v1/models`."
 REF = "#/components/schemas/"
@@ -72,6 +75,7 @@ def openapi_document(
     task routes' real answers, server-sent events as another answer of ``event_streams``' paths
     and the query parameters of ``query`` (path -> parameter objects)."""
     document = json.loads(json.dumps(bentoml_document))  # a copy, with string keys as served
+    document["openapi"] = OPENAPI_VERSION
     document["info"] = {
         "title": document["info"]["title"],
         "version": VERSION,
