@@ -15,16 +15,9 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.core.failures import FailureGroup
 
 from tests.local_server import LocalServer
-from tests.schema_fuzz import checks_for, load_schema
+from tests.schema_fuzz import fuzz_operation, load_schema, operations
 
 EXAMPLES_PER_ROUND = 200  # per operation, valid and invalid requests mixed
 
@@ -32,39 +25,8 @@ EXAMPLES_PER_ROUND = 200  # per operation, valid and invalid requests mixed
 def fuzz_round(base_url: str, seed: int, counts: Counter[str], failures: list[dict]) -> None:
     """One pass over every operation with ``seed``; add each answer's status class and each
     failed check (operation, status, first line of the reason) to ``counts``/``failures``."""
-    schema = load_schema(base_url, EXAMPLES_PER_ROUND, seed=seed)
-    for result in schema.get_all_operations():
-        fuzz_operation(result.ok(), seed, counts, failures)
-
-
-def fuzz_operation(operation: Any, seed: int, counts: Counter[str], failures: list[dict]) -> None:
-    """Up to ``EXAMPLES_PER_ROUND`` valid and invalid requests to one operation."""
-    label = f"{operation.method.upper()} {operation.path}"
-    checks = checks_for(operation)
-    modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
-
-    @hypothesis_seed(seed)
-    @given(case=st.one_of(modes))
-    @settings(
-        max_examples=EXAMPLES_PER_ROUND,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    def send(case: Any) -> None:
-        response = case.call()
-        counts[f"{response.status_code // 100}xx"] += 1
-        try:
-            case.validate_response(response, checks=checks)
-        except FailureGroup as group:  # failed checks: recorded, the run goes on
-            for failure in group.exceptions:
-                reason = str(failure).strip().splitlines()[0]
-                failures.append(
-                    {"operation": label, "status": response.status_code, "reason": reason}
-                )
-
-    send()
+    for operation in operations(load_schema(base_url)).values():
+        fuzz_operation(operation, seed, EXAMPLES_PER_ROUND, counts, failures)
 
 
 def main(argv: list[str] | None = None) -> int:

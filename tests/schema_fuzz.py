@@ -1,12 +1,20 @@
 """Schemathesis against a running dlserve's ``/docs.json``: the checks every answer must pass
-(no 5xx, status, content type and body as documented, invalid data refused), shared by the CI
-test (``tests/test_schemathesis_http.py``) and the long run (``make fuzz``)."""
+(no 5xx, status, content type and body as documented, invalid data refused) and a seeded run
+of valid and invalid requests to one operation, shared by the CI test
+(``tests/test_schemathesis_http.py``) and the long run (``make fuzz``, ``bench/fuzz.py``)."""
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import schemathesis
-from schemathesis import APIOperation, CheckFunction
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from schemathesis import APIOperation, CheckFunction, GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -36,13 +44,52 @@ def checks_for(operation: APIOperation) -> list[CheckFunction]:
     return CHECKS
 
 
-def load_schema(base_url: str, max_examples: int, seed: int | None = 0) -> schemathesis.BaseSchema:
-    """The service's document, generating valid and invalid requests; ``seed=None``: random."""
+def load_schema(base_url: str) -> schemathesis.BaseSchema:
+    """The served document of the service at ``base_url``."""
     schema = schemathesis.openapi.from_url(f"{base_url}/docs.json")
     schema.config.update(base_url=base_url, request_timeout=60)
-    schema.config.generation.update(
-        modes=["positive", "negative"], max_examples=max_examples, deterministic=seed is not None
-    )
-    if seed is not None:
-        schema.config.seed = seed
     return schema
+
+
+def operations(schema: schemathesis.BaseSchema) -> dict[str, APIOperation]:
+    """Every operation of ``schema`` by ``"METHOD /path"``."""
+    found = [result.ok() for result in schema.get_all_operations()]
+    return {f"{operation.method.upper()} {operation.path}": operation for operation in found}
+
+
+def fuzz_operation(
+    operation: APIOperation,
+    seed: int,
+    examples: int,
+    counts: Counter[str],
+    failures: list[dict[str, Any]],
+) -> None:
+    """Up to ``examples`` valid and invalid requests to ``operation`` (generated from ``seed``);
+    add each answer's status class to ``counts`` and each failed check (operation, status,
+    first line of the reason) to ``failures``."""
+    label = f"{operation.method.upper()} {operation.path}"
+    checks = checks_for(operation)
+    modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
+
+    @hypothesis_seed(seed)
+    @given(case=st.one_of(modes))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    def send(case: Any) -> None:
+        response = case.call()
+        counts[f"{response.status_code // 100}xx"] += 1
+        try:
+            case.validate_response(response, checks=checks)
+        except FailureGroup as group:  # failed checks: recorded, the run goes on
+            for failure in group.exceptions:
+                reason = str(failure).strip().splitlines()[0]
+                failures.append(
+                    {"operation": label, "status": response.status_code, "reason": reason}
+                )
+
+    send()
