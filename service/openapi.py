@@ -4,8 +4,9 @@ answer.
 BentoML declares OpenAPI 3.0 for schemas in JSON Schema 2020-12, errors as ``{"error": str,
 "detail": str}`` (dlserve's ``detail`` is a list of ``{loc, msg, type}``), documents a task's
 submission with its status' schema, lists task states it never sends, leaves out a streaming
-route's events and names its own version in ``info``. ``openapi_document`` rewrites those
-parts; ``OpenAPIDocument`` serves the result in place of BentoML's.
+route's events, drops ``null`` and union members from a JSON body's inline schema and names its
+own version in ``info``. ``openapi_document`` rewrites those parts; ``OpenAPIDocument`` serves
+the result in place of BentoML's.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
+# One server-sent event: its ``data`` is a JSON chunk, then ``[DONE]``.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
 # BentoML's task states (``_bentoml_impl.tasks.result.ResultStatus``), as /status sends them.
 TASK_STATES = ["pending", "in_progress", "completed", "failed", "canceled"]
 TASK_SUBMITTED: dict[str, Any] = {
@@ -92,12 +99,22 @@ def openapi_document(
         error = protocol_errors.get(path, {"$ref": REF + "Error"})
         for operation in item.values():
             _correct_responses(operation, error)
+            _refer_to_input_schema(operation, schemas)
             if path in query:
                 operation.setdefault("parameters", []).extend(query[path])
             if path in event_streams:
                 content = operation["responses"]["200"]["content"]
-                content["text/event-stream"] = {"schema": {"type": "string"}}
+                content["text/event-stream"] = {"schema": SSE_EVENT}
     return document
+
+
+def _refer_to_input_schema(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """A JSON body's schema as the route's input component (pydantic's), not BentoML's inline
+    copy, which drops ``null`` from optional fields and all but the first of a union."""
+    name = f"{operation.get('x-bentoml-name')}__Input"
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is not None and name in schemas:
+        body["schema"] = {"$ref": REF + name}
 
 
 def _correct_responses(operation: dict[str, Any], error: dict[str, Any]) -> None:

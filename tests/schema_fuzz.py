@@ -66,7 +66,7 @@ def fuzz_operation(
 ) -> None:
     """Up to ``examples`` valid and invalid requests to ``operation`` (generated from ``seed``);
     add each answer's status class to ``counts`` and each failed check (operation, status,
-    first line of the reason) to ``failures``."""
+    reason, its detail, the request body) to ``failures``."""
     label = f"{operation.method.upper()} {operation.path}"
     checks = checks_for(operation)
     modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
@@ -87,9 +87,15 @@ def fuzz_operation(
             case.validate_response(response, checks=checks)
         except FailureGroup as group:  # failed checks: recorded, the run goes on
             for failure in group.exceptions:
-                reason = str(failure).strip().splitlines()[0]
+                reason, *detail = str(failure).strip().splitlines()
                 failures.append(
-                    {"operation": label, "status": response.status_code, "reason": reason}
+                    {
+                        "operation": label,
+                        "status": response.status_code,
+                        "reason": reason,
+                        "detail": "\n".join(detail).strip(),
+                        "request": repr(case.body)[:500],
+                    }
                 )
 
     send()
