@@ -140,6 +140,11 @@ class Endpoint:
         """The route as a Python identifier (BentoML's method name)."""
         return self.route.strip("/").replace("/", "_").replace("-", "_")
 
+    @property
+    def metric_model(self) -> str:
+        """The ``model`` label of an answer decided before the body is read (admission)."""
+        return self.models[0]
+
 
 def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:
     """A batch chunk's inference: one ONNX Runtime call (the default ``BatchAdapter.infer``)."""

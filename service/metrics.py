@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 PREDICTIONS = Counter(
     "dlserve_predictions_total",
     "Prediction requests by model and outcome: ok, rejected (4xx), unavailable (model not "
-    "loaded), overloaded (queue full), error.",
+    "loaded), overloaded (queue full or too many requests at once), error.",
     ["model", "outcome"],
 )
 INFERENCE_SECONDS = Histogram(
@@ -77,6 +77,10 @@ REQUESTS_WAITING = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+CLIENT_DISCONNECTS = Counter(
+    "dlserve_client_disconnects_total",
+    "Requests whose client left before sending the whole body (answered 499, never run).",
+)
 
 
 def served_versions() -> dict[str, dict[str, str]]:
@@ -109,8 +113,9 @@ def observe_scores(model: str, scores: np.ndarray) -> None:
 
 class RejectedRequestCounter:
     """ASGI middleware: count the answers a route's code does not count itself: a 4xx as
-    ``outcome="rejected"`` (but 429, counted as ``overloaded`` where it is decided) and a 500 as
-    ``error``. Validation and framework failures happen outside a route's code, hence here.
+    ``outcome="rejected"`` (but 429, counted as ``overloaded`` where it is decided, and 499, a
+    client that left: ``dlserve_client_disconnects_total``) and a 500 as ``error``. Validation
+    and framework failures happen outside a route's code, hence here.
 
     ``routes`` maps a route path to a function of the request's body (as received) that names
     the model to count under; the body is joined only for a counted answer.
@@ -145,6 +150,6 @@ class RejectedRequestCounter:
 def _uncounted_outcome(status: int) -> str | None:
     if status == 500:
         return "error"
-    if 400 <= status < 500 and status != 429:
+    if 400 <= status < 500 and status not in (429, 499):
         return "rejected"
     return None

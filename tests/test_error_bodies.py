@@ -40,6 +40,8 @@ async def answer(request: Request) -> Response:
         return JSONResponse({"error": "1 validation error", "detail": [PYDANTIC_ENTRY]}, 400)
     if kind == "busy":
         return JSONResponse({"error": "full"}, 503, headers={"Retry-After": "1"})
+    if kind in ("429", "499"):  # counted where decided: overloaded, client disconnects
+        return JSONResponse({"error": kind}, int(kind))
     return PlainTextResponse("fine")
 
 
@@ -132,8 +134,8 @@ def test_4xx_and_500_are_counted_under_the_model_the_body_names(kind: str, outco
     )
 
 
-@pytest.mark.parametrize("kind", ["ok", "busy"])
-def test_successes_and_503s_are_left_to_the_route(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["ok", "busy", "429", "499"])
+def test_successes_503_429_and_499_are_left_to_where_they_are_decided(kind: str) -> None:
     app = RejectedRequestCounter(APP, routes={"/v1/x": lambda body: "left-model"})
     TestClient(app).post(f"/v1/x?kind={kind}")
     assert all(_count("left-model", outcome) == 0 for outcome in ("error", "rejected"))
