@@ -112,35 +112,55 @@ def observe_scores(model: str, scores: np.ndarray) -> None:
 
 
 class RejectedRequestCounter:
-    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``
-    (but 499, a client that left: ``dlserve_client_disconnects_total``).
+    """ASGI middleware: count the answers a route's code does not count itself: a 4xx as
+    ``outcome="rejected"`` (but 429, counted as ``overloaded`` where it is decided, and 499, a
+    client that left: ``dlserve_client_disconnects_total``) and a 500 as ``error``. Validation
+    and framework failures happen outside a route's code, hence here.
 
-    Validation happens in BentoML before a route's code runs, so rejections are counted here.
-    ``routes`` maps a route path to the model name it serves; ``model_of(path)`` names the
-    model of a path with parameters (``/v2/models/{name}/infer``), or ``None``.
+    ``routes`` maps a route path to a function of the request's body (as received) that names
+    the model to count under; the body is joined only for a counted answer. ``model_of_path``
+    names the model of a path with parameters (``/v2/models/{name}/infer``), or ``None``.
     """
 
     def __init__(
         self,
         app: ASGIApp,
-        routes: dict[str, str],
-        model_of: Callable[[str], str | None] = lambda path: None,
+        routes: dict[str, Callable[[bytes], str]],
+        model_of_path: Callable[[str], str | None] = lambda path: None,
     ) -> None:
         self.app = app
         self.routes = routes
-        self.model_of = model_of
+        self.model_of_path = model_of_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else None
-        model = None if path is None else self.routes.get(path) or self.model_of(path)
-        if model is None:
+        model_of = None if path is None else self.routes.get(path)
+        named = None if path is None or model_of is not None else self.model_of_path(path)
+        if named is not None:
+            model_of = lambda body: named  # noqa: E731 (the path names the model)
+        if model_of is None:
             await self.app(scope, receive, send)
             return
+        chunks: list[bytes] = []
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            return message
 
         async def send_and_count(message: Message) -> None:
-            status = message.get("status", 0)
-            if message["type"] == "http.response.start" and 400 <= status < 500 and status != 499:
-                PREDICTIONS.labels(model=model, outcome="rejected").inc()
+            if message["type"] == "http.response.start":
+                outcome = _uncounted_outcome(message["status"])
+                if outcome is not None:
+                    PREDICTIONS.labels(model=model_of(b"".join(chunks)), outcome=outcome).inc()
             await send(message)
 
-        await self.app(scope, receive, send_and_count)
+        await self.app(scope, recording_receive, send_and_count)
+
+
+def _uncounted_outcome(status: int) -> str | None:
+    if status == 500:
+        return "error"
+    if 400 <= status < 500 and status not in (429, 499):
+        return "rejected"
+    return None

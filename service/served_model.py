@@ -389,7 +389,7 @@ class ServedModel:
 
     async def predict(self, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Run ``inputs`` through the micro-batcher of the request's version; that version and
-        the outputs. Counts the outcome per request."""
+        the outputs. Counts the outcome per request (a failure where it becomes a 500)."""
         generation = self.acquire()
         try:
             assert isinstance(generation.runner, MicroBatcher)
@@ -397,10 +397,7 @@ class ServedModel:
         except OverloadedError:
             PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
             raise
-        except Exception:
-            PREDICTIONS.labels(model=self.name, outcome="error").inc()
-            raise
-        finally:
+        finally:  # any other failure becomes a 500, counted as an error by RejectedRequestCounter
             self.release(generation)
         PREDICTIONS.labels(model=self.name, outcome="ok").inc()
         return generation.ready, outputs

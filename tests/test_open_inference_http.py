@@ -227,7 +227,7 @@ def test_an_unknown_model_version_or_path_is_a_404_in_the_protocol_shape(
         httpx.post(server.url + "/v2/models/fraud-scorer/infer", content=b"{not json"),
     ):
         assert response.status_code in (400, 404)
-        assert list(response.json()) == ["error"]
+        assert isinstance(response.json()["error"], str)
 
 
 def test_a_model_that_is_not_loaded_is_not_ready_and_infer_answers_503(tmp_path: Path) -> None:
@@ -240,5 +240,5 @@ def test_a_model_that_is_not_loaded_is_not_ready_and_infer_answers_503(tmp_path:
         error = refusal(client.infer, FRAUD, fraud_inputs(1))
         assert error.status() == "503" and "not loaded" in error.message()
         answer = httpx.post(empty.url + f"/v2/models/{FRAUD}/infer", json={"inputs": []})
-        assert answer.headers["Retry-After"] == "1" and list(answer.json()) == ["error"]
+        assert answer.headers["Retry-After"] == "1" and "not loaded" in answer.json()["error"]
         client.close()
