@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from core.model_store import LoadedModel, load_model
 from service.batching import Arrays, Join, concatenate
+from service.metrics import LINEAR_SCORE_BUCKETS
 
 if TYPE_CHECKING:
     from service.stepping import StepProgram
@@ -61,7 +62,9 @@ class ModelSpec:
     ``ModelUnavailableError`` when the stored model does not fit the area's routes.
     ``prepare(model)``: builds the ``companion`` the routes use (may raise the same error).
     ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
-    signal), ``None`` for none. ``join``: how the micro-batcher stacks concurrent requests.
+    signal), ``None`` for none; ``score_buckets``: that histogram's upper bounds, fitted to where
+    the model's scores fall (+Inf is added). ``join``: how the micro-batcher stacks concurrent
+    requests.
     ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
     """
 
@@ -69,6 +72,7 @@ class ModelSpec:
     check: Callable[[dict[str, Any]], None] | None = None
     prepare: Callable[[LoadedModel], Any] | None = None
     score_output: str | None = None
+    score_buckets: tuple[float, ...] = LINEAR_SCORE_BUCKETS
     join: Join = concatenate
     program: Callable[[ReadyModel], StepProgram] | None = None
 

@@ -20,6 +20,7 @@ from service.metrics import (
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
     observe_scores,
+    score_histogram,
 )
 from service.stepping import StepScheduler
 
@@ -59,6 +60,7 @@ class ServedModel:
             log.error("model %s is NOT available: %s", spec.tag, exc)
             return
         model = self.ready.model
+        self.scores = score_histogram(self.name, spec.score_buckets)
         MODEL_INFO.labels(model=model.name, version=model.version, provider=model.provider).set(1)
         if spec.program is not None:
             self.scheduler: StepScheduler[Any] = StepScheduler(
@@ -140,7 +142,7 @@ class ServedModel:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)
         BATCH_ROWS.labels(model=self.name).observe(rows)
         if self.spec.score_output is not None:
-            observe_scores(self.name, outputs[self.spec.score_output])
+            observe_scores(self.scores, outputs[self.spec.score_output])
 
     def _record_step(self, sequences: int, seconds: float) -> None:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)

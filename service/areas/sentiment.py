@@ -176,6 +176,12 @@ async def classify(
     return JSONResponse({"model": reference(ready), "results": results})
 
 
+# Confident reviews crowd both ends: fine buckets at 0 and at 1.
+SCORE_BUCKETS = (
+    *(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0),
+)
+
+
 AREA = Area(
     name="sentiment",
     description="sentiment of review texts (bidirectional GRU, fine-tuned MiniLM)",
@@ -185,6 +191,7 @@ AREA = Area(
             check=check_text_model,
             prepare=stored_encoder,
             score_output="positive_probability",
+            score_buckets=SCORE_BUCKETS,
             join=concatenate_padded,
         )
         for store_name in STORE_NAMES.values()
