@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import registry
+from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
@@ -46,11 +47,12 @@ class Settings(BaseSettings):
         "served beside `service/areas/`)",
     )
     workers: int = Field(
-        1,
+        default_factory=available_cpus,
         ge=1,
-        description="BentoML worker processes, each with its own sessions and batcher (2 "
-        "workers doubled requests/s on 2 cores, see BENCHMARKS.md); one copy of every model "
-        "per worker",
+        json_schema_extra={"shown_default": "available CPUs"},
+        description="BentoML worker processes, each with its own sessions and batcher; default: "
+        "the CPUs this process may use (affinity mask, capped by the cgroup CPU quota); one "
+        "copy of every model per worker. Sizing: see Workers, threads and batching",
     )
     intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime threads per session (0 = ONNX Runtime's default)"
@@ -94,6 +96,21 @@ class Settings(BaseSettings):
         ge=3600,
         description="an HTTP batch job's files are deleted once its last write is older "
         "than this; see Batch jobs",
+    )
+
+    access_log: bool = Field(
+        False,
+        description="BentoML's access log: one log line per request (its cost: BENCHMARKS.md)",
+    )
+    tracing: bool = Field(
+        False,
+        description="BentoML's OpenTelemetry span per request (export and sampling: BentoML's "
+        "`tracing` configuration); off: no route is traced (its cost: BENCHMARKS.md)",
+    )
+    request_metrics: bool = Field(
+        True,
+        description="BentoML's `bentoml_service_request_*` metrics on the areas' routes (the "
+        "alerts and the autoscaler read them); off also drops those routes' access log lines",
     )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
@@ -148,6 +165,7 @@ def settings_table() -> str:
         if default is None:
             value = field.default
             default = ",".join(value) if isinstance(value, tuple) else str(value)
+            default = default.lower() if isinstance(value, bool) else default
             default = f"`{default}`" if default else "(none)"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description} |")
     return "\n".join(rows) + "\n"

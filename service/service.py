@@ -38,6 +38,7 @@ from service.errors import (
     RequestInputError,
     error_response,
 )
+from service.extras import service_config
 from service.logs import configure_logging
 from service.metrics import RejectedRequestCounter
 from service.multipart_guard import SingleFileUploadGuard
@@ -166,6 +167,7 @@ DLServe = bentoml.service(
     workers=SETTINGS.workers,
     traffic={"timeout": 60},
     http={"cors": {"enabled": False}},
+    **service_config(SETTINGS, (endpoint.route for endpoint in ENDPOINTS)),
 )(build_service_class())
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from service import registry
 from service.config import ENV_PREFIX, Settings, SettingsError
+from service.cpus import available_cpus
 
 # field -> (a valid value as the environment holds it, what it becomes, a bad value, the rule)
 CASES = {
@@ -27,6 +28,9 @@ CASES = {
     "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
+    "access_log": ("true", True, "sometimes", "valid boolean"),
+    "tracing": ("1", True, "sampled", "valid boolean"),
+    "request_metrics": ("false", False, "few", "valid boolean"),
 }
 
 
@@ -42,7 +46,8 @@ def test_every_setting_is_tested() -> None:
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env()
-    assert settings.provider == "auto" and settings.workers == 1
+    assert settings.provider == "auto" and settings.workers == available_cpus()
+    assert not settings.access_log and not settings.tracing and settings.request_metrics
     assert settings.models == tuple(registry.all_areas()) and "fraud" in settings.models
     assert settings.area_modules == () and settings.max_wait_ms == 0
     assert settings.batch_retention_s == 86400
