@@ -44,8 +44,10 @@ from service.metrics import RejectedRequestCounter
 from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ServedModel
 from service.streaming import EventStreamResponse
+from service.timeouts import install as install_request_timeout
 
 log = logging.getLogger("dlserve")
+install_request_timeout()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
