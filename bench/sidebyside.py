@@ -54,6 +54,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
     parser.add_argument("--no-triton", action="store_true", help="leave Triton out")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/sidebyside"))
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of an earlier dlserve to serve with its own defaults beside this one "
+        "(e.g. `git archive main | tar -x -C DIR`); default: this code with the former "
+        "defaults (1 worker, access log and tracing on)",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,7 +93,9 @@ def model_home(argv: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "bench.sidebyside", *argv], environment)
 
 
-def start_servers(cpus: int, use_triton: bool) -> tuple[list[object], list[Target]]:
+def start_servers(
+    cpus: int, use_triton: bool, before: Path | None
+) -> tuple[list[object], list[Target]]:
     """Every server of the comparison, started; the targets they answer as."""
     files = {name: read_stored_model(tag)[1] for name, tag in (("fraud", FRAUD), ("image", IMAGE))}
     models = "fraud,image"
@@ -95,20 +104,25 @@ def start_servers(cpus: int, use_triton: bool) -> tuple[list[object], list[Targe
     dlserve = LocalServer(
         {"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", "DLSERVE_WORKERS": str(cpus)}
     )
-    former = LocalServer(
-        {
-            "DLSERVE_MODELS": models,
-            "DLSERVE_PROVIDER": "cpu",
+    if before is None:
+        former_env = {
             "DLSERVE_WORKERS": "1",
             "DLSERVE_ACCESS_LOG": "true",
             "DLSERVE_TRACING": "true",
         }
-    )
+        former = LocalServer({"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", **former_env})
+        former_name = "dlserve, former defaults (1 worker, access log, tracing)"
+    else:
+        former = LocalServer(
+            {"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", "PYTHONDONTWRITEBYTECODE": "1"},
+            cwd=before.absolute(),
+        )
+        former_name = f"dlserve before ({before.name}, its defaults)"
     servers += [dlserve, former]
     targets += [
         Target(f"dlserve, {cpus} workers", dlserve.url, "named"),
         Target(f"dlserve V2, {cpus} workers", dlserve.url, "v2"),
-        Target("dlserve, former defaults (1 worker, access log, tracing)", former.url, "named"),
+        Target(former_name, former.url, "named"),
     ]
     if use_triton:
         onnx = {"fraud-scorer": files["fraud"], "image-classifier": files["image"]}
@@ -252,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: Triton left out (make bench-triton installs it)", flush=True)
     model_home(argv)
     loads = workloads(FRAUD, IMAGE)
-    servers, targets = start_servers(cpus, use_triton)
+    servers, targets = start_servers(cpus, use_triton, args.before)
     try:
         check(targets, loads)
         cells = measure(args, targets, loads)
