@@ -54,6 +54,7 @@ REQUESTS_WAITING = Gauge(
 
 
 _score_histograms: dict[str, Histogram] = {}
+FEW_SCORES = 3
 
 
 def score_histogram(model: str, buckets: tuple[float, ...]) -> Histogram:
@@ -74,11 +75,13 @@ def score_histogram(model: str, buckets: tuple[float, ...]) -> Histogram:
 
 def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
     """Add a batch of scores to ``histogram`` in one pass: count them per bucket with numpy,
-    then one increment per non-empty bucket (``Histogram.observe`` per score costs ~2 µs each:
+    then one increment per non-empty bucket (``Histogram.observe`` per score costs ~1.6 µs each:
     more than the model for a 100-row fraud request). Same counts and sum as one ``observe``
     per score."""
     values = np.asarray(scores, dtype=np.float64).ravel()
-    if values.size == 0:
+    if values.size <= FEW_SCORES:  # numpy's fixed cost (~5 µs) is more than a few observes
+        for value in values.tolist():
+            histogram.observe(value)
         return
     bounds = np.asarray(histogram._upper_bounds)  # ends with +Inf
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))

@@ -29,6 +29,8 @@ def test_bulk_observation_equals_one_observe_per_score() -> None:
         one_by_one.observe(score)
     in_bulk = Histogram("bulk", "h", buckets=buckets, registry=None)
     observe_scores(in_bulk, scores)
+    observe_scores(in_bulk, scores[:2])  # a few: observed one by one
+    observe_scores(one_by_one, scores[:2])
     observe_scores(in_bulk, np.array([], dtype=np.float32))  # nothing to add
     expected = {
         (name.replace("one", "bulk"), le): v for (name, le), v in samples(one_by_one).items()
@@ -37,7 +39,7 @@ def test_bulk_observation_equals_one_observe_per_score() -> None:
     assert got.keys() == expected.keys()
     for key, value in expected.items():
         assert np.isclose(got[key], value, rtol=1e-9), key
-    assert got[("bulk_count", "")] == len(scores)
+    assert got[("bulk_count", "")] == len(scores) + 2
 
 
 def test_each_model_has_its_own_buckets() -> None:
