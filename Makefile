@@ -1,4 +1,4 @@
-# dlserve: `make serve` sets up, trains missing default models and serves;
+# dlserve: `make serve` sets up and serves at once, training missing default models meanwhile;
 # `make test` sets up and runs lint and the tests. Both work on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # onnxruntime (cpu) or onnxruntime-gpu (gpu): never both in one environment.
 RUNTIME ?= cpu
 PORT ?= 3000
+TRAINING_LOG ?= reports/training.log
 STAMP := $(VENV)/.installed-$(RUNTIME)
 # The runtime wheel NOT wanted: both wheels write the same onnxruntime/ package, so switching
 # removes the other one (and the wanted one too when both are present: its files are damaged)
@@ -38,7 +39,13 @@ system-packages: ## Debian packages the areas and the deploy tests need; install
 models: setup ## train the full preset of every default model missing from the model store
 	$(BIN)/python -m training.ensure
 
-serve: models ## serve every enabled model on http://127.0.0.1:$(PORT)
+# The service starts at once; `training.ensure` trains the missing models in the background
+# (quickest first, progress in $(TRAINING_LOG)) and each is served as soon as it is registered.
+serve: setup ## serve every enabled model on :$(PORT) at once; missing ones train meanwhile
+	mkdir -p $(dir $(TRAINING_LOG))
+	$(BIN)/python -m training.ensure --quiet >> $(TRAINING_LOG) 2>&1 & trainer=$$!; \
+	trap 'kill $$trainer 2>/dev/null' EXIT INT TERM; \
+	echo "missing models (if any) train in the background: tail -f $(TRAINING_LOG)"; \
 	$(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
 
 lint: setup ## ruff, and the layering contracts (import-linter, see pyproject.toml)

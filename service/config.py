@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         "than this; see Batch jobs",
     )
 
+    model_poll_s: float = Field(
+        10.0,
+        ge=0,
+        description="each worker looks for a new latest version of its models this often, "
+        "loads it beside the served one and swaps (0: never; `POST /v1/models/{name}/load` "
+        "still loads at once); see Rolling a new version",
+    )
+    pinned_models: NameList = Field(
+        (),
+        description="comma list of `name:version`: serve exactly that stored version and never "
+        "swap it (a rollback: pin the previous version)",
+    )
     access_log: bool = Field(
         False,
         description="BentoML's access log: one log line per request (its cost: BENCHMARKS.md)",
@@ -118,7 +130,7 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("models", "area_modules", mode="before")
+    @field_validator("models", "area_modules", "pinned_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return registry.split_names(value) if isinstance(value, str) else value
@@ -133,15 +145,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _known_areas(self) -> Settings:
         try:
-            known = tuple(registry.all_areas(self.area_modules))
+            areas = registry.all_areas(self.area_modules)
         except registry.RegistryError as exc:
             raise ValueError(f"DLSERVE_AREA_MODULES: {exc}") from exc
+        known = tuple(areas)
         if self.models is None:
             object.__setattr__(self, "models", known)
         unknown = sorted(set(self.models) - set(known))
         if unknown:
             raise ValueError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
+        names = {spec.name for area in areas.values() for spec in area.models}
+        for pin in self.pinned_models:
+            name, _, version = pin.partition(":")
+            if name not in names or not version:
+                raise ValueError(
+                    f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
+                    f"({sorted(names)})"
+                )
         return self
+
+    def pinned_version(self, name: str) -> str | None:
+        """The version ``DLSERVE_PINNED_MODELS`` pins model ``name`` to, if any."""
+        pins = dict(pin.partition(":")[::2] for pin in self.pinned_models)
+        return pins.get(name)
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -5,8 +5,12 @@ Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mod
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREDICTIONS = Counter(
@@ -34,9 +38,29 @@ SCORE_HELP = "Distribution of each model's headline score (a drift signal)."
 LINEAR_SCORE_BUCKETS = tuple(float(b) for b in np.round(np.linspace(0.05, 1.0, 20), 2))
 MODEL_INFO = Gauge(
     "dlserve_model_info",
-    "1 for each loaded model, labelled with its name, version and execution provider.",
+    "1 for each served model version, labelled with its name, version and execution provider; "
+    "0 once a worker has swapped it for another version.",
     ["model", "version", "provider"],
     multiprocess_mode="max",
+)
+WORKER_MODEL_VERSION_NAME = "dlserve_worker_model_version"
+WORKER_MODEL_VERSION = Gauge(
+    WORKER_MODEL_VERSION_NAME,
+    "1 for the version of each model a live worker serves (per worker: label pid).",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
+MODEL_LOADS = Counter(
+    "dlserve_model_loads_total",
+    "Attempts to load a model version (at start, by polling or by the load route), by model "
+    "and outcome: ok (served from then on) or failed (not served; /v1/models says why).",
+    ["model", "outcome"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "dlserve_model_load_seconds",
+    "Seconds to read, verify, open, warm up, check and prepare a model version, by model.",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 
 REQUESTS_RUNNING = Gauge(
@@ -51,6 +75,27 @@ REQUESTS_WAITING = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+
+
+def served_versions() -> dict[str, dict[str, str]]:
+    """Model -> {worker pid: version it serves}, for every live worker of this server (this
+    process alone outside ``bentoml serve``'s multiprocess metrics)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)
+        metrics = registry.collect()
+    else:
+        metrics = WORKER_MODEL_VERSION.collect()
+    served: dict[str, dict[str, str]] = defaultdict(dict)
+    for metric in metrics:
+        if metric.name != WORKER_MODEL_VERSION_NAME:
+            continue
+        for sample in metric.samples:
+            if sample.value == 1:
+                pid = sample.labels.get("pid", str(os.getpid()))
+                served[sample.labels["model"]][pid] = sample.labels["version"]
+    return dict(served)
 
 
 _score_histograms: dict[str, Histogram] = {}

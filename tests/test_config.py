@@ -28,6 +28,13 @@ CASES = {
     "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
+    "model_poll_s": ("0.5", 0.5, "-1", "greater than or equal to 0"),
+    "pinned_models": (
+        "fraud-scorer:abc, image-classifier:def",
+        ("fraud-scorer:abc", "image-classifier:def"),
+        "fraud-scorer",
+        "is not `name:version` of a served model",
+    ),
     "access_log": ("true", True, "sometimes", "valid boolean"),
     "tracing": ("1", True, "sampled", "valid boolean"),
     "request_metrics": ("false", False, "few", "valid boolean"),
