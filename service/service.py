@@ -14,6 +14,7 @@ and the other models serve; new versions are loaded while serving (``ModelWatche
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import time
@@ -76,6 +77,10 @@ class DLServeBase:
             log.info("model %s: %s", served.name, state)
         if SETTINGS.model_poll_s > 0:
             self.watcher = ModelWatcher(self.served.values(), SETTINGS.model_poll_s).start()
+        # What start-up made (BentoML, the models) lives as long as the worker: keep it out of
+        # the garbage collector's full passes, which walk it all and stall every request for
+        # tens of ms (the p99 at concurrency 16; docs/BENCHMARKS.md).
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return all(served.ready is not None for served in self.served.values())
