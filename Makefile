@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # onnxruntime (cpu) or onnxruntime-gpu (gpu): never both in one environment.
 RUNTIME ?= cpu
 PORT ?= 3000
+# `make serve` answers on this machine only; HOST=0.0.0.0 exposes it (set DLSERVE_API_KEYS then).
+# The container image binds all interfaces on purpose (see Dockerfile).
+HOST ?= 127.0.0.1
 TRAINING_LOG ?= reports/training.log
 STAMP := $(VENV)/.installed-$(RUNTIME)
 # The runtime wheel NOT wanted: both wheels write the same onnxruntime/ package, so switching
@@ -14,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench bench-triton build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +44,12 @@ models: setup ## train the full preset of every default model missing from the m
 
 # The service starts at once; `training.ensure` trains the missing models in the background
 # (quickest first, progress in $(TRAINING_LOG)) and each is served as soon as it is registered.
-serve: setup ## serve every enabled model on :$(PORT) at once; missing ones train meanwhile
+serve: setup ## serve every enabled model on http://$(HOST):$(PORT) at once; missing ones train meanwhile
 	mkdir -p $(dir $(TRAINING_LOG))
 	$(BIN)/python -m training.ensure --quiet >> $(TRAINING_LOG) 2>&1 & trainer=$$!; \
 	trap 'kill $$trainer 2>/dev/null' EXIT INT TERM; \
 	echo "missing models (if any) train in the background: tail -f $(TRAINING_LOG)"; \
-	$(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 lint: setup ## ruff, and the layering contracts (import-linter, see pyproject.toml)
 	$(BIN)/ruff check .
@@ -66,6 +69,10 @@ bench: models ## every area's bench: the served routes beside the in-process cei
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
+
+saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.saturation
 
 # Triton for the side-by-side bench, in its own environment: the python backend stub needs
 # numpy < 2 and the same ONNX Runtime as dlserve (bench/triton_server.py).

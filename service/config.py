@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import registry
@@ -19,6 +19,8 @@ from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+MIN_API_KEY_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -79,6 +81,41 @@ class Settings(BaseSettings):
         description="stepwise models: requests waiting for a place; beyond this, 503 with "
         "`Retry-After: 1`",
     )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="requests one worker handles at once (probes and `/metrics` aside); the "
+        "next get 503 with `Retry-After: 1` at once, without queueing",
+    )
+    shutdown_delay_s: int = Field(
+        2,
+        ge=0,
+        description="after SIGTERM, seconds a worker keeps accepting requests while `/readyz` "
+        "answers 503 (so load balancers stop sending); then it accepts no new connection",
+    )
+    shutdown_grace_s: int = Field(
+        60,
+        ge=1,
+        description="after SIGTERM, the most seconds a worker waits for its requests in "
+        "flight (the delay included) before it cuts them and exits",
+    )
+    api_keys: SecretList = Field(
+        (),
+        description="comma list of API keys (at least 16 characters each) accepted as "
+        "`Authorization: Bearer KEY`; several for rotation; with none here nor in "
+        "`DLSERVE_API_KEYS_FILE`, no access control",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        json_schema_extra={"shown_default": "(none)"},
+        description="file of more API keys, one per line (e.g. a mounted Kubernetes "
+        "Secret), read at start",
+    )
+    protect_metrics: bool = Field(
+        False,
+        json_schema_extra={"shown_default": "`false`"},
+        description="`true`: `/metrics` needs an API key too (probes never do)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="level of dlserve's own log lines (BentoML's keep theirs)"
     )
@@ -135,10 +172,20 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         return registry.split_names(value) if isinstance(value, str) else value
 
-    @field_validator("batch_dir")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
+    def _key_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        keys = registry.split_names(value)
+        if any(len(key) < MIN_API_KEY_CHARS for key in keys):
+            raise ValueError(f"every key must have at least {MIN_API_KEY_CHARS} characters")
+        return keys
+
+    @field_validator("batch_dir", "api_keys_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 PREDICTIONS = Counter(
     "dlserve_predictions_total",
     "Prediction requests by model and outcome: ok, rejected (4xx), unavailable (model not "
-    "loaded), overloaded (queue full), error.",
+    "loaded), overloaded (queue full or too many requests at once), error.",
     ["model", "outcome"],
 )
 INFERENCE_SECONDS = Histogram(
@@ -74,6 +74,10 @@ REQUESTS_WAITING = Gauge(
     "Requests of a stepwise model waiting for a place among the running ones, by model.",
     ["model"],
     multiprocess_mode="livesum",
+)
+CLIENT_DISCONNECTS = Counter(
+    "dlserve_client_disconnects_total",
+    "Requests whose client left before sending the whole body (answered 499, never run).",
 )
 
 
@@ -137,7 +141,8 @@ def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
 
 
 class RejectedRequestCounter:
-    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``.
+    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``
+    (but 499, a client that left: ``dlserve_client_disconnects_total``).
 
     Validation happens in BentoML before a route's code runs, so rejections are counted here.
     ``routes`` maps a route path to the model name it serves.
@@ -154,7 +159,8 @@ class RejectedRequestCounter:
             return
 
         async def send_and_count(message: Message) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            status = message.get("status", 0)
+            if message["type"] == "http.response.start" and 400 <= status < 500 and status != 499:
                 PREDICTIONS.labels(model=model, outcome="rejected").inc()
             await send(message)
 

@@ -30,11 +30,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import registry
+from service import auth, registry
+from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
+from service.disconnects import BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
@@ -49,6 +51,7 @@ from service.metrics import RejectedRequestCounter, served_versions
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import SingleFileUploadGuard
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
+from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.timeouts import install as install_request_timeout
 
@@ -58,6 +61,8 @@ SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
+API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
+TRAFFIC = Traffic()  # this worker's requests in flight and draining state
 
 
 class DLServeBase:
@@ -77,13 +82,19 @@ class DLServeBase:
             log.info("model %s: %s", served.name, state)
         if SETTINGS.model_poll_s > 0:
             self.watcher = ModelWatcher(self.served.values(), SETTINGS.model_poll_s).start()
+        shutdown = GracefulShutdown(TRAFFIC, SETTINGS.shutdown_delay_s, SETTINGS.shutdown_grace_s)
+        if shutdown.install():
+            log.info("SIGTERM drains this worker (up to %ss)", SETTINGS.shutdown_grace_s)
+        log.info("access control: %s", f"{len(API_KEYS)} API keys" if API_KEYS else "none")
         # What start-up made (BentoML, the models) lives as long as the worker: keep it out of
         # the garbage collector's full passes, which walk it all and stall every request for
         # tens of ms (the p99 at concurrency 16; docs/BENCHMARKS.md).
         gc.freeze()
 
     def __is_ready__(self) -> bool:
-        return all(served.ready is not None for served in self.served.values())
+        """Every enabled model is ready and the worker is not draining (after SIGTERM)."""
+        ready = all(served.ready is not None for served in self.served.values())
+        return ready and not TRAFFIC.draining
 
     def _served(self, name: str) -> ServedModel:
         served = self.served.get(name)
@@ -231,9 +242,10 @@ async def load_model_now(request: Request) -> JSONResponse:
     their next poll. 200 with the model's entry when it serves that version, else 503 with the
     reason (the served version, if any, keeps serving)."""
     name = request.path_params["name"]
-    served = bentoml.get_current_service().served.get(name)
+    enabled = bentoml.get_current_service().served
+    served = enabled.get(name)
     if served is None:
-        detail = [field_error(["path", "name"], f"enabled models: {sorted(ROUTES)}", "not_found")]
+        detail = [field_error(["path", "name"], f"enabled models: {sorted(enabled)}", "not_found")]
         return error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)", detail)
     attempt = await asyncio.to_thread(served.refresh, True)
     failed = attempt is not None and attempt.outcome == "failed"
@@ -266,14 +278,26 @@ v1_app = Starlette(
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
 # The first middleware added is the outermost: routes of other protocols get every error in
-# their shape, and the counter also sees the 413s of the limit.
+# their shape, and the counter also sees the 401s of the key check and the 413s of the limit.
+METRIC_MODELS = {e.route: e.metric_model for e in ENDPOINTS}
 DLServe.add_asgi_middleware(
     ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
 )
+DLServe.add_asgi_middleware(RejectedRequestCounter, routes=METRIC_MODELS)
+# Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
+# are set: routes added later are guarded without being listed here.
+DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
+# Refused at once beyond the bound, before the body is read; counts what is in flight.
 DLServe.add_asgi_middleware(
-    RejectedRequestCounter, routes={e.route: e.metric_model for e in ENDPOINTS}
+    AdmissionLimit,
+    limit=SETTINGS.max_concurrent_requests,
+    traffic=TRAFFIC,
+    routes=METRIC_MODELS,
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+# Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
+# traceback and record a 500).
+DLServe.add_asgi_middleware(BodyBeforeApp)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
 # malformed uploads before the route runs, so an upload's structure is checked first.
 DLServe.add_asgi_middleware(SingleFileUploadGuard, fields=upload_routes())

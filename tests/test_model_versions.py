@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from core import training_status
 from core.model_store import ModelUnavailableError, load_model
 from service import registry
+from service.areas import text
 from service.areas.fraud import Transaction, to_arrays
 from service.config import Settings, SettingsError
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
@@ -37,16 +38,17 @@ def add_version(fraud_model: dict) -> Iterator[Callable[..., str]]:
     """Register versions of the fraud scorer (copies of the smoke-trained one, optionally
     damaged) in the session's store; removed afterwards."""
     store = Path(os.environ["BENTOML_HOME"]) / "models"
-    source = store / NAME / fraud_model["version"]
-    added: list[str] = []
+    originals: dict[str, str] = {}
+    added: list[tuple[str, str]] = []
 
-    def add(alter: mv.Alter | None = None) -> str:
-        added.append(mv.new_version(store, NAME, alter, source))
-        return added[-1]
+    def add(alter: mv.Alter | None = None, name: str = NAME) -> str:
+        original = originals.setdefault(name, (store / name / "latest").read_text().strip())
+        added.append((name, mv.new_version(store, name, alter, store / name / original)))
+        return added[-1][1]
 
     yield add
-    for version in reversed(added):
-        mv.remove_version(store, NAME, version)
+    for name, version in reversed(added):
+        mv.remove_version(store, name, version)
 
 
 def _served(settings: Settings | None = None) -> ServedModel:
@@ -122,6 +124,32 @@ def test_a_new_version_is_swapped_in_and_running_requests_finish_on_the_old(
     ready, _ = asyncio.run(served.predict(INPUTS))
     assert ready.version == version
     assert served.refresh() is None  # nothing new: nothing loaded
+
+
+def test_a_stream_running_across_a_swap_finishes_on_its_version(
+    add_version: Callable[..., str], text_model: dict
+) -> None:
+    """Stepwise: the old version's scheduler is released only once its last stream ends."""
+    spec = registry.area_of(text.MODEL).spec_by_name[text.MODEL]
+    served = ServedModel(spec, Settings.from_env(), in_training=lambda name: None)
+    old = served.acquire()  # the generation serving now (released at once)
+    served.release(old)
+
+    async def stream_across_a_swap() -> tuple[str, int]:
+        request = text.encode_request(
+            old.ready, "ROMEO:\n", 20, text.SamplingParams(1.0, 1.0, 0), seed=3
+        )
+        used, outputs = served.stream(request)
+        chunks = [await anext(outputs)]
+        new = add_version(name=text.MODEL)
+        assert served.refresh() is not None and served.ready.version == new
+        assert old.retired and not old.closed  # the stream still runs on it
+        chunks += [chunk async for chunk in outputs]
+        return used.version, len(chunks)
+
+    version, chunks = asyncio.run(stream_across_a_swap())
+    assert version == text_model["version"] and chunks >= 2
+    assert old.closed  # released after its last stream
 
 
 def test_a_request_runs_on_the_version_it_read_even_across_a_swap(
