@@ -184,14 +184,21 @@ def dry_run(config: JobConfig) -> str:
     )
 
 
-def open_store(config: JobConfig, fingerprint: dict[str, Any], model: ReadyModel) -> PartStore:
-    """The job's part store; ``--resume`` accepts only parts of this very job."""
+def open_store(
+    config: JobConfig, adapter: BatchAdapter, fingerprint: dict[str, Any], model: ReadyModel
+) -> PartStore:
+    """The job's part store; ``--resume`` accepts only parts of this very job: same input file,
+    batch size, model and version, id column, and file column for every model input
+    (``--column``)."""
+    inputs = adapter.input_columns
+    columns = dict(zip(inputs, config.file_names(inputs), strict=True))
     identity = {
         "input": fingerprint,
         "batch_size": config.batch_size,
         "model": model.name,
         "version": model.version,
         "id_column": config.id_column,
+        "columns": columns,
     }
     return PartStore(config.work_folder, identity, config.resume, (config.output, config.rejects))
 
@@ -207,7 +214,7 @@ def run_local(config: JobConfig) -> Summary:
     config = config.resolved(adapter)
     model = load_for_batch(adapter)
     source = config.open(adapter)
-    store = open_store(config, source.fingerprint, model)
+    store = open_store(config, adapter, source.fingerprint, model)
 
     def prepared() -> Iterator[tuple[int, Chunk | None]]:
         for index, table in enumerate(source.chunks):

@@ -29,7 +29,8 @@ PAUSE_ENV = "DLSERVE_BATCH_PAUSE_BEFORE_MANIFEST_S"
 
 
 class ResumeMismatchError(RuntimeError):
-    """``--resume`` found a manifest of a different job (input, batch size or model)."""
+    """``--resume`` found a manifest of a different job (input, batch size, model, id column or
+    column mapping)."""
 
 
 def _replace_json(path: Path, content: dict[str, Any]) -> None:
@@ -54,6 +55,14 @@ def write_parts(folder: Path, index: int, scored: pa.Table, rejects: pa.Table) -
     """Put chunk ``index``'s scores and rejects in place atomically (not yet recorded)."""
     _write_part(rejects, folder / f"rejects-{index:06d}.arrow")
     _write_part(scored, folder / f"part-{index:06d}.arrow")
+
+
+def _differences(original: dict[str, Any], current: dict[str, Any]) -> str:
+    """``key: original ... now ...`` for every key whose value differs between the two jobs."""
+    keys = [key for key in {**original, **current} if original.get(key) != current.get(key)]
+    return "; ".join(
+        f"{key}: original {original.get(key)!r}, now {current.get(key)!r}" for key in keys
+    )
 
 
 class FinalFile:
@@ -111,8 +120,8 @@ class PartStore:
             stored = json.loads(manifest.read_text())
             if stored["identity"] != identity:
                 raise ResumeMismatchError(
-                    f"{folder} belongs to another job: {stored['identity']} != {identity}; "
-                    "rerun without --resume to start over"
+                    f"{folder} belongs to another job ({_differences(stored['identity'], identity)}"
+                    "); resume with the original options, or rerun without --resume to start over"
                 )
             self.chunks = stored["chunks"]
         else:
