@@ -27,6 +27,7 @@ from core.model_store import LoadedModel, load_model
 from service.batching import Arrays, Join, concatenate
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.stepping import StepProgram
 
 Columns = dict[str, np.ndarray]
@@ -54,6 +55,24 @@ class ReadyModel:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A bound on the work one request and one inference call may cost a batched model.
+
+    A call's cost is its rows times the widest joined request's ``width(inputs)`` (per-row
+    cost: e.g. a token sequence's padded length, as ``concatenate_padded`` joins them); a
+    request's is its rows times its own width. ``unit`` names the cost and its two settings,
+    ``max_request_<unit>`` and ``max_batch_<unit>`` (see ``Settings.budget``). A request over
+    its limit is refused with a 400 at ``loc`` (the field that carries the cost), whose
+    message says how the cost is ``counted``.
+    """
+
+    unit: str
+    width: Callable[[Arrays], int]
+    loc: tuple[str, ...]
+    counted: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One stored model an area serves.
 
@@ -63,6 +82,8 @@ class ModelSpec:
     ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
     signal), ``None`` for none. ``join``: how the micro-batcher stacks concurrent requests.
     ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
+    ``budget``: a batched model's bound on the cost of a request and of an inference call
+    (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``).
     """
 
     name: str
@@ -71,6 +92,7 @@ class ModelSpec:
     score_output: str | None = None
     join: Join = concatenate
     program: Callable[[ReadyModel], StepProgram] | None = None
+    budget: Budget | None = None
 
     @property
     def tag(self) -> str:
@@ -90,7 +112,10 @@ class ModelSpec:
 
 
 class ServedModels(Protocol):
-    """What a route handler may ask of the service (its first argument)."""
+    """What a route handler may ask of the service (its first argument); ``settings``: the
+    service's settings (request budgets, ...)."""
+
+    settings: Settings
 
     def ready(self, name: str) -> ReadyModel | None:
         """The ready model ``name``, or ``None`` when it is disabled or unavailable."""

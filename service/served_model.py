@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from core.model_store import ModelUnavailableError
 from service.area import ModelSpec, ReadyModel
 from service.batching import Arrays, MicroBatcher, OverloadedError
-from service.config import Settings
+from service.config import Settings, variable
+from service.errors import RequestInputError
 from service.metrics import (
     BATCH_ROWS,
     INFERENCE_SECONDS,
@@ -69,6 +70,10 @@ class ServedModel:
                 on_step=self._record_step,
             )
         else:
+            budget = spec.budget
+            self.request_budget, batch_budget = (
+                settings.budget(budget.unit) if budget is not None else (None, None)
+            )
             self.batcher = MicroBatcher(
                 model.run,
                 max_batch_rows=settings.max_batch_rows,
@@ -76,6 +81,8 @@ class ServedModel:
                 max_queue_rows=settings.max_queue_rows,
                 on_batch=self._record_batch,
                 join=spec.join,
+                width=budget.width if budget is not None else None,
+                max_batch_cost=batch_budget,
             )
 
     @property
@@ -101,9 +108,28 @@ class ServedModel:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded: {self.error}")
         return self.ready
 
+    def _check_budget(self, inputs: Arrays) -> None:
+        """``RequestInputError`` (400 at the budget's field) for a request costing more than
+        the spec's per-request budget."""
+        budget = self.spec.budget
+        if budget is None or self.request_budget is None:
+            return
+        rows = len(next(iter(inputs.values())))
+        cost = rows * budget.width(inputs)
+        if cost > self.request_budget:
+            raise RequestInputError(
+                list(budget.loc),
+                f"the request costs {cost} {budget.unit} ({budget.counted}); at most "
+                f"{self.request_budget} {budget.unit} per request "
+                f"({variable('max_request_' + budget.unit)})",
+                f"too_many_{budget.unit}",
+            )
+
     async def predict(self, inputs: Arrays) -> Arrays:
-        """Run ``inputs`` through the micro-batcher; count the outcome per request."""
+        """Run ``inputs`` through the micro-batcher; count the outcome per request.
+        ``RequestInputError`` when the request is over the model's budget."""
         self._require_ready()
+        self._check_budget(inputs)
         try:
             outputs = await self.batcher.submit(inputs)
         except OverloadedError:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from core.model_store import stored_model_exists
 from service import registry
+from service.abandon import ClientGoneError
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
@@ -45,6 +46,7 @@ from service.served_model import ModelNotReadyError, ServedModel
 from service.streaming import EventStreamResponse
 
 log = logging.getLogger("dlserve")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
@@ -58,6 +60,7 @@ class DLServeBase:
     """
 
     def __init__(self) -> None:
+        self.settings = SETTINGS
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
@@ -132,6 +135,9 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
             result = answer.response
         except RequestInputError as exc:
             result = exc.answer()
+        except ClientGoneError:
+            log.info("%s: the client left; its work was abandoned", endpoint.route)
+            result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
             result = EventStreamResponse(result)
         if isinstance(result, Response):  # BentoML answers with ctx's status code

@@ -4,12 +4,15 @@ the answer, and the batch adapters.
 Two models answer ``POST /v1/sentiment``: ``rnn`` (bidirectional GRU) and ``transformer``
 (fine-tuned MiniLM). A request may name one; otherwise the ready model with the higher stored
 test accuracy answers. Each batch is padded to its longest text, never to the model's maximum;
-``truncated`` marks texts longer than the model's ``max_tokens``. Batch jobs score a ``text``
+``truncated`` marks texts longer than the model's ``max_tokens``. A request's tokens (texts x
+its longest text) and a micro-batch's are bounded by ``DLSERVE_MAX_REQUEST_TOKENS`` and
+``DLSERVE_MAX_BATCH_TOKENS``. Batch jobs score a ``text``
 column with the same rules and encoding.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -20,8 +23,16 @@ from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
-from service.batching import Arrays, concatenate_padded
+from service.area import (
+    Area,
+    BatchAdapter,
+    Budget,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+)
+from service.batching import Arrays, concatenate_padded, sequence_length
 from service.served_model import ModelReference, reference
 
 ROUTE = "/v1/sentiment"
@@ -170,7 +181,10 @@ async def classify(
     name = STORE_NAMES[model or default_model(models)]
     ready = models.ready(name)
     # Without a ready model there is no encoder: ``predict`` answers why (404 or 503).
-    arrays, truncated = ready.companion.encode(texts) if ready else ({}, [])
+    # Tokenising 256 long texts takes about a second: off the event loop.
+    arrays, truncated = (
+        await asyncio.to_thread(ready.companion.encode, texts) if ready else ({}, [])
+    )
     ready, outputs = await models.predict(name, arrays)
     results = to_results(outputs, truncated)
     return JSONResponse({"model": reference(ready), "results": results})
@@ -186,6 +200,12 @@ AREA = Area(
             prepare=stored_encoder,
             score_output="positive_probability",
             join=concatenate_padded,
+            budget=Budget(
+                unit="tokens",
+                width=sequence_length("input_ids"),
+                loc=("texts",),
+                counted="texts x the longest text's tokens, at most the model's max_tokens each",
+            ),
         )
         for store_name in STORE_NAMES.values()
     ),
