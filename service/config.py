@@ -115,6 +115,23 @@ class Settings(BaseSettings):
         "than this; see Batch jobs",
     )
 
+    batch_max_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="an HTTP batch job stops with 413 once its file passes this many rows",
+    )
+    batch_max_output_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="an HTTP batch job stops with 413 once its scores and rejects pass this size",
+    )
+    batch_max_jobs: int = Field(
+        2,
+        ge=1,
+        description="HTTP batch jobs running at once per worker (they share the worker's "
+        "models); beyond, a job answers 429",
+    )
+
     @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:

@@ -111,7 +111,7 @@ class DLServeBase:
     ) -> dict[str, Any]:
         """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
         job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
-        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
+        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
 

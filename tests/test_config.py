@@ -30,6 +30,9 @@ CASES = {
     "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
+    "batch_max_rows": ("500", 500, "0", "greater than or equal to 1"),
+    "batch_max_output_bytes": ("4096", 4096, "100", "greater than or equal to 1024"),
+    "batch_max_jobs": ("4", 4, "0", "greater than or equal to 1"),
 }
 
 
