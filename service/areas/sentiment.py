@@ -12,9 +12,9 @@ column with the same rules and encoding.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any, Literal
 
+import bentoml
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
+from service.abandon import unless_client_leaves
 from service.area import (
     Area,
     BatchAdapter,
@@ -175,16 +176,16 @@ def encode_texts(
 
 
 async def classify(
-    models: ServedModels, texts: Texts, model: ModelChoice = None
+    models: ServedModels, texts: Texts, ctx: bentoml.Context, model: ModelChoice = None
 ) -> SentimentResponse:
     """Label 1 to 256 texts positive or negative with ``model`` (default: the best)."""
     name = STORE_NAMES[model or default_model(models)]
     ready = models.ready(name)
     # Without a ready model there is no encoder: ``predict`` answers why (404 or 503).
-    # Tokenising 256 long texts takes about a second: off the event loop.
-    arrays, truncated = (
-        await asyncio.to_thread(ready.companion.encode, texts) if ready else ({}, [])
-    )
+    # Tokenising 256 long texts takes about a second: off the event loop, and a client that
+    # leaves meanwhile is not sent to inference.
+    encode = ready.companion.encode if ready else lambda texts: ({}, [])
+    arrays, truncated = await unless_client_leaves(ctx.request, lambda stop: encode(texts))
     ready, outputs = await models.predict(name, arrays)
     results = to_results(outputs, truncated)
     return JSONResponse({"model": reference(ready), "results": results})
