@@ -1,4 +1,4 @@
-# dlserve: `make serve` sets up, trains missing default models and serves;
+# dlserve: `make serve` sets up and serves at once, training missing default models meanwhile;
 # `make test` sets up and runs lint and the tests. Both work on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 # onnxruntime (cpu) or onnxruntime-gpu (gpu): never both in one environment.
 RUNTIME ?= cpu
 PORT ?= 3000
+# `make serve` answers on this machine only; HOST=0.0.0.0 exposes it (set DLSERVE_API_KEYS then).
+# The container image binds all interfaces on purpose (see Dockerfile).
+HOST ?= 127.0.0.1
+TRAINING_LOG ?= reports/training.log
 STAMP := $(VENV)/.installed-$(RUNTIME)
 # The runtime wheel NOT wanted: both wheels write the same onnxruntime/ package, so switching
 # removes the other one (and the wanted one too when both are present: its files are damaged)
@@ -13,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench saturate build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +42,14 @@ system-packages: ## Debian packages the areas and the deploy tests need; install
 models: setup ## train the full preset of every default model missing from the model store
 	$(BIN)/python -m training.ensure
 
-serve: models ## serve every enabled model on http://127.0.0.1:$(PORT)
-	$(BIN)/bentoml serve --host 0.0.0.0 --port $(PORT)
+# The service starts at once; `training.ensure` trains the missing models in the background
+# (quickest first, progress in $(TRAINING_LOG)) and each is served as soon as it is registered.
+serve: setup ## serve every enabled model on http://$(HOST):$(PORT) at once; missing ones train meanwhile
+	mkdir -p $(dir $(TRAINING_LOG))
+	$(BIN)/python -m training.ensure --quiet >> $(TRAINING_LOG) 2>&1 & trainer=$$!; \
+	trap 'kill $$trainer 2>/dev/null' EXIT INT TERM; \
+	echo "missing models (if any) train in the background: tail -f $(TRAINING_LOG)"; \
+	$(BIN)/bentoml serve --host $(HOST) --port $(PORT)
 
 lint: setup ## ruff, and the layering contracts (import-linter, see pyproject.toml)
 	$(BIN)/ruff check .
@@ -59,6 +69,10 @@ bench: models ## every area's bench: the served routes beside the in-process cei
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
+
+saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.saturation
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build

@@ -1,9 +1,10 @@
 """Load exported models from the BentoML model store, verified and warmed up.
 
 Each stored model holds ``model.onnx`` and ``metadata.json`` (written by ``training.registry``).
-Loading checks the ONNX file's sha256 against the metadata, opens a session with the configured
-provider and runs one warm-up inference; any failure becomes a ``ModelUnavailableError`` whose
-message tells the operator what to do.
+Loading reads and checks the metadata, checks the ONNX file's sha256 against it, opens a session
+with the configured provider and runs one warm-up inference; any failure (an unreadable or
+incomplete metadata file, a graph ONNX Runtime refuses, a failing warm-up) becomes a
+``ModelUnavailableError`` whose message tells the operator what to do.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ METADATA_FILE = "metadata.json"
 # cost is unmeasurable on small calls (~330 us GRU calls, with and without).
 RELEASE_ARENA = ort.RunOptions()
 RELEASE_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+# What loading and ``/v1/models`` read from every stored model's metadata.
+REQUIRED_KEYS = ("name", "version", "task", "onnx_file", "sha256", "inputs", "outputs")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -125,19 +128,61 @@ def stored_model_exists(tag: str) -> bool:
     return True
 
 
+def missing_model_error(tag: str) -> ModelUnavailableError:
+    """The error for a model the store does not hold: how to get it there."""
+    return ModelUnavailableError(
+        f"model {tag!r} is not in the BentoML model store; train it first "
+        f"(`make models`, or `python -m training <area>`)"
+    )
+
+
+def latest_version(name: str) -> str | None:
+    """The version the store's ``latest`` of ``name`` points to; ``None`` when none is stored."""
+    try:
+        return bentoml.models.get(f"{name}:latest").tag.version
+    except bentoml.exceptions.NotFound:
+        return None
+
+
+def read_metadata(root: Path, tag: str) -> dict[str, Any]:
+    """The stored model's metadata file, checked to be a JSON object with ``REQUIRED_KEYS``."""
+    try:
+        metadata = json.loads((root / METADATA_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelUnavailableError(
+            f"model {tag!r}: {METADATA_FILE} is unreadable ({type(exc).__name__}: "
+            f"{str(exc).replace(str(root), '.')}); re-register the model"
+        ) from exc
+    if not isinstance(metadata, dict):
+        raise ModelUnavailableError(f"model {tag!r}: {METADATA_FILE} is not a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ModelUnavailableError(
+            f"model {tag!r}: {METADATA_FILE} lacks {missing}; re-register the model"
+        )
+    return metadata
+
+
 def read_stored_model(tag: str) -> tuple[dict[str, Any], Path]:
     """Return ``(metadata, onnx_path)`` of a model in the store, checking its sha256."""
     try:
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
+        raise missing_model_error(tag) from exc
+    except Exception as exc:  # a damaged store entry (model.yaml) is this model's problem only
         raise ModelUnavailableError(
-            f"model {tag!r} is not in the BentoML model store; train it first "
-            f"(`make models`, or `python -m training <area>`)"
+            f"model {tag!r}: its store entry is unreadable ({type(exc).__name__})"
         ) from exc
     root = Path(stored.path)
-    metadata = json.loads((root / METADATA_FILE).read_text())
+    metadata = read_metadata(root, tag)
     onnx_path = root / metadata["onnx_file"]
-    actual = sha256_file(onnx_path)
+    try:
+        actual = sha256_file(onnx_path)
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"model {tag!r}: {metadata['onnx_file']} is unreadable ({type(exc).__name__}); "
+            f"re-register the model"
+        ) from exc
     if actual != metadata["sha256"]:
         raise ModelUnavailableError(
             f"model {tag!r}: sha256 of {metadata['onnx_file']} is {actual}, metadata says "
@@ -153,8 +198,18 @@ def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> Lo
         session, provider = create_session(onnx_path, provider_setting, intra_op_threads)
     except ProviderUnavailableError as exc:
         raise ModelUnavailableError(f"model {tag!r}: {exc}") from exc
+    except Exception as exc:  # ONNX Runtime's own errors (invalid graph, protobuf, ...)
+        raise ModelUnavailableError(
+            f"model {tag!r}: ONNX Runtime refused {onnx_path.name}: "
+            f"{str(exc).replace(str(onnx_path), onnx_path.name)}"
+        ) from exc
     model = LoadedModel(metadata, session, provider, onnx_path.parent)
-    model.run(warm_up_inputs(metadata["inputs"], metadata.get("warm_up_axes")))
+    try:
+        model.run(warm_up_inputs(metadata["inputs"], metadata.get("warm_up_axes")))
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"model {tag!r}: the warm-up inference failed ({type(exc).__name__}: {exc})"
+        ) from exc
     log.info(
         "model %s:%s ready on %s (sha256 %s)",
         model.name,

@@ -102,9 +102,10 @@ class ModelSpec:
     def stepwise(self) -> bool:
         return self.program is not None
 
-    def load(self, provider: str, intra_op_threads: int) -> ReadyModel:
-        """Load, verify, warm up, check and prepare; ``ModelUnavailableError`` with the reason."""
-        model = load_model(self.tag, provider, intra_op_threads)
+    def load(self, provider: str, intra_op_threads: int, version: str = "latest") -> ReadyModel:
+        """Load, verify, warm up, check and prepare ``version``; ``ModelUnavailableError`` with
+        the reason."""
+        model = load_model(f"{self.name}:{version}", provider, intra_op_threads)
         if self.check is not None:
             self.check(model.metadata)
         companion = self.prepare(model) if self.prepare is not None else None
@@ -118,7 +119,9 @@ class ServedModels(Protocol):
     settings: Settings
 
     def ready(self, name: str) -> ReadyModel | None:
-        """The ready model ``name``, or ``None`` when it is disabled or unavailable."""
+        """The ready model ``name``, or ``None`` when it is disabled or unavailable. Within one
+        request, ``predict``/``stream`` then run on this same version, even if a new one is
+        swapped in meanwhile (its metadata and companion stay valid for the request)."""
 
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Batched inference; ``ErrorAnswer`` (404 disabled, 503 unavailable or overloaded)."""

@@ -122,6 +122,12 @@ class MicroBatcher:
         self._wakeup.set()
         return await pending.future
 
+    def close(self) -> None:
+        """Release the batching task and the inference thread once no request waits (from any
+        thread); the batcher takes no more requests."""
+        cancel_from_any_thread(self._worker)
+        self._executor.shutdown(wait=False)
+
     def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._worker is None or self._worker.done():
             self._wakeup = asyncio.Event()
@@ -185,3 +191,11 @@ class MicroBatcher:
         if self._on_batch is not None:
             self._on_batch(sum(p.rows for p in batch), time.perf_counter() - started, outputs)
         return outputs
+
+
+def cancel_from_any_thread(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` from any thread (its loop may be gone already)."""
+    if task is not None and not task.done():
+        loop = task.get_loop()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)

@@ -11,13 +11,15 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import registry
 
 ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
+MIN_API_KEY_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -96,6 +98,41 @@ class Settings(BaseSettings):
         description="stepwise models: requests waiting for a place; beyond this, 503 with "
         "`Retry-After: 1`",
     )
+    max_concurrent_requests: int = Field(
+        64,
+        ge=1,
+        description="requests one worker handles at once (probes and `/metrics` aside); the "
+        "next get 503 with `Retry-After: 1` at once, without queueing",
+    )
+    shutdown_delay_s: int = Field(
+        2,
+        ge=0,
+        description="after SIGTERM, seconds a worker keeps accepting requests while `/readyz` "
+        "answers 503 (so load balancers stop sending); then it accepts no new connection",
+    )
+    shutdown_grace_s: int = Field(
+        60,
+        ge=1,
+        description="after SIGTERM, the most seconds a worker waits for its requests in "
+        "flight (the delay included) before it cuts them and exits",
+    )
+    api_keys: SecretList = Field(
+        (),
+        description="comma list of API keys (at least 16 characters each) accepted as "
+        "`Authorization: Bearer KEY`; several for rotation; with none here nor in "
+        "`DLSERVE_API_KEYS_FILE`, no access control",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        json_schema_extra={"shown_default": "(none)"},
+        description="file of more API keys, one per line (e.g. a mounted Kubernetes "
+        "Secret), read at start",
+    )
+    protect_metrics: bool = Field(
+        False,
+        json_schema_extra={"shown_default": "`false`"},
+        description="`true`: `/metrics` needs an API key too (probes never do)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="level of dlserve's own log lines (BentoML's keep theirs)"
     )
@@ -131,21 +168,43 @@ class Settings(BaseSettings):
         description="HTTP batch jobs running at once per worker (they share the worker's "
         "models); beyond, a job answers 429",
     )
+    model_poll_s: float = Field(
+        10.0,
+        ge=0,
+        description="each worker looks for a new latest version of its models this often, "
+        "loads it beside the served one and swaps (0: never; `POST /v1/models/{name}/load` "
+        "still loads at once); see Rolling a new version",
+    )
+    pinned_models: NameList = Field(
+        (),
+        description="comma list of `name:version`: serve exactly that stored version and never "
+        "swap it (a rollback: pin the previous version)",
+    )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("models", "area_modules", mode="before")
+    @field_validator("models", "area_modules", "pinned_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return registry.split_names(value) if isinstance(value, str) else value
 
-    @field_validator("batch_dir")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        if not value.is_absolute():
+    def _key_list(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        keys = registry.split_names(value)
+        if any(len(key) < MIN_API_KEY_CHARS for key in keys):
+            raise ValueError(f"every key must have at least {MIN_API_KEY_CHARS} characters")
+        return keys
+
+    @field_validator("batch_dir", "api_keys_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
 
@@ -167,15 +226,29 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _known_areas(self) -> Settings:
         try:
-            known = tuple(registry.all_areas(self.area_modules))
+            areas = registry.all_areas(self.area_modules)
         except registry.RegistryError as exc:
             raise ValueError(f"DLSERVE_AREA_MODULES: {exc}") from exc
+        known = tuple(areas)
         if self.models is None:
             object.__setattr__(self, "models", known)
         unknown = sorted(set(self.models) - set(known))
         if unknown:
             raise ValueError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
+        names = {spec.name for area in areas.values() for spec in area.models}
+        for pin in self.pinned_models:
+            name, _, version = pin.partition(":")
+            if name not in names or not version:
+                raise ValueError(
+                    f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
+                    f"({sorted(names)})"
+                )
         return self
+
+    def pinned_version(self, name: str) -> str | None:
+        """The version ``DLSERVE_PINNED_MODELS`` pins model ``name`` to, if any."""
+        pins = dict(pin.partition(":")[::2] for pin in self.pinned_models)
+        return pins.get(name)
 
     @classmethod
     def from_env(cls) -> Settings:

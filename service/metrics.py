@@ -5,14 +5,18 @@ Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mod
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PREDICTIONS = Counter(
     "dlserve_predictions_total",
     "Prediction requests by model and outcome: ok, rejected (4xx), unavailable (model not "
-    "loaded), overloaded (queue full), error.",
+    "loaded), overloaded (queue full or too many requests at once), error.",
     ["model", "outcome"],
 )
 INFERENCE_SECONDS = Histogram(
@@ -35,9 +39,29 @@ SCORES = Histogram(
 )
 MODEL_INFO = Gauge(
     "dlserve_model_info",
-    "1 for each loaded model, labelled with its name, version and execution provider.",
+    "1 for each served model version, labelled with its name, version and execution provider; "
+    "0 once a worker has swapped it for another version.",
     ["model", "version", "provider"],
     multiprocess_mode="max",
+)
+WORKER_MODEL_VERSION_NAME = "dlserve_worker_model_version"
+WORKER_MODEL_VERSION = Gauge(
+    WORKER_MODEL_VERSION_NAME,
+    "1 for the version of each model a live worker serves (per worker: label pid).",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
+MODEL_LOADS = Counter(
+    "dlserve_model_loads_total",
+    "Attempts to load a model version (at start, by polling or by the load route), by model "
+    "and outcome: ok (served from then on) or failed (not served; /v1/models says why).",
+    ["model", "outcome"],
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "dlserve_model_load_seconds",
+    "Seconds to read, verify, open, warm up, check and prepare a model version, by model.",
+    ["model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 
 REQUESTS_RUNNING = Gauge(
@@ -52,6 +76,31 @@ REQUESTS_WAITING = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+CLIENT_DISCONNECTS = Counter(
+    "dlserve_client_disconnects_total",
+    "Requests whose client left before sending the whole body (answered 499, never run).",
+)
+
+
+def served_versions() -> dict[str, dict[str, str]]:
+    """Model -> {worker pid: version it serves}, for every live worker of this server (this
+    process alone outside ``bentoml serve``'s multiprocess metrics)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)
+        metrics = registry.collect()
+    else:
+        metrics = WORKER_MODEL_VERSION.collect()
+    served: dict[str, dict[str, str]] = defaultdict(dict)
+    for metric in metrics:
+        if metric.name != WORKER_MODEL_VERSION_NAME:
+            continue
+        for sample in metric.samples:
+            if sample.value == 1:
+                pid = sample.labels.get("pid", str(os.getpid()))
+                served[sample.labels["model"]][pid] = sample.labels["version"]
+    return dict(served)
 
 
 def observe_scores(model: str, scores: np.ndarray) -> None:
@@ -62,7 +111,8 @@ def observe_scores(model: str, scores: np.ndarray) -> None:
 
 
 class RejectedRequestCounter:
-    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``.
+    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``
+    (but 499, a client that left: ``dlserve_client_disconnects_total``).
 
     Validation happens in BentoML before a route's code runs, so rejections are counted here.
     ``routes`` maps a route path to the model name it serves.
@@ -79,7 +129,8 @@ class RejectedRequestCounter:
             return
 
         async def send_and_count(message: Message) -> None:
-            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+            status = message.get("status", 0)
+            if message["type"] == "http.response.start" and 400 <= status < 500 and status != 499:
                 PREDICTIONS.labels(model=model, outcome="rejected").inc()
             await send(message)
 

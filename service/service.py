@@ -3,9 +3,12 @@
 ``bentoml serve`` at the repository root starts ``DLServe`` (see ``bentofile.yaml``). Nothing
 here names an area: the routes, the models loaded, the models a Bento packs and the metrics'
 route map all come from ``service.registry`` (``service/areas/*.py`` and
-``DLSERVE_AREA_MODULES``). Models load in ``__init__``; a model that is missing, corrupted or
-denied its required provider is reported by ``/v1/models`` and keeps ``/readyz`` at 503 while
-the process stays up; the routes of areas that ``DLSERVE_MODELS`` leaves out answer 404.
+``DLSERVE_AREA_MODULES``). Models load in ``__init__``; a model that fails to load for any
+reason (missing, still training, corrupted, refused by ONNX Runtime or its check, denied its
+required provider) is reported by ``/v1/models`` and keeps ``/readyz`` at 503 while the process
+and the other models serve; new versions are loaded while serving (``ModelWatcher``, and
+``POST /v1/models/{name}/load``); the routes of areas that ``DLSERVE_MODELS`` leaves out answer
+404.
 """
 
 from __future__ import annotations
@@ -26,31 +29,37 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import registry
+from service import auth, registry
 from service.abandon import ClientGoneError
+from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
+from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
     ProtocolErrors,
     RequestInputError,
     error_response,
+    field_error,
 )
 from service.logs import configure_logging
-from service.metrics import RejectedRequestCounter
+from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_versions
+from service.model_watcher import ModelWatcher
 from service.multipart_guard import SingleFileUploadGuard
-from service.served_model import ModelNotReadyError, ServedModel
+from service.served_model import ModelNotReadyError, ServedModel, request_scope
+from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 
 log = logging.getLogger("dlserve")
-CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before its answer
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
+API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
+TRAFFIC = Traffic()  # this worker's requests in flight and draining state
 
 
 class DLServeBase:
@@ -67,11 +76,19 @@ class DLServeBase:
             spec.name: ServedModel(spec, SETTINGS) for spec in registry.model_specs(SETTINGS.models)
         }
         for served in self.served.values():
-            state = f"ready on {served.ready.model.provider}" if served.ready else "UNAVAILABLE"
+            state = f"ready on {served.ready.model.provider}" if served.ready else served.state
             log.info("model %s: %s", served.name, state)
+        if SETTINGS.model_poll_s > 0:
+            self.watcher = ModelWatcher(self.served.values(), SETTINGS.model_poll_s).start()
+        shutdown = GracefulShutdown(TRAFFIC, SETTINGS.shutdown_delay_s, SETTINGS.shutdown_grace_s)
+        if shutdown.install():
+            log.info("SIGTERM drains this worker (up to %ss)", SETTINGS.shutdown_grace_s)
+        log.info("access control: %s", f"{len(API_KEYS)} API keys" if API_KEYS else "none")
 
     def __is_ready__(self) -> bool:
-        return all(served.ready is not None for served in self.served.values())
+        """Every enabled model is ready and the worker is not draining (after SIGTERM)."""
+        ready = all(served.ready is not None for served in self.served.values())
+        return ready and not TRAFFIC.draining
 
     def _served(self, name: str) -> ServedModel:
         served = self.served.get(name)
@@ -83,27 +100,23 @@ class DLServeBase:
 
     def ready(self, name: str) -> ReadyModel | None:
         served = self.served.get(name)
-        return served.ready if served is not None else None
+        return served.ready_for_request() if served is not None else None
 
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         served = self._served(name)
         try:
-            outputs = await served.predict(inputs)
+            return await served.predict(inputs)
         except (ModelNotReadyError, OverloadedError) as exc:
             raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
-        assert served.ready is not None
-        return served.ready, outputs
 
     async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
         served = self._served(name)
         try:
-            outputs = served.stream(request)
+            return served.stream(request)
         except ModelNotReadyError as exc:
             raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
         except OverloadedError as exc:  # as OpenAI and vLLM clients expect: 429, then retry
             raise ErrorAnswer(error_response(429, str(exc), headers={"Retry-After": "1"})) from exc
-        assert served.ready is not None
-        return served.ready, outputs
 
     @bentoml.task(route=batch_http.ROUTE)
     async def batch_job(
@@ -130,12 +143,14 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
 
     async def route(self: DLServeBase, ctx: bentoml.Context, **kwargs: Any) -> Any:
         try:
-            result = await handler(self, **kwargs, **({"ctx": ctx} if passes_ctx else {}))
+            with request_scope():  # ready() and predict() see the same version
+                result = await handler(self, **kwargs, **({"ctx": ctx} if passes_ctx else {}))
         except ErrorAnswer as answer:
             result = answer.response
         except RequestInputError as exc:
             result = exc.answer()
         except ClientGoneError:
+            CLIENT_DISCONNECTS.inc()
             log.info("%s: the client left; its work was abandoned", endpoint.route)
             result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
@@ -206,15 +221,39 @@ STARTED = int(time.time())
 
 
 async def list_models(_: Request) -> JSONResponse:
-    """``GET /v1/models``: every enabled model, loaded or not, with its provider and routes;
+    """``GET /v1/models``: every enabled model, loaded or not, with its provider, routes and the
+    version each live worker serves (``workers``: pid -> version);
     ``object``/``data`` repeat the names in OpenAI's list shape (``client.models.list()``)."""
     served = list(bentoml.get_current_service().served.values())
     listed = [
         {"id": m.name, "object": "model", "created": STARTED, "owned_by": "dlserve"} for m in served
     ]
-    return JSONResponse(
-        {"models": [m.describe(ROUTES[m.name]) for m in served], "object": "list", "data": listed}
-    )
+    workers = await asyncio.to_thread(served_versions)
+    models = [m.describe(ROUTES[m.name]) | {"workers": workers.get(m.name, {})} for m in served]
+    return JSONResponse({"models": models, "object": "list", "data": listed})
+
+
+async def load_model_now(request: Request) -> JSONResponse:
+    """``POST /v1/models/{name}/load``: load the model's wanted version (store's latest, or the
+    pinned one) in this worker now, retrying one that failed before; other workers follow at
+    their next poll. 200 with the model's entry when it serves that version, else 503 with the
+    reason (the served version, if any, keeps serving)."""
+    name = request.path_params["name"]
+    enabled = bentoml.get_current_service().served
+    served = enabled.get(name)
+    if served is None:
+        detail = [field_error(["path", "name"], f"enabled models: {sorted(enabled)}", "not_found")]
+        return error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)", detail)
+    attempt = await asyncio.to_thread(served.refresh, True)
+    failed = attempt is not None and attempt.outcome == "failed"
+    if failed or served.ready is None:
+        reason = attempt.reason if failed and attempt is not None else served.reason
+        return error_response(503, str(reason), headers={"Retry-After": "1"})
+    return JSONResponse(served.describe(ROUTES[name]))
+
+
+# Routes that change what the service serves: the API-key guard must cover them.
+ADMIN_ROUTES = ("/v1/models/{name}/load",)
 
 
 def upload_routes() -> dict[str, str]:
@@ -230,19 +269,32 @@ def upload_routes() -> dict[str, str]:
 v1_app = Starlette(
     routes=[
         Route("/models", list_models, methods=["GET"]),
+        Route("/models/{name}/load", load_model_now, methods=["POST"]),
         Route("/batch/jobs/{job_id}/{name}", batch_http.download, methods=["GET"]),
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
 # The first middleware added is the outermost: routes of other protocols get every error in
-# their shape, and the counter also sees the 413s of the limit.
+# their shape, and the counter also sees the 401s of the key check and the 413s of the limit.
+METRIC_MODELS = {e.route: e.metric_model for e in ENDPOINTS}
 DLServe.add_asgi_middleware(
     ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
 )
+DLServe.add_asgi_middleware(RejectedRequestCounter, routes=METRIC_MODELS)
+# Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
+# are set: routes added later are guarded without being listed here.
+DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
+# Refused at once beyond the bound, before the body is read; counts what is in flight.
 DLServe.add_asgi_middleware(
-    RejectedRequestCounter, routes={e.route: e.metric_model for e in ENDPOINTS}
+    AdmissionLimit,
+    limit=SETTINGS.max_concurrent_requests,
+    traffic=TRAFFIC,
+    routes=METRIC_MODELS,
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+# Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
+# traceback and record a 500).
+DLServe.add_asgi_middleware(BodyBeforeApp)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
 # malformed uploads before the route runs, so an upload's structure is checked first.
 DLServe.add_asgi_middleware(SingleFileUploadGuard, fields=upload_routes())

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from service.batching import OverloadedError
+from service.batching import OverloadedError, cancel_from_any_thread
 
 State = TypeVar("State")
 
@@ -127,6 +127,12 @@ class StepScheduler(Generic[State]):
             self._changed()
         if self._wakeup is not None:
             self._wakeup.set()
+
+    def close(self) -> None:
+        """Release the step loop and its thread once no sequence runs (from any thread); the
+        scheduler takes no more requests."""
+        cancel_from_any_thread(self._loop_task)
+        self._executor.shutdown(wait=False)
 
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():

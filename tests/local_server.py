@@ -96,9 +96,10 @@ class LocalServer:
             time.sleep(0.3)
         raise TimeoutError(f"{probe} did not answer 200 within {timeout}s:\n{self.logs()}")
 
-    def logs(self) -> str:
-        """The last 4,000 characters the server printed."""
-        return self._log.read_text(errors="replace")[-4000:]
+    def logs(self, tail: int | None = 4000) -> str:
+        """The last ``tail`` characters the server printed (all with ``None``)."""
+        text = self._log.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def stop(self) -> None:
         """Stop the server and its workers; remove the log."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from bench import batch, text_cache
 from bench.runner import per_call, tiled
+from bench.saturation import bucket_percentiles, quarter_peaks
 
 
 def test_the_batch_bench_runs_and_reports_a_ratio(stored_models: dict, tmp_path: Path) -> None:
@@ -33,3 +34,11 @@ def test_rows_per_call_and_the_tiled_batch() -> None:
     assert per_call((10, 100), (10, 100), rows=32) == 32  # no call: the request's own size
     inputs = {"x": np.arange(6).reshape(3, 2)}
     np.testing.assert_array_equal(tiled(inputs, 5)["x"][:, 0], [0, 2, 4, 0, 2])
+
+
+def test_saturation_percentiles_come_from_bucket_deltas() -> None:
+    before = {("200", 0.1): 1, ("200", 0.5): 2, ("200", float("inf")): 2, ("503", 0.1): 7}
+    after = {("200", 0.1): 51, ("200", 0.5): 101, ("200", float("inf")): 102, ("503", 0.1): 7}
+    assert bucket_percentiles(before, after, "200") == {"p50_ms": 100.0, "p99_ms": 500.0}
+    assert bucket_percentiles(before, after, "503") == {"p50_ms": None, "p99_ms": None}
+    assert quarter_peaks([(1, 10.0), (20, 30.0), (59, 5.0)], 60) == [10.0, 30.0, 0.0, 5.0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from service import registry
 from service.config import ENV_PREFIX, Settings, SettingsError
@@ -26,6 +27,17 @@ CASES = {
     "max_request_pixels": ("1000000", 1_000_000, "0", "greater than or equal to 1"),
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
+    "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
+    "shutdown_delay_s": ("0", 0, "-1", "greater than or equal to 0"),
+    "shutdown_grace_s": ("5", 5, "0", "greater than or equal to 1"),
+    "api_keys": (
+        "old-key-0123456789, new-key-0123456789",
+        (SecretStr("old-key-0123456789"), SecretStr("new-key-0123456789")),
+        "long-enough-key-0123,short",
+        "at least 16 characters",
+    ),
+    "api_keys_file": ("/run/secrets/keys", Path("/run/secrets/keys"), "keys", "absolute path"),
+    "protect_metrics": ("true", True, "maybe", "valid boolean"),
     "log_level": ("DEBUG", "debug", "verbose", "'debug', 'info', 'warning' or 'error'"),
     "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
@@ -33,6 +45,13 @@ CASES = {
     "batch_max_rows": ("500", 500, "0", "greater than or equal to 1"),
     "batch_max_output_bytes": ("4096", 4096, "100", "greater than or equal to 1024"),
     "batch_max_jobs": ("4", 4, "0", "greater than or equal to 1"),
+    "model_poll_s": ("0.5", 0.5, "-1", "greater than or equal to 0"),
+    "pinned_models": (
+        "fraud-scorer:abc, image-classifier:def",
+        ("fraud-scorer:abc", "image-classifier:def"),
+        "fraud-scorer",
+        "is not `name:version` of a served model",
+    ),
 }
 
 

@@ -1,7 +1,8 @@
 """SIGTERM drains: what the image's tini does on `docker stop` or a pod's termination (one
-SIGTERM to `bentoml serve`, its child) lets a request already in flight finish with its answer.
-The request is held in flight deterministically: its body is sent in two halves around the
-signal."""
+SIGTERM to `bentoml serve`, its child). `/readyz` answers 503 at once, requests keep being
+served for `DLSERVE_SHUTDOWN_DELAY_S` (while a load balancer notices), the requests in flight
+finish with their answers, and the process exits within `DLSERVE_SHUTDOWN_GRACE_S`. A request is
+held in flight deterministically: its body is sent in two halves around the signal."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -17,61 +19,102 @@ import pytest
 
 from tests.local_server import LocalServer
 from tests.payloads import transactions
+from tests.raw_http import read_response, request_head, wait_in_progress
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/fraud/score"
+DELAY_S, GRACE_S = 3, 20
+CLIENTS = 8
 
 
 @pytest.fixture
 def fraud_server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
-    with LocalServer({"DLSERVE_MODELS": "fraud"}) as running:
+    env = {
+        "DLSERVE_MODELS": "fraud",
+        "DLSERVE_SHUTDOWN_DELAY_S": str(DELAY_S),
+        "DLSERVE_SHUTDOWN_GRACE_S": str(GRACE_S),
+    }
+    with LocalServer(env) as running:
         yield running.wait("/readyz")
-
-
-def in_progress(server: LocalServer) -> float:
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    for line in text.splitlines():
-        if line.startswith("bentoml_service_request_in_progress{") and f'"{ROUTE}"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def read_response(sock: socket.socket, timeout: float = 30) -> tuple[int, dict]:
-    sock.settimeout(timeout)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = int(
-        next(
-            line.split(b":")[1]
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length")
-        )
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return status, json.loads(body)
 
 
 def test_sigterm_lets_the_request_in_flight_finish(fraud_server: LocalServer) -> None:
     body = json.dumps({"transactions": transactions(50)}).encode()
-    head = (
-        f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    ).encode()
     with socket.create_connection(("127.0.0.1", fraud_server.port), timeout=10) as sock:
-        sock.sendall(head + body[: len(body) // 2])
-        deadline = time.monotonic() + 10
-        while in_progress(fraud_server) < 1:
-            assert time.monotonic() < deadline, "the request never got in flight"
-            time.sleep(0.1)
+        sock.sendall(request_head(ROUTE, len(body)) + body[: len(body) // 2])
+        wait_in_progress(fraud_server, ROUTE, 1)
         os.kill(fraud_server.process.pid, signal.SIGTERM)  # as tini forwards it
-        time.sleep(1.0)
+        time.sleep(DELAY_S + 1.0)  # past the delay: no new connection is accepted now
         assert fraud_server.process.poll() is None, "the server quit with a request in flight"
         sock.sendall(body[len(body) // 2 :])
         status, answer = read_response(sock)
     assert status == 200
     assert len(answer["results"]) == 50
-    fraud_server.process.wait(timeout=30)  # and then it stops by itself
+    fraud_server.process.wait(timeout=GRACE_S)  # and then it stops by itself
+
+
+class Load:
+    """``CLIENTS`` threads sending one-row requests on keep-alive connections until stopped,
+    as a load balancer would until it sees ``/readyz`` fail; every outcome is kept."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.url = server.url + ROUTE
+        self.body = {"transactions": transactions(1)}
+        self.stop = threading.Event()
+        self.outcomes: list[tuple[float, int | str]] = []  # (time sent, status or error)
+        self.threads = [threading.Thread(target=self._run) for _ in range(CLIENTS)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                sent = time.monotonic()
+                try:
+                    outcome: int | str = client.post(self.url, json=self.body).status_code
+                except httpx.HTTPError as error:
+                    outcome = f"{type(error).__name__}: {error}"
+                self.outcomes.append((sent, outcome))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+
+def readyz_status(server: LocalServer) -> int | str:
+    try:
+        return httpx.get(server.url + "/readyz", timeout=2).status_code
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+def test_sigterm_under_load_loses_no_accepted_request(fraud_server: LocalServer) -> None:
+    body = json.dumps({"transactions": transactions(20)}).encode()
+    with socket.create_connection(("127.0.0.1", fraud_server.port), timeout=10) as held:
+        held.sendall(request_head(ROUTE, len(body)) + body[: len(body) // 2])
+        wait_in_progress(fraud_server, ROUTE, 1)
+        with Load(fraud_server) as load:
+            while len(load.outcomes) < 50:
+                time.sleep(0.05)
+            signalled = time.monotonic()
+            os.kill(fraud_server.process.pid, signal.SIGTERM)
+            readiness = readyz_status(fraud_server)
+            readiness_after = time.monotonic() - signalled
+            time.sleep(DELAY_S / 2)  # the load balancer takes a while to stop sending
+        time.sleep(DELAY_S)  # past the delay: the server accepts no new connection
+        held.sendall(body[len(body) // 2 :])
+        held_status, held_answer = read_response(held)
+    fraud_server.process.wait(timeout=GRACE_S)
+    exited_after = time.monotonic() - signalled
+
+    assert readiness == 503 and readiness_after < 2.0, (readiness, readiness_after)
+    after_signal = [outcome for sent, outcome in load.outcomes if sent > signalled]
+    assert after_signal, "no request was served during the delay"
+    failed = [outcome for _, outcome in load.outcomes if outcome != 200]
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} requests lost: {failed[:5]}"
+    assert held_status == 200 and len(held_answer["results"]) == 20
+    assert exited_after < GRACE_S

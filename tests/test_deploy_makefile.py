@@ -98,3 +98,17 @@ def test_unknown_runtime_is_refused(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode != 0 and "must be cpu or gpu" in result.stderr
+
+
+@pytest.mark.parametrize(("variables", "host"), [([], "127.0.0.1"), (["HOST=0.0.0.0"], "0.0.0.0")])
+def test_make_serve_binds_loopback_unless_told(variables: list[str], host: str) -> None:
+    printed = subprocess.run(
+        ["make", "--no-print-directory", "-n", "serve", *variables],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    serve = next(line for line in printed.splitlines() if "bentoml serve" in line)
+    assert f"--host {host} " in serve

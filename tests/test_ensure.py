@@ -60,3 +60,35 @@ def test_a_failed_training_stops_with_exit_1(
     captured = capsys.readouterr()
     assert "broken cannot train here" in captured.err
     assert "training 'broken' failed" in captured.out
+
+
+def test_the_quickest_area_trains_first_after_what_it_needs() -> None:
+    slow_judge = dataclasses.replace(
+        _area("judge", ("judge-model",), needs=("base-model",)), full_minutes=1
+    )
+    base = dataclasses.replace(_area("base", ("base-model",)), full_minutes=30)
+    quick = dataclasses.replace(_area("quick", ("quick-model",)), full_minutes=2)
+    other = dataclasses.replace(
+        _area("other", ("other-model",), needs=("stored-model",)), full_minutes=5
+    )
+    ordered = ensure.quickest_first([slow_judge, base, quick, other])
+    assert [area.name for area in ordered] == ["quick", "other", "base", "judge"]
+
+
+def test_the_status_file_names_the_model_in_training_and_those_waiting(
+    stored_models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.training_status import status_path, training_state
+
+    declared = [_area("first", ("first-model",)), _area("second", ("second-model",))]
+    monkeypatch.setattr(ensure, "training_areas", lambda: {a.name: a for a in declared})
+    seen: list[tuple[str | None, str | None]] = []
+
+    def train(argv: list[str]) -> int:
+        seen.append((training_state("first-model"), training_state("second-model")))
+        return 0
+
+    monkeypatch.setattr(ensure, "train", train)
+    assert ensure.main(["--quiet", "--preset", "smoke"]) == 0
+    assert seen == [("training", "waiting"), (None, "training")]
+    assert not status_path().exists()

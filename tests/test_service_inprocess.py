@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from starlette.testclient import TestClient
 
 from core.model_store import load_model
 from service.areas.fraud import FraudScoreResponse, Transaction, to_arrays
+from tests import model_versions as mv
 from tests.payloads import transactions
 
 
@@ -72,3 +75,49 @@ def test_models_route_describes_every_route_of_a_model(client: TestClient) -> No
     )
     sentiment = {route["route"] for route in models["sentiment-rnn"]["routes"]}
     assert "/v1/sentiment" in sentiment
+
+
+# POST /v1/models/{name}/load (here: one in-process service per test session, as BentoML's
+# request metrics can be registered only once in a process)
+NAME = "fraud-scorer"
+
+
+def _answering_version(client: TestClient) -> str:
+    response = client.post("/v1/fraud/score", json={"transactions": transactions(1)})
+    assert response.status_code == 200
+    return response.json()["model"]["version"]
+
+
+def test_the_load_route_serves_a_new_version_at_once_or_says_why_not(
+    client: TestClient, fraud_model: dict
+) -> None:
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    source = store / NAME / fraud_model["version"]
+    added = []
+    try:
+        added.append(mv.new_version(store, NAME, source=source))
+        response = client.post(f"/v1/models/{NAME}/load")
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == added[-1]
+        assert response.json()["last_load"]["outcome"] == "ok"
+        assert _answering_version(client) == added[-1]
+
+        added.append(mv.new_version(store, NAME, mv.break_warm_up, source=source))
+        refused = client.post(f"/v1/models/{NAME}/load")
+        assert refused.status_code == 503
+        assert "warm-up inference failed" in refused.json()["error"]
+        assert added[-1] in refused.json()["error"]
+        assert _answering_version(client) == added[0]  # the good one keeps serving
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}[NAME]
+        assert listed["version"] == added[0] and listed["last_load"]["version"] == added[-1]
+    finally:
+        for version in reversed(added):
+            mv.remove_version(store, NAME, version)
+        client.post(f"/v1/models/{NAME}/load")  # back to the session's version
+
+
+def test_the_load_route_of_a_model_not_enabled_is_404(client: TestClient) -> None:
+    response = client.post("/v1/models/no-such-model/load")
+    assert response.status_code == 404
+    assert response.json()["detail"][0]["loc"] == ["path", "name"]
+    assert "fraud-scorer" in response.json()["detail"][0]["msg"]

@@ -39,6 +39,8 @@ class TrainingArea:
     ``add_arguments(parser)``: the area's own flags. ``run(args) -> summary``: trains, writes
     the report, registers when ``args.register``; raises ``TrainingError`` on a known failure.
     ``needs``: stored models that must exist first (their areas train before this one).
+    ``full_minutes``: about how long the ``full`` preset takes on 2 cores (``ensure`` trains
+    the quickest missing area first, so the service has something to serve soonest).
     """
 
     name: str
@@ -47,6 +49,7 @@ class TrainingArea:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], str]
     needs: tuple[str, ...] = ()
+    full_minutes: float = 60.0
 
     @property
     def summary(self) -> str:

@@ -393,4 +393,5 @@ AREA = TrainingArea(
     presets=PRESETS,
     add_arguments=add_arguments,
     run=run,
+    full_minutes=1.5,  # on 2 cores; ensure trains the quickest first
 )

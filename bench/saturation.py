@@ -1,0 +1,195 @@
+"""``python -m bench.saturation``: the fraud route offered three times what a worker takes.
+
+Serves the model store's fraud scorer on 127.0.0.1 (one worker), whose admission bound
+(``DLSERVE_MAX_CONCURRENT_REQUESTS``, ``--limit``) is the most requests it handles at once, and
+drives one-row requests with wrk on ``--factor`` times that many connections for ``--seconds``.
+Prints and writes: the share of requests shed (503, from the server's request counters);
+wrk's latency over all answers; the p50/p99 of accepted (200) and of refused (503) requests
+inside the server (BentoML's duration histogram: upper bucket edges); the same as seen by a
+probe client that sends one request at a time beside the flood; and the server's memory (RSS
+of all its processes) before, at its peak in each quarter of the flood, and 5 s after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+from bench.wrk import run_wrk
+from service.areas.fraud import json_rows
+from tests.local_server import LocalServer
+from training.fraud.simulator import simulate_transactions
+
+ROUTE = "/v1/fraud/score"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.saturation", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=60, help="length of the flood")
+    parser.add_argument("--limit", type=int, default=64, help="DLSERVE_MAX_CONCURRENT_REQUESTS")
+    parser.add_argument("--factor", type=int, default=3, help="connections = factor x limit")
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/bench/saturation.json"), help="figures (JSON)"
+    )
+    return parser.parse_args(argv)
+
+
+def answers_by_status(server: LocalServer) -> dict[str, float]:
+    """BentoML's count of answers on ``ROUTE`` so far, by HTTP status."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bentoml_service_request_total{") and f'endpoint="{ROUTE}"' in line:
+            code = re.search(r'http_response_code="(\d+)"', line).group(1)
+            counts[code] = counts.get(code, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def duration_buckets(server: LocalServer) -> dict[tuple[str, float], float]:
+    """BentoML's request duration histogram on ``ROUTE``: (status, bucket edge) -> count."""
+    text = httpx.get(server.url + "/metrics", timeout=30).text
+    buckets: dict[tuple[str, float], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("bentoml_service_request_duration_seconds_bucket{"):
+            continue
+        if f'endpoint="{ROUTE}"' not in line:
+            continue
+        code = re.search(r'http_response_code="(\d+)"', line).group(1)
+        edge = float(re.search(r'le="([^"]+)"', line).group(1))
+        buckets[(code, edge)] = buckets.get((code, edge), 0.0) + float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def bucket_percentiles(
+    before: dict[tuple[str, float], float], after: dict[tuple[str, float], float], code: str
+) -> dict[str, float | None]:
+    """p50 and p99 (ms, upper bucket edges) of the answers with ``code`` between two readings."""
+    cumulative = sorted(
+        (edge, count - before.get((c, edge), 0.0))
+        for (c, edge), count in after.items()
+        if c == code
+    )
+    total = cumulative[-1][1] if cumulative else 0.0
+    found: dict[str, float | None] = {}
+    for name, share in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        edge = next((e for e, n in cumulative if total and n >= share * total), None)
+        found[name] = edge * 1000 if edge is not None else None
+    return found
+
+
+def worker_rss_mb(server: LocalServer) -> float:
+    """Resident memory of the server's processes (arbiter and workers), in MB."""
+    root = psutil.Process(server.process.pid)
+    processes = [root, *root.children(recursive=True)]
+    return sum(p.memory_info().rss for p in processes if p.is_running()) / 1e6
+
+
+class Sampler(threading.Thread):
+    """Every half second until stopped: the server's RSS (peak kept) and, one request at a time,
+    the probe's latency by status class."""
+
+    def __init__(self, server: LocalServer, body: bytes) -> None:
+        super().__init__(daemon=True)
+        self.server, self.body = server, body
+        self.stop = threading.Event()
+        self.memory: list[tuple[float, float]] = []  # (seconds since start, MB)
+        self.latencies: dict[str, list[float]] = {"accepted": [], "refused": [], "other": []}
+
+    def run(self) -> None:
+        headers = {"content-type": "application/json"}
+        with httpx.Client(base_url=self.server.url, timeout=30, headers=headers) as client:
+            start = last_memory = time.monotonic()
+            while not self.stop.is_set():
+                if time.monotonic() - last_memory > 0.5:
+                    last_memory = time.monotonic()
+                    self.memory.append((last_memory - start, worker_rss_mb(self.server)))
+                started = time.perf_counter()
+                try:
+                    status = client.post(ROUTE, content=self.body).status_code
+                except httpx.HTTPError:
+                    status = 0
+                kind = {200: "accepted", 503: "refused"}.get(status, "other")
+                self.latencies[kind].append((time.perf_counter() - started) * 1000)
+
+
+def percentiles(values: list[float]) -> dict[str, float | int]:
+    """Count, p50 and p99 (ms) of ``values``."""
+    if not values:
+        return {"count": 0}
+    p50, p99 = np.percentile(values, [50, 99])
+    return {"count": len(values), "p50_ms": round(float(p50), 2), "p99_ms": round(float(p99), 2)}
+
+
+def quarter_peaks(samples: list[tuple[float, float]], seconds: int) -> list[float]:
+    """The highest RSS sampled in each quarter of the flood (growth shows as a rising list)."""
+    quarters: list[list[float]] = [[], [], [], []]
+    for at, megabytes in samples:
+        quarters[min(3, int(4 * at / seconds))].append(megabytes)
+    return [round(max(q), 1) if q else 0.0 for q in quarters]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    body = json.dumps({"transactions": json_rows(simulate_transactions(50, seed=7).head(1))})
+    env = {
+        "DLSERVE_MODELS": "fraud",
+        "DLSERVE_PROVIDER": "cpu",
+        "DLSERVE_MAX_CONCURRENT_REQUESTS": str(args.limit),
+    }
+    connections = args.limit * args.factor
+    with LocalServer(env) as server:
+        server.wait("/readyz")
+        for _ in range(20):
+            httpx.post(
+                server.url + ROUTE, content=body, headers={"content-type": "application/json"}
+            )
+        before_mb = worker_rss_mb(server)
+        counts_before = answers_by_status(server)
+        durations_before = duration_buckets(server)
+        sampler = Sampler(server, body.encode())
+        sampler.start()
+        flood = run_wrk(server.url + ROUTE, body.encode(), connections, args.seconds, threads=2)
+        sampler.stop.set()
+        sampler.join()
+        time.sleep(5)
+        after_mb = worker_rss_mb(server)
+        counts_after = answers_by_status(server)
+        durations_after = duration_buckets(server)
+    answered = {code: counts_after[code] - counts_before.get(code, 0) for code in counts_after}
+    total = sum(answered.values())
+    figures = {
+        "route": ROUTE,
+        "limit": args.limit,
+        "connections": connections,
+        "seconds": args.seconds,
+        "answers_by_status": answered,
+        "shed_share": round(answered.get("503", 0) / total, 4) if total else None,
+        "accepted_per_second": round(answered.get("200", 0) / args.seconds, 1),
+        "wrk": flood.__dict__,
+        "server_accepted": bucket_percentiles(durations_before, durations_after, "200"),
+        "server_refused": bucket_percentiles(durations_before, durations_after, "503"),
+        "probe_accepted": percentiles(sampler.latencies["accepted"]),
+        "probe_refused": percentiles(sampler.latencies["refused"]),
+        "probe_other": len(sampler.latencies["other"]),
+        "rss_mb": {
+            "before": round(before_mb, 1),
+            "peak_by_quarter": quarter_peaks(sampler.memory, args.seconds),
+            "after": round(after_mb, 1),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2))
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

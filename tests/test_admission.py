@@ -1,0 +1,86 @@
+"""The admission limit, in-process: beyond the bound a request is refused at once with 503 and
+``Retry-After`` (nothing queues), probes always pass, and a draining worker closes connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from service.admission import AdmissionLimit, Traffic
+
+ROUTE = "/v1/toy"
+
+
+def held_app(release: asyncio.Event):
+    """An app whose route answers once ``release`` is set; probes answer at once."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == ROUTE:
+            await release.wait()
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    return app
+
+
+async def overload_scenario() -> dict:
+    release = asyncio.Event()
+    traffic = Traffic()
+    app = AdmissionLimit(held_app(release), limit=2, traffic=traffic, routes={ROUTE: "toy"})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        held = [asyncio.create_task(client.post(ROUTE, content=b"{}")) for _ in range(2)]
+        while traffic.in_flight < 2:
+            await asyncio.sleep(0.001)
+        started = time.monotonic()
+        refused = await client.post(ROUTE, content=b"{}")
+        refused_after = time.monotonic() - started
+        probe = await client.get("/readyz")
+        release.set()
+        answers = await asyncio.gather(*held)
+        after = await client.post(ROUTE, content=b"{}")
+    return {
+        "refused": refused,
+        "refused_after": refused_after,
+        "probe": probe,
+        "answers": answers,
+        "after": after,
+        "in_flight": traffic.in_flight,
+    }
+
+
+def test_beyond_the_bound_a_request_is_refused_at_once_with_retry_after() -> None:
+    seen = asyncio.run(overload_scenario())
+    refused = seen["refused"]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["detail"][0]["loc"] == ["request"]
+    assert "DLSERVE_MAX_CONCURRENT_REQUESTS" in refused.json()["detail"][0]["msg"]
+    assert seen["refused_after"] < 0.5, "the refusal waited"
+    assert seen["probe"].status_code == 200, "a probe counted against the bound"
+    assert [a.status_code for a in seen["answers"]] == [200, 200]
+    assert seen["after"].status_code == 200, "the bound did not free its places"
+    assert seen["in_flight"] == 0
+
+
+async def draining_scenario() -> tuple[httpx.Response, httpx.Response]:
+    release = asyncio.Event()
+    release.set()
+    traffic = Traffic()
+    app = AdmissionLimit(held_app(release), limit=4, traffic=traffic, routes={})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        before = await client.post(ROUTE)
+        traffic.draining = True
+        during = await client.post(ROUTE)
+    return before, during
+
+
+def test_a_draining_worker_closes_each_connection_after_its_answer() -> None:
+    before, during = asyncio.run(draining_scenario())
+    assert before.status_code == during.status_code == 200
+    assert "connection" not in before.headers
+    assert during.headers["connection"] == "close"
