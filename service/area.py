@@ -141,17 +141,24 @@ class Endpoint:
     parameter named ``ctx`` gets the ``bentoml.Context``. It returns a response, or an async
     iterator of JSON-ready events to stream as server-sent events. It may raise ``ErrorAnswer``
     or ``RequestInputError``. ``models``: the model-store names the route answers with (each
-    lists the route in ``/v1/models``); ``counted_as``: the ``model`` label of the route's
-    rejected requests (default: its only model). ``errors(status, body)``: for a route that
+    lists the route in ``/v1/models``); ``counted_as(models, body)``: for a route answering
+    with several models, the ``model`` label of a request the route's code did not count (a
+    4xx, a 500), from the service and the request's JSON object (``None`` when the body is not
+    one); default: the route's first model. ``errors(status, body)``: for a route that
     speaks another protocol, turns dlserve's error body (``{"error", "detail"}``) into that
-    protocol's, for every error the route answers (BentoML's validation errors included).
+    protocol's, for every error the route answers (BentoML's validation errors included);
+    ``error_schema``: the JSON schema of the bodies it makes (the route's OpenAPI errors).
+    ``query``: OpenAPI parameter objects of the query parameters the handler reads itself from
+    ``ctx`` (BentoML documents the body only).
     """
 
     route: str
     handler: Callable[..., Any]
     models: tuple[str, ...]
-    counted_as: str | None = None
+    counted_as: Callable[[ServedModels, dict[str, Any] | None], str] | None = None
     errors: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
+    error_schema: dict[str, Any] | None = None
+    query: tuple[dict[str, Any], ...] = ()
 
     @property
     def api_name(self) -> str:
@@ -160,7 +167,8 @@ class Endpoint:
 
     @property
     def metric_model(self) -> str:
-        return self.counted_as or self.models[0]
+        """The ``model`` label of an answer decided before the body is read (admission)."""
+        return self.models[0]
 
 
 def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:

@@ -410,22 +410,17 @@ class ServedModel:
 
     async def predict(self, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Run ``inputs`` through the micro-batcher of the request's version; that version and
-        the outputs. Counts the outcome per request; ``RequestInputError`` when the request is
-        over the model's budget (counted as rejected by the route's middleware)."""
+        the outputs. Counts the outcome per request (a failure where it becomes a 500);
+        ``RequestInputError`` when the request is over the model's budget (a 400)."""
         generation = self.acquire()
         try:
             self._check_budget(inputs)
             assert isinstance(generation.runner, MicroBatcher)
             outputs = await generation.runner.submit(inputs)
-        except RequestInputError:
-            raise
         except OverloadedError:
             PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
             raise
-        except Exception:
-            PREDICTIONS.labels(model=self.name, outcome="error").inc()
-            raise
-        finally:
+        finally:  # any other failure becomes a 500, counted as an error by RejectedRequestCounter
             self.release(generation)
         PREDICTIONS.labels(model=self.name, outcome="ok").inc()
         return generation.ready, outputs

@@ -196,15 +196,26 @@ def to_arrays(
     return {"images": np.stack(decoded)}
 
 
+K_PARAMETER = {
+    "name": "k",
+    "in": "query",
+    "required": False,
+    "description": f"how many of the most probable classes to list (1 to {MAX_K})",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": DEFAULT_K},
+}
+
+
 def parse_k(raw: str | None) -> int:
     """The ``k`` query parameter: an integer from 1 to ``MAX_K`` (default ``DEFAULT_K``)."""
     if raw is None:
         return DEFAULT_K
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= MAX_K:
+    digits = raw.strip()
+    # str.isdigit() also accepts digits int() refuses ("²"): only ASCII 0-9 count.
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_K:
         raise ImageInputError(
             ["query", "k"], f"k must be an integer from 1 to {MAX_K}", "k_out_of_range"
         )
-    return int(raw)
+    return int(digits)
 
 
 def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any]]:
@@ -305,8 +316,8 @@ AREA = Area(
     description="image classification (CNN on Fashion-MNIST)",
     models=(ModelSpec(MODEL, check=check_input, score_output="confidence"),),
     endpoints=(
-        Endpoint(ROUTE, classify, models=(MODEL,)),
-        Endpoint(BATCH_ROUTE, classify_batch, models=(MODEL,)),
+        Endpoint(ROUTE, classify, models=(MODEL,), query=(K_PARAMETER,)),
+        Endpoint(BATCH_ROUTE, classify_batch, models=(MODEL,), query=(K_PARAMETER,)),
     ),
     batch=(
         BatchAdapter(

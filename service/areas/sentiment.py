@@ -121,6 +121,14 @@ def default_model(models: ServedModels) -> str:
     return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
 
 
+def counted_model(models: ServedModels, body: dict[str, Any] | None) -> str:
+    """The model a request is counted under: the one it names, else the default (as
+    ``classify`` picks it)."""
+    choice = (body or {}).get("model")
+    named = isinstance(choice, str) and choice in STORE_NAMES
+    return STORE_NAMES[choice if named else default_model(models)]
+
+
 def to_columns(outputs: Arrays) -> dict[str, np.ndarray]:
     """P(positive) per text -> ``label`` and the ``probability`` of that label, as arrays."""
     positive = outputs["positive_probability"].astype(np.float64)
@@ -211,7 +219,7 @@ AREA = Area(
         for store_name in STORE_NAMES.values()
     ),
     endpoints=(
-        Endpoint(ROUTE, classify, models=tuple(STORE_NAMES.values()), counted_as="sentiment"),
+        Endpoint(ROUTE, classify, models=tuple(STORE_NAMES.values()), counted_as=counted_model),
     ),
     # The transformer first: ``--model sentiment`` means the more accurate model.
     batch=tuple(
