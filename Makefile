@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,9 @@ bench: models ## every area's bench: the served routes beside the in-process cei
 saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.saturation
+
+fuzz: models ## the long API fuzz: >= 10,000 schemathesis requests to every route, 0 5xx allowed
+	$(BIN)/python -m bench.fuzz --requests 10000
 
 # Triton for the side-by-side bench, in its own environment: the python backend stub needs
 # numpy < 2 and the same ONNX Runtime as dlserve (bench/triton_server.py).

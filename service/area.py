@@ -28,6 +28,7 @@ from service.batching import Arrays, Join, concatenate
 from service.metrics import LINEAR_SCORE_BUCKETS
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.stepping import StepProgram
 
 Columns = dict[str, np.ndarray]
@@ -55,6 +56,24 @@ class ReadyModel:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A bound on the work one request and one inference call may cost a batched model.
+
+    A call's cost is its rows times the widest joined request's ``width(inputs)`` (per-row
+    cost: e.g. a token sequence's padded length, as ``concatenate_padded`` joins them); a
+    request's is its rows times its own width. ``unit`` names the cost and its two settings,
+    ``max_request_<unit>`` and ``max_batch_<unit>`` (see ``Settings.budget``). A request over
+    its limit is refused with a 400 at ``loc`` (the field that carries the cost), whose
+    message says how the cost is ``counted``.
+    """
+
+    unit: str
+    width: Callable[[Arrays], int]
+    loc: tuple[str, ...]
+    counted: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One stored model an area serves.
 
@@ -66,6 +85,8 @@ class ModelSpec:
     the model's scores fall (+Inf is added). ``join``: how the micro-batcher stacks concurrent
     requests.
     ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
+    ``budget``: a batched model's bound on the cost of a request and of an inference call
+    (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``).
     """
 
     name: str
@@ -75,6 +96,7 @@ class ModelSpec:
     score_buckets: tuple[float, ...] = LINEAR_SCORE_BUCKETS
     join: Join = concatenate
     program: Callable[[ReadyModel], StepProgram] | None = None
+    budget: Budget | None = None
 
     @property
     def tag(self) -> str:
@@ -95,7 +117,10 @@ class ModelSpec:
 
 
 class ServedModels(Protocol):
-    """What a route handler may ask of the service (its first argument)."""
+    """What a route handler may ask of the service (its first argument); ``settings``: the
+    service's settings (request budgets, ...)."""
+
+    settings: Settings
 
     def ready(self, name: str) -> ReadyModel | None:
         """The ready model ``name``, or ``None`` when it is disabled or unavailable. Within one
@@ -120,17 +145,24 @@ class Endpoint:
     parameter named ``ctx`` gets the ``bentoml.Context``. It returns a response, or an async
     iterator of JSON-ready events to stream as server-sent events. It may raise ``ErrorAnswer``
     or ``RequestInputError``. ``models``: the model-store names the route answers with (each
-    lists the route in ``/v1/models``); ``counted_as``: the ``model`` label of the route's
-    rejected requests (default: its only model). ``errors(status, body)``: for a route that
+    lists the route in ``/v1/models``); ``counted_as(models, body)``: for a route answering
+    with several models, the ``model`` label of a request the route's code did not count (a
+    4xx, a 500), from the service and the request's JSON object (``None`` when the body is not
+    one); default: the route's first model. ``errors(status, body)``: for a route that
     speaks another protocol, turns dlserve's error body (``{"error", "detail"}``) into that
-    protocol's, for every error the route answers (BentoML's validation errors included).
+    protocol's, for every error the route answers (BentoML's validation errors included);
+    ``error_schema``: the JSON schema of the bodies it makes (the route's OpenAPI errors).
+    ``query``: OpenAPI parameter objects of the query parameters the handler reads itself from
+    ``ctx`` (BentoML documents the body only).
     """
 
     route: str
     handler: Callable[..., Any]
     models: tuple[str, ...]
-    counted_as: str | None = None
+    counted_as: Callable[[ServedModels, dict[str, Any] | None], str] | None = None
     errors: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
+    error_schema: dict[str, Any] | None = None
+    query: tuple[dict[str, Any], ...] = ()
 
     @property
     def api_name(self) -> str:
@@ -139,7 +171,8 @@ class Endpoint:
 
     @property
     def metric_model(self) -> str:
-        return self.counted_as or self.models[0]
+        """The ``model`` label of an answer decided before the body is read (admission)."""
+        return self.models[0]
 
 
 def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:

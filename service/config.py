@@ -72,6 +72,25 @@ class Settings(BaseSettings):
     max_queue_rows: int = Field(
         200_000, ge=1, description="rows waiting beyond this get 503 with `Retry-After: 1`"
     )
+    max_request_tokens: int = Field(
+        8192,
+        ge=1,
+        description="token-sequence models (`/v1/sentiment`): most tokens in one request, "
+        "counted as texts x the longest text's tokens (after truncation to the model's "
+        "maximum); a request over it gets 400 naming `texts` and the limit",
+    )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description="token-sequence models: most tokens (rows x padded length) joined into "
+        "one inference call; at least `DLSERVE_MAX_REQUEST_TOKENS`",
+    )
+    max_request_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="images: most pixels (width x height, read from each file's header before "
+        "decoding) over all images of one request; beyond, 400 naming the field and the limit",
+    )
     max_active_sequences: int = Field(
         16, ge=1, description="stepwise models: requests advancing together at each step"
     )
@@ -135,6 +154,22 @@ class Settings(BaseSettings):
         "than this; see Batch jobs",
     )
 
+    batch_max_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="an HTTP batch job stops with 413 once its file passes this many rows",
+    )
+    batch_max_output_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="an HTTP batch job stops with 413 once its scores and rejects pass this size",
+    )
+    batch_max_jobs: int = Field(
+        2,
+        ge=1,
+        description="HTTP batch jobs running at once per worker (they share the worker's "
+        "models); beyond, a job answers 429",
+    )
     model_poll_s: float = Field(
         10.0,
         ge=0,
@@ -190,6 +225,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _batch_holds_a_request(self) -> Settings:
+        if self.max_batch_tokens < self.max_request_tokens:
+            raise ValueError(
+                f"DLSERVE_MAX_BATCH_TOKENS ({self.max_batch_tokens}) must be at least "
+                f"DLSERVE_MAX_REQUEST_TOKENS ({self.max_request_tokens})"
+            )
+        return self
+
+    def budget(self, unit: str) -> tuple[int, int]:
+        """``(per request, per inference call)`` limits of a model's cost unit: the settings
+        ``max_request_<unit>`` and ``max_batch_<unit>`` (``tokens``: ``DLSERVE_MAX_REQUEST_TOKENS``,
+        ``DLSERVE_MAX_BATCH_TOKENS``)."""
+        return getattr(self, f"max_request_{unit}"), getattr(self, f"max_batch_{unit}")
+
+    @model_validator(mode="after")
     def _known_areas(self) -> Settings:
         try:
             areas = registry.all_areas(self.area_modules)
@@ -227,6 +277,11 @@ class Settings(BaseSettings):
     def public(self) -> dict[str, Any]:
         """Every setting as ``DLSERVE_X`` -> value, for the start-up log."""
         return {f"{ENV_PREFIX}{name.upper()}": value for name, value in self}
+
+
+def variable(field: str) -> str:
+    """The environment variable of the setting ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
 
 
 def settings_table() -> str:

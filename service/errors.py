@@ -1,7 +1,9 @@
-"""Client-facing errors: one JSON shape for every 4xx/5xx dlserve produces itself.
+"""Client-facing errors: one JSON shape for every 4xx/5xx answered on dlserve's routes.
 
 The shape matches BentoML's validation errors: ``{"error": summary, "detail": [{"loc": [...],
-"msg": ..., "type": ...}]}``. Messages never carry stack traces or server paths.
+"msg": ..., "type": ...}]}``; ``ProtocolErrors`` gives it to the errors BentoML and Starlette
+answer themselves, and routes of another protocol their protocol's. Messages never carry stack
+traces, server paths or library versions.
 """
 
 from __future__ import annotations
@@ -126,14 +128,20 @@ def replay_body(body: bytes, downstream: Receive) -> Receive:
 ErrorShape = Callable[[int, dict[str, Any]], dict[str, Any]]
 
 
-class ProtocolErrors:
-    """ASGI middleware: on the routes of ``routes`` (path -> ``ErrorShape``), every error
-    answer (status >= 400) is rewritten into that route's protocol.
+def same_shape(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """dlserve's own routes: the error body as it is (``{"error", "detail"}``)."""
+    return body
 
-    The body the app sent (dlserve's or BentoML's ``{"error", "detail"}``, or plain text such
-    as a 405's) is read, handed to the route's ``ErrorShape`` with the status, and sent as
-    JSON; headers such as ``Retry-After`` are kept. Successful answers, streams included, pass
-    through untouched.
+
+class ProtocolErrors:
+    """ASGI middleware: every error answer (status >= 400) on every path gets dlserve's shape
+    ``{"error": str, "detail": [{"loc", "msg", "type"}]}`` (``to_error_body``), then, on the
+    routes of ``routes`` (path -> ``ErrorShape``), that route's protocol's shape.
+
+    This covers what BentoML and Starlette answer themselves: plain-text 404 and 405, errors
+    sent as a one-element JSON list, and pydantic's validation entries (whose documentation
+    links carry the library's version). Headers such as ``Retry-After`` are kept. Successful
+    answers, streams included, and answers to HEAD pass through untouched.
     """
 
     def __init__(self, app: ASGIApp, routes: dict[str, ErrorShape]) -> None:
@@ -141,10 +149,10 @@ class ProtocolErrors:
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        shape = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if shape is None:
+        if scope["type"] != "http" or scope["method"] == "HEAD":
             await self.app(scope, receive, send)
             return
+        shape = self.routes.get(scope["path"], same_shape)
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -163,15 +171,37 @@ class ProtocolErrors:
         await self.app(scope, receive, reshape)
 
 
-async def _send_reshaped(send: Send, start: Message, body: bytes, shape: ErrorShape) -> None:
+def to_error_body(status: int, body: bytes) -> dict[str, Any]:
+    """Any error body -> ``{"error": str, "detail": [{"loc", "msg", "type"}]}``: a JSON object
+    (or BentoML's one-element list of one) keeps its ``error`` and its entries' ``loc``, ``msg``
+    and ``type`` only; anything else becomes the ``error`` text (the status phrase if empty)."""
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
-    if not isinstance(parsed, dict) or "error" not in parsed:  # plain text or BentoML's list
-        text = body.decode(errors="replace").strip() or HTTPStatus(start["status"]).phrase
-        parsed = {"error": text, "detail": []}
-    content = json.dumps(shape(start["status"], parsed)).encode()
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("error"), str):
+        text = body.decode(errors="replace").strip()
+        if isinstance(parsed, dict) and isinstance(parsed.get("detail"), str):
+            text = parsed["detail"]
+        return {"error": text or HTTPStatus(status).phrase, "detail": []}
+    entries = parsed.get("detail")
+    detail = [
+        field_error(
+            [part for part in entry.get("loc", []) if isinstance(part, str | int)],
+            str(entry.get("msg", "")),
+            str(entry.get("type", "")),
+        )
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict)
+    ]
+    return {"error": parsed["error"], "detail": detail}
+
+
+async def _send_reshaped(send: Send, start: Message, body: bytes, shape: ErrorShape) -> None:
+    status = start["status"]
+    content = json.dumps(shape(status, to_error_body(status, body))).encode()
     headers = [
         (name, value)
         for name, value in start.get("headers", [])
@@ -181,5 +211,5 @@ async def _send_reshaped(send: Send, start: Message, body: bytes, shape: ErrorSh
         (b"content-type", b"application/json"),
         (b"content-length", str(len(content)).encode()),
     ]
-    await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})

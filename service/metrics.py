@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -141,27 +142,44 @@ def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
 
 
 class RejectedRequestCounter:
-    """ASGI middleware: count 4xx answers on prediction routes as ``outcome="rejected"``
-    (but 499, a client that left: ``dlserve_client_disconnects_total``).
+    """ASGI middleware: count the answers a route's code does not count itself: a 4xx as
+    ``outcome="rejected"`` (but 429, counted as ``overloaded`` where it is decided, and 499, a
+    client that left: ``dlserve_client_disconnects_total``) and a 500 as ``error``. Validation
+    and framework failures happen outside a route's code, hence here.
 
-    Validation happens in BentoML before a route's code runs, so rejections are counted here.
-    ``routes`` maps a route path to the model name it serves.
+    ``routes`` maps a route path to a function of the request's body (as received) that names
+    the model to count under; the body is joined only for a counted answer.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[str, str]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, Callable[[bytes], str]]) -> None:
         self.app = app
         self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if model is None:
+        model_of = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if model_of is None:
             await self.app(scope, receive, send)
             return
+        chunks: list[bytes] = []
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            return message
 
         async def send_and_count(message: Message) -> None:
-            status = message.get("status", 0)
-            if message["type"] == "http.response.start" and 400 <= status < 500 and status != 499:
-                PREDICTIONS.labels(model=model, outcome="rejected").inc()
+            if message["type"] == "http.response.start":
+                outcome = _uncounted_outcome(message["status"])
+                if outcome is not None:
+                    PREDICTIONS.labels(model=model_of(b"".join(chunks)), outcome=outcome).inc()
             await send(message)
 
-        await self.app(scope, receive, send_and_count)
+        await self.app(scope, recording_receive, send_and_count)
+
+
+def _uncounted_outcome(status: int) -> str | None:
+    if status == 500:
+        return "error"
+    if 400 <= status < 500 and status not in (429, 499):
+        return "rejected"
+    return None

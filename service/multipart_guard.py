@@ -1,12 +1,17 @@
-"""A check in front of BentoML's multipart parsing for a route that takes one uploaded file.
+"""Checks in front of BentoML's body parsing, for every route by its body's media type.
 
-BentoML 1.4 answers 500 to several malformed uploads before the route's code runs: a binary
-file under another field name (``MultipartSerde.parse_request`` JSON-decodes its bytes:
-UnicodeDecodeError), a missing or wrong boundary, a truncated body or a part without a name
-(Starlette's 400 ``HTTPException``, which BentoML turns into a 500), a field without a file
-name (taken as a URL to download) and a file name too long for its temporary file (OSError).
-``SingleFileUploadGuard`` reads the body through the same parser (python-multipart) first and
-answers 400 naming the field unless the body holds exactly one part: a file in that field.
+BentoML 1.4 picks a parser by the request's media type, whatever the route declares, and answers
+500 to several malformed bodies before a route's code runs: a binary file under another field
+name (``MultipartSerde.parse_request`` JSON-decodes its bytes: UnicodeDecodeError), a missing or
+wrong boundary, a truncated body or a part without a name (Starlette's 400 ``HTTPException``,
+which BentoML turns into a 500) and a file name too long for its temporary file (OSError). A
+form field without a file name is taken as a URL and fetched by the server.
+
+``UploadGuard`` reads a multipart route's body through the same parser (python-multipart) first
+and answers 400 naming the field unless every file field holds exactly one file (a part with a
+file name: nothing is ever fetched), every other part is a declared plain field at most once,
+and nothing else is there. ``JsonBodyGuard`` answers 415 to a JSON route's body in a media type
+that BentoML would parse as a form or a pickle.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import error_response, field_error, replay_body
@@ -25,6 +31,12 @@ from service.errors import error_response, field_error, replay_body
 # most 120 bytes stay under the usual 255-byte file name limit even when the name is decoded as
 # Latin-1 (up to 2 UTF-8 bytes per byte).
 MAX_FILENAME_BYTES = 120
+# The media types BentoML parses with another parser than JSON's (any other type is read as JSON).
+NOT_JSON = (
+    "multipart/form-data",
+    "application/x-www-form-urlencoded",
+    "application/vnd.bentoml+pickle",
+)
 
 
 class _PartHeaders:
@@ -63,58 +75,98 @@ class _PartHeaders:
 
 
 @dataclass(frozen=True)
-class UploadProblem:
-    """Why a body is refused: the error ``kind`` and what was wrong with it."""
+class UploadForm:
+    """A multipart route's form: ``files``, the fields that each take exactly one uploaded file,
+    and ``values``, the plain (not file) fields that may each appear once."""
 
+    files: tuple[str, ...]
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UploadProblem:
+    """Why a body is refused: the ``field`` it concerns, the error ``kind`` and the reason."""
+
+    field: str
     kind: str
     reason: str
 
+    def answer(self) -> JSONResponse:
+        """The 400 response naming the field."""
+        return error_response(
+            400, f"{self.field}: {self.reason}", [field_error([self.field], self.reason, self.kind)]
+        )
 
-class SingleFileUploadGuard:
-    """ASGI middleware: a POST to a path of ``fields`` must be ``multipart/form-data`` holding
-    exactly one part, a file (a part with a file name) in that path's form field.
+
+class UploadGuard:
+    """ASGI middleware: a POST to a path of ``forms`` must be ``multipart/form-data`` holding
+    exactly the parts its ``UploadForm`` allows (see the module docstring).
 
     Anything else gets a 400 naming the field before the app runs; a valid body is passed on
     unchanged. The body is read into memory, so add this middleware behind the size limit.
     """
 
-    def __init__(self, app: ASGIApp, fields: dict[str, str]) -> None:
+    def __init__(self, app: ASGIApp, forms: dict[str, UploadForm]) -> None:
         self.app = app
-        self.fields = fields
+        self.forms = forms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and scope["method"] == "POST"
-        field = self.fields.get(scope["path"]) if guarded else None
-        if field is None:
+        form = self.forms.get(scope["path"]) if guarded else None
+        if form is None:
             await self.app(scope, receive, send)
             return
         content_type = Headers(scope=scope).get("content-type")
-        body, problem = await _read_checked(field, content_type, receive)
+        body, problem = await _read_checked(form, content_type, receive)
         if problem is not None:
-            message = f"expected one file in the multipart field {field!r}: {problem.reason}"
-            response = error_response(
-                400, f"{field}: {message}", [field_error([field], message, problem.kind)]
-            )
-            await response(scope, receive, send)
+            await problem.answer()(scope, receive, send)
             return
         await self.app(scope, replay_body(body, receive), send)
 
 
+class JsonBodyGuard:
+    """ASGI middleware: a POST to one of ``paths`` (JSON routes) in a media type of
+    ``NOT_JSON`` gets 415 naming the ``content-type`` header before BentoML parses it."""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guarded = scope["type"] == "http" and scope["method"] == "POST"
+        if guarded and scope["path"] in self.paths:
+            media_type = _media_type(Headers(scope=scope).get("content-type"))
+            if media_type in NOT_JSON:
+                message = f"the body must be application/json, not {media_type}"
+                loc: list[str | int] = ["header", "content-type"]
+                response = error_response(
+                    415, message, [field_error(loc, message, "unsupported_media_type")]
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _media_type(content_type: str | None) -> str:
+    """The media type as BentoML picks its parser by it: before ``;``, stripped, as sent."""
+    return (content_type or "").split(";")[0].strip()
+
+
 async def _read_checked(
-    field: str, content_type: str | None, receive: Receive
+    form: UploadForm, content_type: str | None, receive: Receive
 ) -> tuple[bytes, UploadProblem | None]:
     """The body, and the problem that makes it unacceptable (None when it is acceptable).
 
-    The content type is judged as BentoML picks its parser (the media type before ``;``,
-    exactly) and the boundary as Starlette reads it, so an accepted body parses there too.
+    The boundary is read as Starlette reads it, so an accepted body parses there too.
     """
-    if content_type is None or content_type.split(";")[0].strip() != "multipart/form-data":
-        return b"", UploadProblem(
-            "multipart_required", "the content type is not multipart/form-data"
+    field = form.files[0]
+    if _media_type(content_type) != "multipart/form-data":
+        return b"", _file_problem(
+            field, "multipart_required", "the content type is not multipart/form-data"
         )
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     if boundary is None:
-        return b"", UploadProblem("multipart_required", "the content type has no boundary")
+        return b"", _file_problem(field, "multipart_required", "the content type has no boundary")
     headers = _PartHeaders()
     chunks: list[bytes] = []
     try:
@@ -128,32 +180,57 @@ async def _read_checked(
                 break
         parser.finalize()
     except FormParserError:
-        return b"", UploadProblem("invalid_multipart", "the multipart body is malformed")
+        return b"", _file_problem(field, "invalid_multipart", "the multipart body is malformed")
     if not headers.ended:
-        return b"", UploadProblem(
-            "invalid_multipart", "the multipart body ends before its closing boundary"
+        return b"", _file_problem(
+            field, "invalid_multipart", "the multipart body ends before its closing boundary"
         )
-    return b"".join(chunks), _parts_problem(field, headers.dispositions)
+    return b"".join(chunks), _parts_problem(form, headers.dispositions)
 
 
-def _parts_problem(field: str, dispositions: list[bytes]) -> UploadProblem | None:
-    """What is wrong with the parts, unless they are exactly one file in ``field``."""
+def _file_problem(field: str, kind: str, reason: str) -> UploadProblem:
+    return UploadProblem(
+        field, kind, f"expected one file in the multipart field {field!r}: {reason}"
+    )
+
+
+def _parts_problem(form: UploadForm, dispositions: list[bytes]) -> UploadProblem | None:
+    """What is wrong with the parts, unless they are exactly what ``form`` allows."""
     options = [parse_options_header(disposition)[1] for disposition in dispositions]
     names = [option.get(b"name") for option in options]
-    in_field = names.count(field.encode())
-    if in_field != 1:
-        count = "no part" if in_field == 0 else f"{in_field} parts"
-        return UploadProblem("one_file_required", f"the body holds {count} named {field!r}")
-    if len(options) > 1:
-        return UploadProblem("one_file_required", f"the body holds parts besides {field!r}")
-    filename = options[0].get(b"filename")
-    if filename is None:
-        return UploadProblem(
-            "one_file_required", f"the part {field!r} is not a file (it has no file name)"
+    for field in form.files:
+        in_field = names.count(field.encode())
+        if in_field != 1:
+            count = "no part" if in_field == 0 else f"{in_field} parts"
+            return _file_problem(
+                field, "one_file_required", f"the body holds {count} named {field!r}"
+            )
+    allowed = [field.encode() for field in (*form.files, *form.values)]
+    if any(name not in allowed for name in names):
+        listed = ", ".join(repr(field) for field in (*form.files, *form.values))
+        return _file_problem(
+            form.files[0], "one_file_required", f"the body holds parts besides {listed}"
         )
-    if len(filename) > MAX_FILENAME_BYTES or b"\x00" in filename:
-        return UploadProblem(
-            "invalid_file_name",
-            f"the file name must be at most {MAX_FILENAME_BYTES} bytes, without NUL",
-        )
+    for name, option in zip(names, options, strict=True):
+        field = (name or b"").decode("latin-1")
+        filename = option.get(b"filename")
+        if field in form.values:
+            if filename is not None or names.count(name) > 1:
+                return UploadProblem(
+                    field,
+                    "plain_field_required",
+                    f"the multipart field {field!r} must be one plain value, not a file",
+                )
+        elif filename is None:
+            return _file_problem(
+                field,
+                "one_file_required",
+                f"the part {field!r} is not a file (it has no file name)",
+            )
+        elif len(filename) > MAX_FILENAME_BYTES or b"\x00" in filename:
+            return _file_problem(
+                field,
+                "invalid_file_name",
+                f"the file name must be at most {MAX_FILENAME_BYTES} bytes, without NUL",
+            )
     return None

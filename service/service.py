@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import logging
 import time
 import uuid
@@ -31,12 +32,13 @@ from starlette.routing import Route
 
 from core.model_store import stored_model_exists
 from service import auth, registry
+from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
-from service.disconnects import BodyBeforeApp
+from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
@@ -47,12 +49,14 @@ from service.errors import (
 )
 from service.extras import service_config
 from service.logs import configure_logging
-from service.metrics import RejectedRequestCounter, served_versions
+from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_versions
 from service.model_watcher import ModelWatcher
-from service.multipart_guard import SingleFileUploadGuard
+from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
+from service.openapi import OpenAPIDocument, openapi_document
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
+from service.strict_input import strict_input
 from service.timeouts import install as install_request_timeout
 
 log = logging.getLogger("dlserve")
@@ -72,6 +76,7 @@ class DLServeBase:
     """
 
     def __init__(self) -> None:
+        self.settings = SETTINGS
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
@@ -130,7 +135,7 @@ class DLServeBase:
     ) -> dict[str, Any]:
         """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
         job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
-        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
+        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
 
@@ -155,6 +160,10 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
             result = answer.response
         except RequestInputError as exc:
             result = exc.answer()
+        except ClientGoneError:
+            CLIENT_DISCONNECTS.inc()
+            log.info("%s: the client left; its work was abandoned", endpoint.route)
+            result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
             result = EventStreamResponse(result)
         if isinstance(result, Response):  # BentoML answers with ctx's status code
@@ -173,7 +182,11 @@ def build_service_class() -> type[DLServeBase]:
     of the enabled areas (what ``bentoml build`` packs)."""
     namespace: dict[str, Any] = {"__module__": __name__, "__doc__": DLServeBase.__doc__}
     for endpoint in ENDPOINTS:
-        namespace[endpoint.api_name] = bentoml.api(route=endpoint.route)(route_method(endpoint))
+        method = route_method(endpoint)
+        lax = bentoml.api(route=endpoint.route)(method).input_spec
+        namespace[endpoint.api_name] = bentoml.api(
+            route=endpoint.route, input_spec=strict_input(lax)
+        )(method)
     for spec in registry.model_specs(SETTINGS.models):
         # BentoML resolves every declared model before serving and fails on a missing one;
         # a missing model is reported as unavailable by ServedModel instead.
@@ -255,18 +268,47 @@ async def load_model_now(request: Request) -> JSONResponse:
     return JSONResponse(served.describe(ROUTES[name]))
 
 
-# Routes that change what the service serves: the API-key guard must cover them.
-ADMIN_ROUTES = ("/v1/models/{name}/load",)
+def body_guards() -> tuple[dict[str, UploadForm], frozenset[str]]:
+    """The form of every multipart route (batch job submission included) and the JSON routes."""
+    forms: dict[str, UploadForm] = {}
+    json_routes = set()
+    batch_spec = DLServe.apis["batch_job"].input_spec
+    routed = [(e.route, DLServe.apis[e.api_name].input_spec) for e in ENDPOINTS]
+    routed += [(batch_http.ROUTE, batch_spec), (f"{batch_http.ROUTE}/submit", batch_spec)]
+    for route, spec in routed:
+        if spec.mime_type() == "multipart/form-data":
+            files = tuple(spec.multipart_fields)
+            values = tuple(name for name in spec.model_fields if name not in files)
+            forms[route] = UploadForm(files, values)
+        else:
+            json_routes.add(route)
+    return forms, frozenset(json_routes)
 
 
-def upload_routes() -> dict[str, str]:
-    """Route -> file field of every endpoint whose body is exactly one uploaded file."""
-    uploads = {}
-    for endpoint in ENDPOINTS:
-        spec = DLServe.apis[endpoint.api_name].input_spec
-        if spec.mime_type() == "multipart/form-data" and len(spec.model_fields) == 1:
-            uploads[endpoint.route] = spec.multipart_fields[0]
-    return uploads
+def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
+    """The model a request body is counted under on ``endpoint`` (``Endpoint.counted_as``)."""
+    counted_as = endpoint.counted_as
+    if counted_as is None:
+        return lambda body: endpoint.models[0]
+
+    def model_of(body: bytes) -> str:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):  # not JSON (a form, a truncated body), too deep
+            parsed = None
+        service = bentoml.get_current_service()
+        return counted_as(service, parsed if isinstance(parsed, dict) else None)
+
+    return model_of
+
+
+def dlserve_openapi() -> dict[str, Any]:
+    """The OpenAPI document: BentoML's, with the answers dlserve really sends."""
+    protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
+    stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
+    streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
+    query = {e.route: e.query for e in ENDPOINTS if e.query}
+    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
 
 
 v1_app = Starlette(
@@ -277,13 +319,15 @@ v1_app = Starlette(
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
-# The first middleware added is the outermost: routes of other protocols get every error in
-# their shape, and the counter also sees the 401s of the key check and the 413s of the limit.
-METRIC_MODELS = {e.route: e.metric_model for e in ENDPOINTS}
+# The first middleware added is the outermost: every error gets dlserve's shape (routes of
+# other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
+# the limit.
 DLServe.add_asgi_middleware(
     ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
 )
-DLServe.add_asgi_middleware(RejectedRequestCounter, routes=METRIC_MODELS)
+DLServe.add_asgi_middleware(
+    RejectedRequestCounter, routes={e.route: counted_model(e) for e in ENDPOINTS}
+)
 # Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
 # are set: routes added later are guarded without being listed here.
 DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
@@ -292,12 +336,16 @@ DLServe.add_asgi_middleware(
     AdmissionLimit,
     limit=SETTINGS.max_concurrent_requests,
     traffic=TRAFFIC,
-    routes=METRIC_MODELS,
+    routes={e.route: e.metric_model for e in ENDPOINTS},
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
 # traceback and record a 500).
 DLServe.add_asgi_middleware(BodyBeforeApp)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
-# malformed uploads before the route runs, so an upload's structure is checked first.
-DLServe.add_asgi_middleware(SingleFileUploadGuard, fields=upload_routes())
+# malformed bodies before the route runs, so a body's media type and an upload's structure are
+# checked first.
+UPLOAD_FORMS, JSON_ROUTES = body_guards()
+DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
+DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
+DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)

@@ -73,7 +73,7 @@ def test_bad_base64_names_the_index() -> None:
     assert error.value.loc == ["images", 1] and error.value.kind == "bad_base64"
 
 
-@pytest.mark.parametrize("raw", ["0", "11", "-1", "three", "2.5", ""])
+@pytest.mark.parametrize("raw", ["0", "11", "-1", "three", "2.5", "", "²", "٣", "1 0"])
 def test_k_outside_1_to_10_is_refused(raw: str) -> None:
     with pytest.raises(ImageInputError) as error:
         parse_k(raw)

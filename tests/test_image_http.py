@@ -86,7 +86,7 @@ def test_bad_uploads_get_400_naming_image(
     assert response.json()["detail"][0]["loc"] == ["images", 1]
 
 
-@pytest.mark.parametrize("k", ["0", "11", "abc"])
+@pytest.mark.parametrize("k", ["0", "11", "abc", "²"])
 def test_bad_k_is_400_naming_k(server: LocalServer, k: str) -> None:
     response = _upload(server, encode(IMAGES[0]), f"?k={k}")
     assert response.status_code == 400

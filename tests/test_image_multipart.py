@@ -9,24 +9,12 @@ import pytest
 from tests.http_checks import assert_names_field_and_rule
 from tests.images import encode, load_test_images
 from tests.local_server import LocalServer
+from tests.multipart_bodies import MULTIPART, form_body, form_part
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/images/classify"
-BOUNDARY = "dlserve-test-boundary"
-MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 EXPECTED = "expected one file in the multipart field 'image'"
 PNG = encode(load_test_images(1)[0][0])  # starts with b"\x89PNG": not UTF-8
-
-
-def _part(name: str | None, data: bytes, filename: str | None = "upload.png") -> bytes:
-    disposition = "form-data" + (f'; name="{name}"' if name is not None else "")
-    disposition += f'; filename="{filename}"' if filename is not None else ""
-    headers = f"Content-Disposition: {disposition}\r\nContent-Type: application/octet-stream"
-    return f"--{BOUNDARY}\r\n{headers}\r\n\r\n".encode() + data + b"\r\n"
-
-
-def _body(*parts: bytes) -> bytes:
-    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
 def _post(server: LocalServer, body: bytes, content_type: str | None = MULTIPART) -> httpx.Response:
@@ -36,15 +24,27 @@ def _post(server: LocalServer, body: bytes, content_type: str | None = MULTIPART
 
 # case id -> (content type, body, expected error type)
 MALFORMED = {
-    "binary file under another field": (MULTIPART, _body(_part("file", PNG)), "one_file_required"),
-    "no boundary": ("multipart/form-data", _body(_part("image", PNG)), "multipart_required"),
+    "binary file under another field": (
+        MULTIPART,
+        form_body(form_part("file", PNG)),
+        "one_file_required",
+    ),
+    "no boundary": (
+        "multipart/form-data",
+        form_body(form_part("image", PNG)),
+        "multipart_required",
+    ),
     "wrong boundary": (
         "multipart/form-data; boundary=other",
-        _body(_part("image", PNG)),
+        form_body(form_part("image", PNG)),
         "invalid_multipart",
     ),
-    "truncated in the file": (MULTIPART, _body(_part("image", PNG))[:-100], "invalid_multipart"),
-    "no closing boundary": (MULTIPART, _part("image", PNG), "invalid_multipart"),
+    "truncated in the file": (
+        MULTIPART,
+        form_body(form_part("image", PNG))[:-100],
+        "invalid_multipart",
+    ),
+    "no closing boundary": (MULTIPART, form_part("image", PNG), "invalid_multipart"),
     "raw bytes": ("application/octet-stream", PNG, "multipart_required"),
     "url-encoded form": (
         "application/x-www-form-urlencoded",
@@ -56,30 +56,30 @@ MALFORMED = {
     "empty multipart body": (MULTIPART, b"", "invalid_multipart"),
     "two image files": (
         MULTIPART,
-        _body(_part("image", PNG), _part("image", PNG)),
+        form_body(form_part("image", PNG), form_part("image", PNG)),
         "one_file_required",
     ),
     "image and another file": (
         MULTIPART,
-        _body(_part("image", PNG), _part("file", PNG)),
+        form_body(form_part("image", PNG), form_part("file", PNG)),
         "one_file_required",
     ),
     "image without a file name": (
         MULTIPART,
-        _body(_part("image", PNG, filename=None)),
+        form_body(form_part("image", PNG, filename=None)),
         "one_file_required",
     ),
-    "part without a name": (MULTIPART, _body(_part(None, PNG)), "one_file_required"),
+    "part without a name": (MULTIPART, form_body(form_part(None, PNG)), "one_file_required"),
     "file name too long": (
         MULTIPART,
-        _body(_part("image", PNG, filename="a" * 300 + ".png")),
+        form_body(form_part("image", PNG, filename="a" * 300 + ".png")),
         "invalid_file_name",
     ),
 }
 
 
 def test_a_hand_built_upload_is_classified(server: LocalServer) -> None:
-    response = _post(server, _body(_part("image", PNG)))
+    response = _post(server, form_body(form_part("image", PNG)))
     assert response.status_code == 200, response.text
     assert response.json()["model"]["name"] == "image-classifier"
 

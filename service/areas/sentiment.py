@@ -4,7 +4,9 @@ the answer, and the batch adapters.
 Two models answer ``POST /v1/sentiment``: ``rnn`` (bidirectional GRU) and ``transformer``
 (fine-tuned MiniLM). A request may name one; otherwise the ready model with the higher stored
 test accuracy answers. Each batch is padded to its longest text, never to the model's maximum;
-``truncated`` marks texts longer than the model's ``max_tokens``. Batch jobs score a ``text``
+``truncated`` marks texts longer than the model's ``max_tokens``. A request's tokens (texts x
+its longest text) and a micro-batch's are bounded by ``DLSERVE_MAX_REQUEST_TOKENS`` and
+``DLSERVE_MAX_BATCH_TOKENS``. Batch jobs score a ``text``
 column with the same rules and encoding.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import bentoml
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,8 +23,17 @@ from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
-from service.batching import Arrays, concatenate_padded
+from service.abandon import unless_client_leaves
+from service.area import (
+    Area,
+    BatchAdapter,
+    Budget,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+)
+from service.batching import Arrays, concatenate_padded, sequence_length
 from service.served_model import ModelReference, reference
 
 ROUTE = "/v1/sentiment"
@@ -109,6 +121,14 @@ def default_model(models: ServedModels) -> str:
     return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
 
 
+def counted_model(models: ServedModels, body: dict[str, Any] | None) -> str:
+    """The model a request is counted under: the one it names, else the default (as
+    ``classify`` picks it)."""
+    choice = (body or {}).get("model")
+    named = isinstance(choice, str) and choice in STORE_NAMES
+    return STORE_NAMES[choice if named else default_model(models)]
+
+
 def to_columns(outputs: Arrays) -> dict[str, np.ndarray]:
     """P(positive) per text -> ``label`` and the ``probability`` of that label, as arrays."""
     positive = outputs["positive_probability"].astype(np.float64)
@@ -164,13 +184,16 @@ def encode_texts(
 
 
 async def classify(
-    models: ServedModels, texts: Texts, model: ModelChoice = None
+    models: ServedModels, texts: Texts, ctx: bentoml.Context, model: ModelChoice = None
 ) -> SentimentResponse:
     """Label 1 to 256 texts positive or negative with ``model`` (default: the best)."""
     name = STORE_NAMES[model or default_model(models)]
     ready = models.ready(name)
     # Without a ready model there is no encoder: ``predict`` answers why (404 or 503).
-    arrays, truncated = ready.companion.encode(texts) if ready else ({}, [])
+    # Tokenising 256 long texts takes about a second: off the event loop, and a client that
+    # leaves meanwhile is not sent to inference.
+    encode = ready.companion.encode if ready else lambda texts: ({}, [])
+    arrays, truncated = await unless_client_leaves(ctx.request, lambda stop: encode(texts))
     ready, outputs = await models.predict(name, arrays)
     results = to_results(outputs, truncated)
     return JSONResponse({"model": reference(ready), "results": results})
@@ -193,11 +216,17 @@ AREA = Area(
             score_output="positive_probability",
             score_buckets=SCORE_BUCKETS,
             join=concatenate_padded,
+            budget=Budget(
+                unit="tokens",
+                width=sequence_length("input_ids"),
+                loc=("texts",),
+                counted="texts x the longest text's tokens, at most the model's max_tokens each",
+            ),
         )
         for store_name in STORE_NAMES.values()
     ),
     endpoints=(
-        Endpoint(ROUTE, classify, models=tuple(STORE_NAMES.values()), counted_as="sentiment"),
+        Endpoint(ROUTE, classify, models=tuple(STORE_NAMES.values()), counted_as=counted_model),
     ),
     # The transformer first: ``--model sentiment`` means the more accurate model.
     batch=tuple(

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
@@ -281,6 +281,8 @@ class CompletionResponse(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     include_usage: bool = False
 
 
@@ -363,6 +365,25 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+OPENAI_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "OpenAIError",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
 
 
 def openai_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -476,7 +497,15 @@ AREA = Area(
     name="text",
     description="text generation (character-level GPT on Shakespeare), OpenAI-compatible",
     models=(ModelSpec(MODEL, check=check_generator, prepare=prepare, program=Completions),),
-    endpoints=(Endpoint(ROUTE, complete, models=(MODEL,), errors=openai_error),),
+    endpoints=(
+        Endpoint(
+            ROUTE,
+            complete,
+            models=(MODEL,),
+            errors=openai_error,
+            error_schema=OPENAI_ERROR_SCHEMA,
+        ),
+    ),
     batch=(
         BatchAdapter(
             model=MODEL,
