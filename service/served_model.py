@@ -34,7 +34,8 @@ from core.model_store import ModelUnavailableError, latest_version, missing_mode
 from core.training_status import training_state
 from service.area import ModelSpec, ReadyModel
 from service.batching import Arrays, MicroBatcher, OverloadedError
-from service.config import Settings
+from service.config import Settings, variable
+from service.errors import RequestInputError
 from service.metrics import (
     BATCH_ROWS,
     INFERENCE_SECONDS,
@@ -46,6 +47,7 @@ from service.metrics import (
     REQUESTS_WAITING,
     WORKER_MODEL_VERSION,
     observe_scores,
+    score_histogram,
 )
 from service.stepping import StepScheduler
 
@@ -278,6 +280,7 @@ class ServedModel:
                 on_change=self._record_sequences,
                 on_step=self._record_step,
             )
+        budget = self.spec.budget
         return MicroBatcher(
             ready.model.run,
             max_batch_rows=settings.max_batch_rows,
@@ -285,6 +288,8 @@ class ServedModel:
             max_queue_rows=settings.max_queue_rows,
             on_batch=self._record_batch,
             join=self.spec.join,
+            width=budget.width if budget is not None else None,
+            max_batch_cost=settings.budget(budget.unit)[1] if budget is not None else None,
         )
 
     def _swap(self, new: Generation) -> None:
@@ -387,11 +392,30 @@ class ServedModel:
             }
         return {**ready.model.describe(), **listed, "worker": worker}
 
+    def _check_budget(self, inputs: Arrays) -> None:
+        """``RequestInputError`` (400 at the budget's field) for a request costing more than
+        the spec's per-request budget."""
+        budget = self.spec.budget
+        if budget is None:
+            return
+        limit = self._settings.budget(budget.unit)[0]
+        rows = len(next(iter(inputs.values())))
+        cost = rows * budget.width(inputs)
+        if cost > limit:
+            raise RequestInputError(
+                list(budget.loc),
+                f"the request costs {cost} {budget.unit} ({budget.counted}); at most "
+                f"{limit} {budget.unit} per request ({variable('max_request_' + budget.unit)})",
+                f"too_many_{budget.unit}",
+            )
+
     async def predict(self, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Run ``inputs`` through the micro-batcher of the request's version; that version and
-        the outputs. Counts the outcome per request (a failure where it becomes a 500)."""
+        the outputs. Counts the outcome per request (a failure where it becomes a 500);
+        ``RequestInputError`` when the request is over the model's budget (a 400)."""
         generation = self.acquire()
         try:
+            self._check_budget(inputs)
             assert isinstance(generation.runner, MicroBatcher)
             outputs = await generation.runner.submit(inputs)
         except OverloadedError:
@@ -436,7 +460,8 @@ class ServedModel:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)
         BATCH_ROWS.labels(model=self.name).observe(rows)
         if self.spec.score_output is not None:
-            observe_scores(self.name, outputs[self.spec.score_output])
+            scores = score_histogram(self.name, self.spec.score_buckets)
+            observe_scores(scores, outputs[self.spec.score_output])
 
     def _record_step(self, sequences: int, seconds: float) -> None:
         INFERENCE_SECONDS.labels(model=self.name).observe(seconds)

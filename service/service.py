@@ -14,6 +14,7 @@ and the other models serve; new versions are loaded while serving (``ModelWatche
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import logging
@@ -31,12 +32,13 @@ from starlette.routing import Route
 
 from core.model_store import stored_model_exists
 from service import auth, open_inference, registry
+from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
-from service.disconnects import BodyBeforeApp
+from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
@@ -45,8 +47,9 @@ from service.errors import (
     error_response,
     field_error,
 )
+from service.extras import service_config
 from service.logs import configure_logging
-from service.metrics import RejectedRequestCounter, served_versions
+from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_versions
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
@@ -54,8 +57,10 @@ from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.strict_input import strict_input
+from service.timeouts import install as install_request_timeout
 
 log = logging.getLogger("dlserve")
+install_request_timeout()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
@@ -71,6 +76,7 @@ class DLServeBase:
     """
 
     def __init__(self) -> None:
+        self.settings = SETTINGS
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
@@ -85,6 +91,10 @@ class DLServeBase:
         if shutdown.install():
             log.info("SIGTERM drains this worker (up to %ss)", SETTINGS.shutdown_grace_s)
         log.info("access control: %s", f"{len(API_KEYS)} API keys" if API_KEYS else "none")
+        # What start-up made (BentoML, the models) lives as long as the worker: keep it out of
+        # the garbage collector's full passes, which walk it all and stall every request for
+        # tens of ms (the p99 at concurrency 16; docs/BENCHMARKS.md).
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         """Every enabled model is ready and the worker is not draining (after SIGTERM)."""
@@ -125,7 +135,7 @@ class DLServeBase:
     ) -> dict[str, Any]:
         """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
         job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
-        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id)
+        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
 
@@ -150,6 +160,10 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
             result = answer.response
         except RequestInputError as exc:
             result = exc.answer()
+        except ClientGoneError:
+            CLIENT_DISCONNECTS.inc()
+            log.info("%s: the client left; its work was abandoned", endpoint.route)
+            result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
             result = EventStreamResponse(result)
         if isinstance(result, Response):  # BentoML answers with ctx's status code
@@ -188,6 +202,7 @@ DLServe = bentoml.service(
     workers=SETTINGS.workers,
     traffic={"timeout": 60},
     http={"cors": {"enabled": False}},
+    **service_config(SETTINGS, (endpoint.route for endpoint in ENDPOINTS)),
 )(build_service_class())
 
 

@@ -56,7 +56,9 @@ class LocalServer:
     def __init__(
         self, env: dict[str, str] | None = None, bento: str | None = None, cwd: Path = REPOSITORY
     ) -> None:
-        env = {**os.environ, **(env or {})}
+        # One worker unless asked: the service's default (one per CPU) would make every test
+        # server start and hold each model once per core.
+        env = {"DLSERVE_WORKERS": "1", **os.environ, **(env or {})}
         shared = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
         self.home = private_home(shared)
         env["BENTOML_HOME"] = str(self.home)

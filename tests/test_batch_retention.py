@@ -7,10 +7,14 @@ import os
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from service.batch.adapter import find_adapter
 from service.batch.http import FILES, jobs_dir, run_upload
+from service.batch.job import load_for_batch
+from service.config import Settings
 from training.fraud.simulator import simulate_transactions
 
 TWO_DAYS_AGO = time.time() - 2 * 86400
@@ -45,7 +49,9 @@ def test_a_submit_deletes_expired_job_folders_only(
     simulate_transactions(50, seed=3).to_csv(upload, index=False)
 
     job_id = uuid.uuid4().hex
-    status, body = run_upload(upload, "fraud", job_id)
+    model = load_for_batch(find_adapter("fraud"))
+    served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: model)
+    status, body = run_upload(upload, "fraud", job_id, served)
 
     assert status == 200, body
     assert (jobs_dir() / job_id / FILES["scores"]).is_file()

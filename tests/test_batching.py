@@ -3,7 +3,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher, OverloadedError
+from service.batching import MicroBatcher, OverloadedError, concatenate_padded, sequence_length
 
 
 def _doubler(calls: list[int]):
@@ -65,3 +65,46 @@ def test_a_failing_inference_fails_its_requests_and_not_the_next_ones() -> None:
         return (await batcher.submit({"x": np.ones(1)}))["y"]
 
     np.testing.assert_array_equal(asyncio.run(main()), np.ones(1))
+
+
+def test_a_cost_budget_bounds_rows_times_the_widest_joined_request() -> None:
+    shapes: list[tuple[int, int]] = []
+
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shapes.append(inputs["x"].shape)
+        return {"y": inputs["x"].sum(axis=1)}
+
+    batcher = MicroBatcher(
+        infer,
+        max_batch_rows=1000,
+        join=concatenate_padded,
+        width=sequence_length("x"),
+        max_batch_cost=40,
+    )
+    widths = [2, 10, 3, 2, 8, 1, 4, 10]
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        return await asyncio.gather(
+            *(batcher.submit({"x": np.ones((2, width))}) for width in widths)
+        )
+
+    results = asyncio.run(main())
+    assert [result["y"].tolist() for result in results] == [[w, w] for w in widths]
+    assert all(rows * width <= 40 for rows, width in shapes)
+    assert sum(rows for rows, _ in shapes) == 2 * len(widths) and len(shapes) < len(widths)
+
+
+def test_a_request_whose_caller_left_is_dropped_before_its_call() -> None:
+    calls: list[int] = []
+    batcher = MicroBatcher(_doubler(calls), max_batch_rows=100)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit({"x": np.ones(1)}))
+        gone = asyncio.ensure_future(batcher.submit({"x": np.ones(50)}))
+        kept = asyncio.ensure_future(batcher.submit({"x": np.ones(2)}))
+        await asyncio.sleep(0)  # all three are queued before the first call is taken
+        gone.cancel()
+        await asyncio.gather(first, kept)
+
+    asyncio.run(main())
+    assert 50 not in calls and sum(calls) == 3

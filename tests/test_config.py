@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from service import registry
 from service.config import ENV_PREFIX, Settings, SettingsError
+from service.cpus import available_cpus
 
 # field -> (a valid value as the environment holds it, what it becomes, a bad value, the rule)
 CASES = {
@@ -22,6 +23,9 @@ CASES = {
     "max_batch_rows": ("64", 64, "0", "greater than or equal to 1"),
     "max_wait_ms": ("5", 5, "-5", "greater than or equal to 0"),
     "max_queue_rows": ("10", 10, "0", "greater than or equal to 1"),
+    "max_request_tokens": ("4096", 4096, "0", "greater than or equal to 1"),
+    "max_batch_tokens": ("16384", 16384, "many", "valid integer"),
+    "max_request_pixels": ("1000000", 1_000_000, "0", "greater than or equal to 1"),
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
@@ -39,6 +43,9 @@ CASES = {
     "log_format": ("json", "json", "xml", "'text' or 'json'"),
     "batch_dir": ("/srv/jobs", Path("/srv/jobs"), "jobs", "must be an absolute path"),
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
+    "batch_max_rows": ("500", 500, "0", "greater than or equal to 1"),
+    "batch_max_output_bytes": ("4096", 4096, "100", "greater than or equal to 1024"),
+    "batch_max_jobs": ("4", 4, "0", "greater than or equal to 1"),
     "model_poll_s": ("0.5", 0.5, "-1", "greater than or equal to 0"),
     "pinned_models": (
         "fraud-scorer:abc, image-classifier:def",
@@ -46,6 +53,9 @@ CASES = {
         "fraud-scorer",
         "is not `name:version` of a served model",
     ),
+    "access_log": ("true", True, "sometimes", "valid boolean"),
+    "tracing": ("1", True, "sampled", "valid boolean"),
+    "request_metrics": ("false", False, "few", "valid boolean"),
 }
 
 
@@ -61,7 +71,8 @@ def test_every_setting_is_tested() -> None:
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env()
-    assert settings.provider == "auto" and settings.workers == 1
+    assert settings.provider == "auto" and settings.workers == available_cpus()
+    assert not settings.access_log and not settings.tracing and settings.request_metrics
     assert settings.models == tuple(registry.all_areas()) and "fraud" in settings.models
     assert settings.area_modules == () and settings.max_wait_ms == 0
     assert settings.batch_retention_s == 86400
@@ -89,3 +100,12 @@ def test_a_bad_value_names_the_variable_and_the_rule(
 def test_public_lists_every_setting_by_variable() -> None:
     shown = Settings.from_env().public()
     assert set(shown) == {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def test_a_batch_token_budget_below_the_request_budget_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_PREFIX + "MAX_REQUEST_TOKENS", "4096")
+    monkeypatch.setenv(ENV_PREFIX + "MAX_BATCH_TOKENS", "2048")
+    with pytest.raises(SettingsError, match=r"DLSERVE_MAX_BATCH_TOKENS \(2048\) must be at least"):
+        Settings.from_env()

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.areas.fraud import SCORE_BUCKETS
 from tests.deploy_dockerfile import stage
 from tests.deploy_k8s import K8S, render
 from tests.images import b64, encode, load_test_images
@@ -382,7 +383,8 @@ def test_rules_evaluate_without_errors_in_prometheus(prometheus: Prometheus) -> 
     time.sleep(2)  # two rule evaluations (1 s interval) over the scraped data
     body = httpx.get(prometheus.url + "/api/v1/rules", timeout=10).json()
     rules = [rule for group in body["data"]["groups"] for rule in group["rules"]]
-    assert len(rules) == len(alert_rules()) + 21  # + the reference's bucket rules
+    fraud_buckets = len(SCORE_BUCKETS) + 1  # + Inf
+    assert len(rules) == len(alert_rules()) + fraud_buckets  # + the reference's bucket rules
     for rule in rules:
         assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
 

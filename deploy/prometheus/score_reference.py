@@ -27,15 +27,18 @@ from prometheus_client.utils import floatToGoString
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from service.metrics import SCORES  # noqa: E402  (the live histogram's buckets)
+from service.registry import model_specs  # noqa: E402  (the live histograms' buckets)
 
 RECORD = "dlserve:score_cdf:reference"
 GROUP = "dlserve-score-reference"
 
 
-def bucket_bounds() -> list[float]:
-    """The upper bounds of ``dlserve_score``, +Inf included."""
-    return list(SCORES._upper_bounds)
+def bucket_bounds(model: str) -> list[float]:
+    """The upper bounds of ``model``'s ``dlserve_score`` histogram, +Inf included."""
+    buckets = next((spec.score_buckets for spec in model_specs() if spec.name == model), None)
+    if buckets is None:
+        raise ValueError(f"no served model is named {model!r}")
+    return [*buckets, float("inf")]
 
 
 def reference_rules(model: str, scores: np.ndarray) -> list[dict]:
@@ -43,7 +46,7 @@ def reference_rules(model: str, scores: np.ndarray) -> list[dict]:
     if scores.size == 0 or not np.isfinite(scores).all():
         raise ValueError("the reference needs at least one score, all finite")
     rules = []
-    for bound in bucket_bounds():
+    for bound in bucket_bounds(model):
         fraction = float(np.mean(scores <= bound))
         rules.append(
             {

@@ -14,21 +14,28 @@ folders; the download route answers 404 for an expired job, deleted yet or not.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import re
 import shutil
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from bentoml._internal.configuration.containers import BentoMLContainer
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from core.model_store import ModelUnavailableError
-from service.batch.adapter import UnknownModelError
-from service.batch.job import JobConfig, run_local
+from service import registry
+from service.area import ReadyModel, ServedModels
+from service.batch.adapter import UnknownModelError, find_adapter
+from service.batch.job import JobConfig, JobLimits, QuotaError, run_local
 from service.batch.readers import InputError
 from service.config import Settings
 from service.errors import error_response, field_error
@@ -36,6 +43,8 @@ from service.errors import error_response, field_error
 ROUTE = "/v1/batch/jobs"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"scores": "scores.parquet", "rejects": "scores.rejects.parquet"}
+TASK_NAME = "batch_job"  # the service's task method: its entries in BentoML's task store
+_RUNNING = threading.BoundedSemaphore(Settings.from_env().batch_max_jobs)
 
 
 def jobs_dir() -> Path:
@@ -68,13 +77,29 @@ def _written_before(entry: os.DirEntry[str], cutoff: float) -> bool:
 
 
 def delete_expired_jobs() -> None:
-    """Delete the job folders under ``jobs_dir()`` that expired (job-id names only)."""
+    """Delete the job folders under ``jobs_dir()`` that expired (job-id names only), and the
+    task store's entries (each holds its uploaded file) of the jobs completed before then."""
     cutoff = _expiry_cutoff()
     with os.scandir(jobs_dir()) as entries:
         for entry in entries:
             folder = Path(entry.path)
             if JOB_ID.match(entry.name) and entry.is_dir() and _is_expired(folder, cutoff):
                 shutil.rmtree(folder, ignore_errors=True)
+    delete_expired_tasks(cutoff)
+
+
+def delete_expired_tasks(cutoff: float) -> None:
+    """Delete this route's entries completed before ``cutoff`` from BentoML's task store
+    (``BENTOML_RESULT_STORE``, default ``$BENTOML_HOME/task_result.db``)."""
+    store = BentoMLContainer.result_store_file.get()
+    if store == ":memory:" or not Path(store).exists():
+        return
+    before = datetime.datetime.fromtimestamp(cutoff, tz=datetime.UTC).isoformat(sep=" ")
+    with contextlib.closing(sqlite3.connect(store, timeout=30)) as connection, connection:
+        connection.execute(
+            "DELETE FROM result WHERE name = ? AND completed_at IS NOT NULL AND completed_at < ?",
+            (TASK_NAME, before),
+        )
 
 
 def sniff_suffix(upload: Path) -> str:
@@ -86,19 +111,43 @@ def sniff_suffix(upload: Path) -> str:
     return ".jsonl" if head.lstrip().startswith(b"{") else ".csv"
 
 
-def run_upload(upload: Path, model: str, job_id: str) -> tuple[int, dict[str, Any]]:
-    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id``, after deleting
-    the expired jobs' folders."""
+def run_upload(
+    upload: Path, model: str, job_id: str, served: ServedModels
+) -> tuple[int, dict[str, Any]]:
+    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id`` on the
+    service's own ready model, after deleting the expired jobs' folders and tasks. 429 when
+    ``DLSERVE_BATCH_MAX_JOBS`` jobs run in this worker, 413 past a quota."""
+    settings = served.settings
+    if not _RUNNING.acquire(blocking=False):
+        message = (
+            f"{settings.batch_max_jobs} batch jobs are running in this worker, the most at once "
+            "(DLSERVE_BATCH_MAX_JOBS); retry later"
+        )
+        return 429, {"error": message, "detail": []}
+    try:
+        return _run(upload, model, job_id, served)
+    finally:
+        _RUNNING.release()
+
+
+def _run(upload: Path, model: str, job_id: str, served: ServedModels) -> tuple[int, dict[str, Any]]:
+    try:
+        ready = _ready_model(model, served)
+    except (UnknownModelError, ModelUnavailableError) as exc:
+        return 400, _problem("model", str(exc), "unknown_model")
     folder = jobs_dir() / job_id
     folder.mkdir(parents=True, exist_ok=True)
     delete_expired_jobs()
     source = folder / f"input{sniff_suffix(upload)}"
     shutil.copyfile(upload, source)
     config = JobConfig(model=model, input=source, output=folder / FILES["scores"], quiet=True)
+    settings = served.settings
+    limits = JobLimits(settings.batch_max_rows, settings.batch_max_output_bytes)
     try:
-        summary = run_local(config)
-    except (UnknownModelError, ModelUnavailableError) as exc:
-        return 400, _problem("model", str(exc), "unknown_model")
+        summary = run_local(config, ready, limits)
+    except QuotaError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return 413, _problem("file", str(exc), "job_too_large")
     except (InputError, ValueError, pa.ArrowException) as exc:
         message = f"not a readable {source.suffix[1:]} file of the model's columns"
         return 400, _problem("file", f"{message} ({type(exc).__name__})", "invalid_file")
@@ -112,6 +161,19 @@ def run_upload(upload: Path, model: str, job_id: str) -> tuple[int, dict[str, An
         "rejected": summary.rejected,
         "files": {name: f"{ROUTE}/{job_id}/{name}" for name in FILES},
     }
+
+
+def _ready_model(model: str, served: ServedModels) -> ReadyModel:
+    """The service's ready model for a job's ``model`` (an area or a model name); the error
+    says why there is none: unknown, its area left out by ``DLSERVE_MODELS``, or unavailable."""
+    adapter = find_adapter(model)
+    area = registry.area_of(adapter.model).name
+    if area not in served.settings.models:
+        raise UnknownModelError(f"model {adapter.model!r} is not enabled (DLSERVE_MODELS)")
+    ready = served.ready(adapter.model)
+    if ready is None:
+        raise ModelUnavailableError(f"model {adapter.model!r} is not available")
+    return ready
 
 
 def _problem(field: str, message: str, kind: str) -> dict[str, Any]:

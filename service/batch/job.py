@@ -77,6 +77,32 @@ class JobConfig:
         return self.output.with_name(self.output.name + ".parts")
 
 
+class QuotaError(InputError):
+    """A job passed one of its ``JobLimits``; the message names the limit and its setting."""
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """Quotas of a job (HTTP jobs: ``DLSERVE_BATCH_MAX_ROWS``, ``DLSERVE_BATCH_MAX_OUTPUT_BYTES``);
+    the command line has none."""
+
+    max_rows: int
+    max_output_bytes: int
+
+    def check(self, rows: int, output_bytes: int) -> None:
+        """``QuotaError`` once ``rows`` read or ``output_bytes`` written pass a limit."""
+        if rows > self.max_rows:
+            raise QuotaError(
+                f"the file has more than {self.max_rows} rows, the most a job may score "
+                "(DLSERVE_BATCH_MAX_ROWS)"
+            )
+        if output_bytes > self.max_output_bytes:
+            raise QuotaError(
+                f"the job's output passed {self.max_output_bytes} bytes, the most a job may "
+                "write (DLSERVE_BATCH_MAX_OUTPUT_BYTES)"
+            )
+
+
 @dataclass(frozen=True)
 class Summary:
     """What a finished job did; ``line`` is the closing summary."""
@@ -184,33 +210,48 @@ def dry_run(config: JobConfig) -> str:
     )
 
 
-def open_store(config: JobConfig, fingerprint: dict[str, Any], model: ReadyModel) -> PartStore:
-    """The job's part store; ``--resume`` accepts only parts of this very job."""
+def open_store(
+    config: JobConfig, adapter: BatchAdapter, fingerprint: dict[str, Any], model: ReadyModel
+) -> PartStore:
+    """The job's part store; ``--resume`` accepts only parts of this very job: same input file,
+    batch size, model and version, id column, and file column for every model input
+    (``--column``)."""
+    inputs = adapter.input_columns
+    columns = dict(zip(inputs, config.file_names(inputs), strict=True))
     identity = {
         "input": fingerprint,
         "batch_size": config.batch_size,
         "model": model.name,
         "version": model.version,
         "id_column": config.id_column,
+        "columns": columns,
     }
     return PartStore(config.work_folder, identity, config.resume, (config.output, config.rejects))
 
 
-def run_local(config: JobConfig) -> Summary:
+def run_local(
+    config: JobConfig, model: ReadyModel | None = None, limits: JobLimits | None = None
+) -> Summary:
     """Score ``config.input`` into ``config.output`` chunk by chunk, resumable.
 
-    Three stages overlap: reading and validating (read-ahead thread), ONNX Runtime (this
-    thread), building and committing the output tables (write-behind thread).
+    ``model``: the ready model to score with (the HTTP service's own session; default: load
+    it as the service would). ``limits``: quotas, checked as chunks are read and committed
+    (``QuotaError``). Three stages overlap: reading and validating (read-ahead thread), ONNX
+    Runtime (this thread), building and committing the output tables (write-behind thread).
     """
     started = time.perf_counter()
     adapter = find_adapter(config.model)
     config = config.resolved(adapter)
-    model = load_for_batch(adapter)
+    model = model or load_for_batch(adapter)
     source = config.open(adapter)
-    store = open_store(config, source.fingerprint, model)
+    store = open_store(config, adapter, source.fingerprint, model)
 
     def prepared() -> Iterator[tuple[int, Chunk | None]]:
+        rows = 0
         for index, table in enumerate(source.chunks):
+            rows += table.num_rows
+            if limits is not None:
+                limits.check(rows, store.bytes_written)
             if store.done(index):
                 yield table.num_rows, None
             else:
@@ -218,6 +259,8 @@ def run_local(config: JobConfig) -> Summary:
 
     def commit(chunk: Chunk, outputs: Arrays) -> None:
         store.commit(chunk.index, *to_tables(adapter, model, chunk, outputs, config.id_column))
+        if limits is not None:
+            limits.check(0, store.bytes_written)
 
     bar = progress_bar(source.rows, f"batch {model.name}", config.quiet, unit="row")
     with bar, WriteBehind() as writer:

@@ -29,7 +29,8 @@ PAUSE_ENV = "DLSERVE_BATCH_PAUSE_BEFORE_MANIFEST_S"
 
 
 class ResumeMismatchError(RuntimeError):
-    """``--resume`` found a manifest of a different job (input, batch size or model)."""
+    """``--resume`` found a manifest of a different job (input, batch size, model, id column or
+    column mapping)."""
 
 
 def _replace_json(path: Path, content: dict[str, Any]) -> None:
@@ -50,10 +51,21 @@ def _read_part(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
-def write_parts(folder: Path, index: int, scored: pa.Table, rejects: pa.Table) -> None:
-    """Put chunk ``index``'s scores and rejects in place atomically (not yet recorded)."""
-    _write_part(rejects, folder / f"rejects-{index:06d}.arrow")
-    _write_part(scored, folder / f"part-{index:06d}.arrow")
+def write_parts(folder: Path, index: int, scored: pa.Table, rejects: pa.Table) -> int:
+    """Put chunk ``index``'s scores and rejects in place atomically (not yet recorded); the
+    bytes written."""
+    paths = (folder / f"rejects-{index:06d}.arrow", folder / f"part-{index:06d}.arrow")
+    for table, path in zip((rejects, scored), paths, strict=True):
+        _write_part(table, path)
+    return sum(path.stat().st_size for path in paths)
+
+
+def _differences(original: dict[str, Any], current: dict[str, Any]) -> str:
+    """``key: original ... now ...`` for every key whose value differs between the two jobs."""
+    keys = [key for key in {**original, **current} if original.get(key) != current.get(key)]
+    return "; ".join(
+        f"{key}: original {original.get(key)!r}, now {current.get(key)!r}" for key in keys
+    )
 
 
 class FinalFile:
@@ -111,8 +123,8 @@ class PartStore:
             stored = json.loads(manifest.read_text())
             if stored["identity"] != identity:
                 raise ResumeMismatchError(
-                    f"{folder} belongs to another job: {stored['identity']} != {identity}; "
-                    "rerun without --resume to start over"
+                    f"{folder} belongs to another job ({_differences(stored['identity'], identity)}"
+                    "); resume with the original options, or rerun without --resume to start over"
                 )
             self.chunks = stored["chunks"]
         else:
@@ -120,6 +132,7 @@ class PartStore:
         folder.mkdir(parents=True, exist_ok=True)
         self.streams = None if self.chunks else [FinalFile(target) for target in targets]
         self.streamed = 0
+        self.bytes_written = 0  # parts written by this run (the final files hold as much again)
         self.pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
 
     def done(self, index: int) -> bool:
@@ -127,7 +140,7 @@ class PartStore:
 
     def commit(self, index: int, scored: pa.Table, rejects: pa.Table) -> None:
         """Write chunk ``index``'s parts, record it in the manifest, stream it to the targets."""
-        write_parts(self.folder, index, scored, rejects)
+        self.bytes_written += write_parts(self.folder, index, scored, rejects)
         self.record(index, scored.num_rows, rejects.num_rows)
         if self.streams is not None and index == self.streamed:
             for stream, table in zip(self.streams, (scored, rejects), strict=True):

@@ -1,0 +1,78 @@
+"""``python -m bench.profile``: a py-spy flame graph of one dlserve worker at saturation.
+
+Serves one worker on 127.0.0.1 (the no-op plug-in route, or fraud with one transaction per
+request), drives it with wrk at concurrency 16 and records the worker with py-spy for the same
+seconds; the SVG goes to ``bench/profiles/``. Extra ``DLSERVE_*`` settings go after ``--env``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+
+from bench.noop_area import ROUTE as NOOP_ROUTE
+from bench.wrk import run_wrk
+from tests.local_server import LocalServer
+
+FRAUD_ROW = {
+    "amount": 912.4,
+    "merchant_category": "electronics",
+    "hour": 3,
+    "card_present": False,
+    "distance_from_home_km": 4200,
+    "txn_count_1h": 4,
+    "txn_count_24h": 9,
+    "avg_amount_30d": 61.0,
+    "new_device": True,
+    "foreign_merchant": True,
+    "account_age_days": 1400,
+}
+ROUTES = {
+    "noop": (NOOP_ROUTE, b'{"x": 1}', {"DLSERVE_AREA_MODULES": "bench.noop_area"}),
+    "fraud": ("/v1/fraud/score", json.dumps({"transactions": [FRAUD_ROW]}).encode(), {}),
+}
+
+
+def worker_pid(server: LocalServer) -> int:
+    """The pid of the server's (only) BentoML worker process."""
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        if any("worker.service" in part for part in child.cmdline()):
+            return child.pid
+    raise RuntimeError("no BentoML worker process found")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("route", choices=sorted(ROUTES))
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings")
+    parser.add_argument("--out", type=Path, help="SVG path (default bench/profiles/ROUTE.svg)")
+    args = parser.parse_args(argv)
+    route, body, env = ROUTES[args.route]
+    settings = dict(item.split("=", 1) for item in args.env)
+    area = "noop" if args.route == "noop" else "fraud"
+    env = {**env, "DLSERVE_MODELS": area, "DLSERVE_WORKERS": "1", **settings}
+    out = args.out or Path(__file__).parent / "profiles" / f"{args.route}.svg"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    with LocalServer(env) as server:
+        server.wait("/readyz")
+        command = [py_spy, "record", "--pid", str(worker_pid(server)), "--duration"]
+        command += [str(args.seconds), "--output", str(out), "--format", "flamegraph"]
+        recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
+        recorder.start()
+        result = run_wrk(server.url + route, body, 16, args.seconds, threads=2)
+        recorder.join(timeout=60)
+    print(f"{args.route} {settings}: {result}; flame graph in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

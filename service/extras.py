@@ -1,0 +1,34 @@
+"""BentoML's per-request extras (access log, OpenTelemetry tracing, request metrics) as the
+``bentoml.service`` configuration that ``Settings`` asks for.
+
+BentoML wraps every request in these middlewares (``_bentoml_impl/server/app.py``); each costs
+CPU on every request (docs/BENCHMARKS.md measures them), so only the metrics that the alerts
+and the autoscaler read are on by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from service.config import Settings
+
+# BentoML's own default skip list (its access log and request metrics never count probes).
+PROBE_PATHS = ("/metrics", "/healthz", "/livez", "/readyz")
+# OpenTelemetry's exclude list is a regular expression searched in the URL: "." matches all.
+EVERY_URL = "."
+
+
+def service_config(settings: Settings, routes: Iterable[str]) -> dict[str, Any]:
+    """The ``logging`` and ``tracing`` keyword arguments of ``bentoml.service`` for ``settings``.
+
+    BentoML skips the same paths (prefixes) in its access log and its request metrics, so with
+    ``request_metrics`` off, ``routes`` get neither.
+    """
+    access: dict[str, Any] = {"enabled": settings.access_log}
+    if not settings.request_metrics:
+        access["skip_paths"] = [*PROBE_PATHS, *routes]
+    config: dict[str, Any] = {"logging": {"access": access}}
+    if not settings.tracing:
+        config["tracing"] = {"excluded_urls": [EVERY_URL]}
+    return config
