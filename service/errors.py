@@ -133,10 +133,16 @@ def same_shape(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def message_only(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Protocols whose errors are ``{"error": message}`` alone (the Open Inference Protocol)."""
+    return {"error": body["error"]}
+
+
 class ProtocolErrors:
     """ASGI middleware: every error answer (status >= 400) on every path gets dlserve's shape
     ``{"error": str, "detail": [{"loc", "msg", "type"}]}`` (``to_error_body``), then, on the
-    routes of ``routes`` (path -> ``ErrorShape``), that route's protocol's shape.
+    routes of ``routes`` (path -> ``ErrorShape``), or under a path of ``prefixes`` (path prefix
+    -> ``ErrorShape``, for a protocol's whole tree such as ``/v2``), that protocol's shape.
 
     This covers what BentoML and Starlette answer themselves: plain-text 404 and 405, errors
     sent as a one-element JSON list, and pydantic's validation entries (whose documentation
@@ -144,15 +150,31 @@ class ProtocolErrors:
     answers, streams included, and answers to HEAD pass through untouched.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[str, ErrorShape]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: dict[str, ErrorShape],
+        prefixes: dict[str, ErrorShape] | None = None,
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.prefixes = prefixes or {}
+
+    def shape_of(self, path: str) -> ErrorShape:
+        """The error shape of ``path``: its route's, else its protocol tree's, else dlserve's."""
+        shape = self.routes.get(path)
+        if shape is not None:
+            return shape
+        for prefix, tree_shape in self.prefixes.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return tree_shape
+        return same_shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD":
             await self.app(scope, receive, send)
             return
-        shape = self.routes.get(scope["path"], same_shape)
+        shape = self.shape_of(scope["path"])
         start: Message | None = None
         chunks: list[bytes] = []
 

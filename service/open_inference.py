@@ -43,6 +43,7 @@ SERVER = {
     "extensions": ["binary_tensor_data"],
 }
 PLATFORM = "onnx_onnxv1"
+ROOT = "/v2"  # every route of the protocol lies under it; its errors are {"error": message}
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TENSOR_MODELS = frozenset(spec.name for spec in registry.model_specs() if spec.tensors)
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer")
@@ -219,16 +220,16 @@ def counted_model(path: str) -> str | None:
 
 def build_app() -> Starlette:
     """The ``/v2`` routes, with full paths (mounted at ``/``, so that ``GET /v2`` is one)."""
-    model = "/v2/models/{name}"
-    version = "/v2/models/{name}/versions/{version}"
+    model = f"{ROOT}/models/{{name}}"
+    version = f"{ROOT}/models/{{name}}/versions/{{version}}"
     return Starlette(
         routes=[
-            Route("/v2", server_metadata, methods=["GET"]),
-            Route("/v2/health/live", server_live, methods=["GET"]),
-            Route("/v2/health/ready", server_ready, methods=["GET"]),
+            Route(ROOT, server_metadata, methods=["GET"]),
+            Route(f"{ROOT}/health/live", server_live, methods=["GET"]),
+            Route(f"{ROOT}/health/ready", server_ready, methods=["GET"]),
             *(Route(path, model_metadata, methods=["GET"]) for path in (model, version)),
             *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, version)),
             *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, version)),
-            Route("/v2/{path:path}", unknown_path),  # and other methods: 404 in this shape
+            Route(f"{ROOT}/{{path:path}}", unknown_path),  # and other methods: 404 in this shape
         ]
     )

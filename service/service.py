@@ -46,6 +46,7 @@ from service.errors import (
     RequestInputError,
     error_response,
     field_error,
+    message_only,
 )
 from service.extras import service_config
 from service.logs import configure_logging
@@ -324,7 +325,9 @@ DLServe.mount_asgi_app(open_inference.build_app(), path="/")  # its routes only 
 # other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
 # the limit.
 DLServe.add_asgi_middleware(
-    ProtocolErrors, routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None}
+    ProtocolErrors,
+    routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None},
+    prefixes={open_inference.ROOT: message_only},
 )
 DLServe.add_asgi_middleware(
     RejectedRequestCounter,

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.errors import ProtocolErrors, to_error_body
+from service.errors import ProtocolErrors, message_only, to_error_body
 from service.metrics import RejectedRequestCounter
 
 PYDANTIC_ENTRY = {
@@ -93,6 +93,23 @@ def test_a_protocol_route_gets_its_own_shape_of_the_normalised_body() -> None:
 
     response = _client(APP, **{"/v1/x": shape}).put("/v1/x?kind=ok")
     assert response.json() == {"protocol_error": "Method Not Allowed", "status": 405}
+
+
+def test_a_protocol_tree_gets_its_shape_on_every_path_under_it_and_nowhere_else() -> None:
+    tree = Starlette(
+        routes=[
+            Route("/v2/models/m/infer", answer, methods=["POST"]),
+            Route("/v2x", answer, methods=["POST"]),
+        ]
+    )
+    client = TestClient(
+        ProtocolErrors(tree, routes={}, prefixes={"/v2": message_only}),
+        raise_server_exceptions=False,
+    )
+    assert client.post("/v2/models/m/infer?kind=pydantic").json() == {"error": "1 validation error"}
+    assert client.get("/v2/nowhere").json() == {"error": "Not Found"}
+    assert client.get("/v2").json() == {"error": "Not Found"}
+    assert client.post("/v2x?kind=list").json() == {"error": "media type refused", "detail": []}
 
 
 @pytest.mark.parametrize(

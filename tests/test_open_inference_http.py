@@ -227,7 +227,8 @@ def test_an_unknown_model_version_or_path_is_a_404_in_the_protocol_shape(
         httpx.post(server.url + "/v2/models/fraud-scorer/infer", content=b"{not json"),
     ):
         assert response.status_code in (400, 404)
-        assert isinstance(response.json()["error"], str)
+        body = response.json()
+        assert set(body) == {"error"} and isinstance(body["error"], str)  # the protocol's shape
 
 
 def test_a_model_that_is_not_loaded_is_not_ready_and_infer_answers_503(tmp_path: Path) -> None:
