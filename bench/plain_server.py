@@ -11,6 +11,7 @@ constant: the floor of the HTTP stack.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from fastapi import FastAPI, File, Request
 from pydantic import BaseModel
 
 from service.areas import fraud, images
+from service.config import Settings
 
 
 def _session(variable: str) -> ort.InferenceSession:
@@ -29,6 +31,8 @@ def _session(variable: str) -> ort.InferenceSession:
 
 
 SESSIONS = {"fraud": _session("BENCH_FRAUD_ONNX"), "image": _session("BENCH_IMAGE_ONNX")}
+MAX_PIXELS = Settings().max_request_pixels  # dlserve's default budget, checked the same way
+NEVER = threading.Event()  # dlserve stops decoding for a client that left; nothing stops here
 app = FastAPI()
 
 
@@ -51,7 +55,7 @@ def score(body: FraudRequest) -> dict[str, Any]:
 
 @app.post("/v1/images/classify")
 def classify(image: Annotated[bytes, File()]) -> dict[str, Any]:
-    return _outputs("image", images.to_arrays([image], [["image"]]))
+    return _outputs("image", images.to_arrays([image], [["image"]], MAX_PIXELS, NEVER))
 
 
 @app.post("/noop")

@@ -8,6 +8,7 @@ Protocols: ``named`` (dlserve's own routes, also spoken by the plain FastAPI ser
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ def workloads(fraud_tag: str, image_tag: str) -> list[Workload]:
     pixels, _ = load_test_images(1)
     png = encode(pixels[0])
     upload = httpx.Request("POST", "http://x", files={"image": ("item.png", png)})
-    inputs = images.to_arrays([png], [["image"]])
+    inputs = images.to_arrays([png], [["image"]], max_pixels=pixels[0].size, stop=threading.Event())
     named = Body(images.ROUTE + "?k=10", upload.read(), upload.headers["content-type"])
     made.append(("image, 1 PNG", image_tag, 1, named, inputs))
     loaded: list[Workload] = []

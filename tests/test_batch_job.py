@@ -180,7 +180,11 @@ def test_batch_scores_equal_the_http_answers(
     output = tmp_path / "out.parquet"
     assert _run("--input", source, "--output", output, "--batch-size", "128") == 0
     batch = pd.read_parquet(output)
-    body = {"transactions": rows[FIELDS].to_dict(orient="records")}
+    flags = {
+        name: bool for name, field in Transaction.model_fields.items() if field.annotation is bool
+    }
+    # The file holds the flags as 0/1 (the job accepts that); JSON must send true/false.
+    body = {"transactions": rows[FIELDS].astype(flags).to_dict(orient="records")}
     answer = httpx.post(server.url + "/v1/fraud/score", json=body, timeout=30).json()
     http = pd.DataFrame(answer["results"])
     assert answer["model"]["version"] == batch["model_version"].iloc[0]
