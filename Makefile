@@ -86,7 +86,7 @@ $(TRITON_VENV)/.installed: Makefile
 	touch $@
 
 BENCH_ARGS ?=
-bench-triton: setup $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run (BENCH_ARGS=--force on a busy machine)
+bench-triton: models $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run; trains missing models first (BENCH_ARGS=--force on a busy machine)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	DLSERVE_TRITON_VENV=$(TRITON_VENV) $(BIN)/python -m bench.sidebyside $(BENCH_ARGS)
 
