@@ -57,8 +57,10 @@ class LocalServer:
         self, env: dict[str, str] | None = None, bento: str | None = None, cwd: Path = REPOSITORY
     ) -> None:
         # One worker unless asked: the service's default (one per CPU) would make every test
-        # server start and hold each model once per core.
-        env = {"DLSERVE_WORKERS": "1", **os.environ, **(env or {})}
+        # server start and hold each model once per core. No store polling unless asked: the
+        # in-process tests register and remove versions in the shared store, which a polling
+        # server would swap to and serve for up to a poll interval after they are gone.
+        env = {"DLSERVE_WORKERS": "1", "DLSERVE_MODEL_POLL_S": "0", **os.environ, **(env or {})}
         shared = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
         self.home = private_home(shared)
         env["BENTOML_HOME"] = str(self.home)
