@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate fuzz build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate soak wrk fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -62,17 +62,21 @@ test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-train
 quality: setup ## the full models' quality targets, from reports/ and the model store (after make models)
 	$(BIN)/python -m pytest -m quality
 
-bench: models ## every area's bench: the served routes beside the in-process ceiling, same run
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+bench: models wrk ## every area's bench: the served routes beside the in-process ceiling, same run
 	$(BIN)/python -m bench.fraud
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
 
-saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+saturate: models wrk ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
 	$(BIN)/python -m bench.saturation
+
+soak: models wrk ## every route at half its capacity for 10 minutes (wrk, 127.0.0.1): memory growth < 10%, no fd growth
+	$(BIN)/python -m bench.soak
+
+wrk: ## the load generator of the benches (Debian's wrk), installed as root when missing
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 fuzz: models ## the long API fuzz: >= 10,000 schemathesis requests to every route, 0 5xx allowed
 	$(BIN)/python -m bench.fuzz --requests 10000
@@ -86,8 +90,7 @@ $(TRITON_VENV)/.installed: Makefile
 	touch $@
 
 BENCH_ARGS ?=
-bench-triton: models $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run; trains missing models first (BENCH_ARGS=--force on a busy machine)
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+bench-triton: models wrk $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run; trains missing models first (BENCH_ARGS=--force on a busy machine)
 	DLSERVE_TRITON_VENV=$(TRITON_VENV) $(BIN)/python -m bench.sidebyside $(BENCH_ARGS)
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.noop_area import ROUTE
 from bench.sidebyside import busy, wait_until_up
-from bench.wrk import run_wrk
+from bench.wrk import start_wrk
 from service.cpus import available_cpus
 from tests.local_server import REPOSITORY, LocalServer, free_port
 
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, args.passes + 1):
             for connections in (1, 16):
                 for name, url in targets.items():
-                    result = run_wrk(url + ROUTE, BODY, connections, args.seconds, threads=2)
+                    result = start_wrk(
+                        url + ROUTE, BODY, connections, args.seconds, threads=2
+                    ).result()
                     cells.append(
                         {
                             "pass": run,

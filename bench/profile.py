@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from bench.noop_area import ROUTE as NOOP_ROUTE
-from bench.wrk import run_wrk
+from bench.wrk import start_wrk
 from tests.local_server import LocalServer
 
 FRAUD_ROW = {
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         command += [str(args.seconds), "--output", str(out), "--format", "flamegraph"]
         recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
         recorder.start()
-        result = run_wrk(server.url + route, body, 16, args.seconds, threads=2)
+        result = start_wrk(server.url + route, body, 16, args.seconds, threads=2).result()
         recorder.join(timeout=60)
     print(f"{args.route} {settings}: {result}; flame graph in {out}")
     return 0

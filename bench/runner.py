@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 
 from bench.ceiling import ceiling_rows_per_second
-from bench.wrk import run_wrk
+from bench.wrk import start_wrk
 from core.model_store import load_model
 from service.batching import Arrays
 from tests.http_checks import metric_value
@@ -72,14 +72,14 @@ def run_benchmark(
             name = scenario.model_tag.split(":")[0]
             for connections in CONCURRENCY:
                 calls_before = batch_calls(server, name)
-                result = run_wrk(
+                result = start_wrk(
                     server.url + scenario.route,
                     scenario.body,
                     connections,
                     args.seconds,
                     threads=2,
                     content_type=scenario.content_type,
-                )
+                ).result()
                 rows_per_second = result.requests_per_second * scenario.rows
                 rows_per_call = per_call(calls_before, batch_calls(server, name), scenario.rows)
                 joined, _ = ceiling_rows_per_second(model, tiled(scenario.inputs, rows_per_call))

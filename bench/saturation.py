@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import psutil
 
-from bench.wrk import run_wrk
+from bench.wrk import start_wrk
 from service.areas.fraud import json_rows
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         durations_before = duration_buckets(server)
         sampler = Sampler(server, body.encode())
         sampler.start()
-        flood = run_wrk(server.url + ROUTE, body.encode(), connections, args.seconds, threads=2)
+        flood = start_wrk(
+            server.url + ROUTE, body.encode(), connections, args.seconds, threads=2
+        ).result()
         sampler.stop.set()
         sampler.join()
         time.sleep(5)

@@ -1,4 +1,11 @@
-"""Drive one POST route with ``wrk`` (bounded in time, 127.0.0.1 only) and parse its report."""
+"""Drive one POST route with ``wrk`` (bounded in time, 127.0.0.1 only) and parse its report.
+
+``start_wrk`` starts wrk without waiting, so several routes can be driven at once;
+``WrkRun.result()`` waits and parses. wrk runs closed-loop: every connection sends its next
+request as soon as the previous answer arrives. With ``delay_ms`` each connection waits that
+long after an answer (wrk's Lua ``delay()``), which holds the offered rate near
+``connections / (delay + latency)``: the way ``bench.soak`` offers a fixed share of capacity.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,12 @@ wrk.body = f:read("*all")
 f:close()
 """
 
+_DELAY = """
+function delay()
+  return {delay_ms}
+end
+"""
+
 
 @dataclass(frozen=True)
 class WrkResult:
@@ -24,6 +37,7 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    requests: int
 
 
 def _milliseconds(value: str, unit: str) -> float:
@@ -31,7 +45,7 @@ def _milliseconds(value: str, unit: str) -> float:
 
 
 def parse(report: str) -> WrkResult:
-    """Requests/s, p50/p99 latency and error counts from ``wrk --latency`` output."""
+    """Requests/s, p50/p99 latency, request and error counts from ``wrk --latency`` output."""
     percentiles = {
         int(p): _milliseconds(v, u)
         for p, v, u in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\s*$", report, re.M)
@@ -46,38 +60,60 @@ def parse(report: str) -> WrkResult:
         p99_ms=percentiles[99],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        requests=int(re.search(r"^\s*(\d+) requests in ", report, re.M).group(1)),
     )
 
 
-def run_wrk(
+class WrkRun:
+    """A wrk process started by ``start_wrk``; its script lives until ``result()``."""
+
+    def __init__(self, command: list[str], scratch: tempfile.TemporaryDirectory, seconds: int):
+        self._scratch = scratch
+        self._timeout = seconds + 30
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def result(self) -> WrkResult:
+        """Wait for wrk to finish and parse its report; raise if it failed."""
+        try:
+            report, errors = self._process.communicate(timeout=self._timeout)
+        finally:
+            self._scratch.cleanup()
+        if self._process.returncode != 0:
+            raise RuntimeError(f"wrk exited {self._process.returncode}: {errors.strip()}")
+        return parse(report)
+
+
+def start_wrk(
     url: str,
     body: bytes,
     connections: int,
     seconds: int,
     threads: int = 1,
     content_type: str = "application/json",
-) -> WrkResult:
-    """POST ``body`` (of ``content_type``) to ``url`` for ``seconds`` on ``connections``."""
+    delay_ms: int | None = None,
+) -> WrkRun:
+    """Start POSTing ``body`` (of ``content_type``) to ``url`` for ``seconds`` on
+    ``connections``, each waiting ``delay_ms`` after every answer when given."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError("benchmarks only send traffic to 127.0.0.1")
-    with tempfile.TemporaryDirectory() as scratch:
-        body_path = Path(scratch) / "body.json"
-        body_path.write_bytes(body)
-        script = Path(scratch) / "post.lua"
-        script.write_text(_LUA.format(body=body_path, content_type=content_type))
-        command = [
-            "wrk",
-            f"-t{min(threads, connections)}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ]
-        report = subprocess.run(
-            command, capture_output=True, text=True, check=True, timeout=seconds + 30
-        ).stdout
-    return parse(report)
+    scratch = tempfile.TemporaryDirectory()
+    body_path = Path(scratch.name) / "body"
+    body_path.write_bytes(body)
+    script = Path(scratch.name) / "post.lua"
+    lua = _LUA.format(body=body_path, content_type=content_type)
+    script.write_text(lua + (_DELAY.format(delay_ms=delay_ms) if delay_ms is not None else ""))
+    command = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    return WrkRun(command, scratch, seconds)

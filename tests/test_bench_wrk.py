@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.wrk import parse, run_wrk
+from bench.wrk import parse, start_wrk
 
 REPORT = """Running 8s test @ http://127.0.0.1:3998/v1/fraud/score
   2 threads and 16 connections
@@ -24,6 +24,7 @@ def test_parse_reads_rate_percentiles_and_errors() -> None:
     assert result.requests_per_second == 996.2
     assert result.p50_ms == 12.67 and result.p99_ms == 216.49
     assert result.non_2xx == 5 and result.socket_errors == 3
+    assert result.requests == 7969
 
 
 def test_microseconds_and_seconds_become_milliseconds() -> None:
@@ -34,4 +35,4 @@ def test_microseconds_and_seconds_become_milliseconds() -> None:
 
 def test_only_loopback_targets_are_allowed() -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
-        run_wrk("http://10.0.0.1:3000/", b"{}", 1, 1)
+        start_wrk("http://10.0.0.1:3000/", b"{}", 1, 1).result()
