@@ -1,8 +1,9 @@
 """``python -m bench.profile``: a py-spy flame graph of one dlserve worker at saturation.
 
-Serves one worker on 127.0.0.1 (the no-op plug-in route, or fraud with one transaction per
-request), drives it with wrk at concurrency 16 and records the worker with py-spy for the same
-seconds; the SVG goes to ``bench/profiles/``. Extra ``DLSERVE_*`` settings go after ``--env``.
+Serves one worker on 127.0.0.1 (the no-op plug-in route, fraud with one transaction per
+request, or the image upload route with one PNG), drives it with wrk at concurrency 16 and
+records the worker with py-spy for the same seconds; the SVG goes to ``bench/profiles/``. Extra
+``DLSERVE_*`` settings go after ``--env``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 import psutil
 
 from bench.noop_area import ROUTE as NOOP_ROUTE
+from bench.workloads import Body, image_upload
 from bench.wrk import start_wrk
+from tests.images import encode, load_test_images
 from tests.local_server import LocalServer
 
 FRAUD_ROW = {
@@ -34,9 +37,17 @@ FRAUD_ROW = {
     "foreign_merchant": True,
     "account_age_days": 1400,
 }
-ROUTES = {
-    "noop": (NOOP_ROUTE, b'{"x": 1}', {"DLSERVE_AREA_MODULES": "bench.noop_area"}),
-    "fraud": ("/v1/fraud/score", json.dumps({"transactions": [FRAUD_ROW]}).encode(), {}),
+# route name -> its request and the server's settings
+ROUTES: dict[str, tuple[Body, dict[str, str]]] = {
+    "noop": (
+        Body(NOOP_ROUTE, b'{"x": 1}'),
+        {"DLSERVE_AREA_MODULES": "bench.noop_area", "DLSERVE_MODELS": "noop"},
+    ),
+    "fraud": (
+        Body("/v1/fraud/score", json.dumps({"transactions": [FRAUD_ROW]}).encode()),
+        {"DLSERVE_MODELS": "fraud"},
+    ),
+    "image": (image_upload(encode(load_test_images(1)[0][0])), {"DLSERVE_MODELS": "image"}),
 }
 
 
@@ -55,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings")
     parser.add_argument("--out", type=Path, help="SVG path (default bench/profiles/ROUTE.svg)")
     args = parser.parse_args(argv)
-    route, body, env = ROUTES[args.route]
+    body, env = ROUTES[args.route]
     settings = dict(item.split("=", 1) for item in args.env)
-    area = "noop" if args.route == "noop" else "fraud"
-    env = {**env, "DLSERVE_MODELS": area, "DLSERVE_WORKERS": "1", **settings}
+    env = {**env, "DLSERVE_WORKERS": "1", **settings}
     out = args.out or Path(__file__).parent / "profiles" / f"{args.route}.svg"
     out.parent.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -68,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         command += [str(args.seconds), "--output", str(out), "--format", "flamegraph"]
         recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
         recorder.start()
-        result = start_wrk(server.url + route, body, 16, args.seconds, threads=2).result()
+        result = start_wrk(
+            server.url + body.route, body.content, 16, args.seconds, 2, body.content_type
+        ).result()
         recorder.join(timeout=60)
     print(f"{args.route} {settings}: {result}; flame graph in {out}")
     return 0

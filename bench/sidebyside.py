@@ -34,6 +34,8 @@ from tests.local_server import REPOSITORY, LocalServer, free_port
 
 FRAUD, IMAGE = "fraud-scorer:latest", "image-classifier:latest"
 BENCH_HOME = REPOSITORY / "reports" / "bench" / "bentoml"
+# ``--workloads`` choice -> the prefix of the workload labels it selects
+WORKLOADS = {"fraud": "fraud,", "image": "image,"}
 
 
 @dataclass
@@ -53,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--force", action="store_true", help="run even on a busy machine")
     parser.add_argument("--no-triton", action="store_true", help="leave Triton out")
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="measure only these workloads (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench/sidebyside"))
     parser.add_argument(
         "--before",
@@ -253,6 +262,12 @@ def measure(args: argparse.Namespace, targets: list[Target], loads: list[Workloa
     return cells
 
 
+def selected(loads: list[Workload], names: list[str]) -> list[Workload]:
+    """The workloads of ``loads`` that ``names`` (``--workloads`` choices) select."""
+    prefixes = tuple(WORKLOADS[name] for name in names)
+    return [load for load in loads if load.label.startswith(prefixes)]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -265,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if not use_triton:
         print("bench: Triton left out (make bench-triton installs it)", flush=True)
     model_home(argv)
-    loads = workloads(FRAUD, IMAGE)
+    loads = selected(workloads(FRAUD, IMAGE), args.workloads)
     servers, targets = start_servers(cpus, use_triton, args.before)
     try:
         check(targets, loads)

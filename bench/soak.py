@@ -35,10 +35,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.workloads import Body, v2_body
+from bench.workloads import Body, image_upload, v2_body
 from bench.wrk import WrkResult, start_wrk
 from core.progress import progress_bar
-from service.areas import fraud, images
+from service.areas import fraud
 from service.cpus import available_cpus
 from tests.images import encode, load_test_images
 from tests.local_server import LocalServer
@@ -60,7 +60,6 @@ def streams() -> list[Stream]:
     """Every public route with a typical body, and one refused request (the error path)."""
     one = transactions(1)
     png = encode(load_test_images(1)[0][0])
-    upload = httpx.Request("POST", "http://x", files={"image": ("item.png", png)})
     invalid = [{**one[0], "amount": -1.0}]
     twenty = fraud.to_arrays([fraud.Transaction(**row) for row in transactions(20)])
 
@@ -70,10 +69,7 @@ def streams() -> list[Stream]:
     return [
         Stream("fraud, 1 transaction", posted("/v1/fraud/score", {"transactions": one})),
         Stream("fraud V2, 20 transactions", v2_body(fraud.MODEL, twenty)),
-        Stream(
-            "image upload, 1 PNG",
-            Body(images.ROUTE + "?k=3", upload.read(), upload.headers["content-type"]),
-        ),
+        Stream("image upload, 1 PNG", image_upload(png)),
         Stream("sentiment GRU, 1 text", posted("/v1/sentiment", {"texts": ["a fine film"]})),
         Stream(
             "sentiment transformer, 1 text",

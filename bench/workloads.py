@@ -58,6 +58,12 @@ def v2_body(model: str, inputs: Arrays) -> Body:
     return Body(f"/v2/models/{model}/infer", json.dumps({"inputs": tensors}).encode())
 
 
+def image_upload(png: bytes) -> Body:
+    """The upload route's multipart request for one image file, all ten classes (``?k=10``)."""
+    upload = httpx.Request("POST", "http://x", files={"image": ("item.png", png)})
+    return Body(images.ROUTE + "?k=10", upload.read(), upload.headers["content-type"])
+
+
 def workloads(fraud_tag: str, image_tag: str) -> list[Workload]:
     """Fraud with 1 and 100 transactions per request, and one PNG image per request."""
     rows = fraud.json_rows(simulate_transactions(200, seed=7))
@@ -76,10 +82,8 @@ def workloads(fraud_tag: str, image_tag: str) -> list[Workload]:
         )
     pixels, _ = load_test_images(1)
     png = encode(pixels[0])
-    upload = httpx.Request("POST", "http://x", files={"image": ("item.png", png)})
     inputs = images.to_arrays([png], [["image"]], max_pixels=pixels[0].size, stop=threading.Event())
-    named = Body(images.ROUTE + "?k=10", upload.read(), upload.headers["content-type"])
-    made.append(("image, 1 PNG", image_tag, 1, named, inputs))
+    made.append(("image, 1 PNG", image_tag, 1, image_upload(png), inputs))
     loaded: list[Workload] = []
     for label, tag, size, body, arrays in made:
         model = load_model(tag, "cpu", intra_op_threads=1)

@@ -10,8 +10,10 @@ form field without a file name is taken as a URL and fetched by the server.
 ``UploadGuard`` reads a multipart route's body through the same parser (python-multipart) first
 and answers 400 naming the field unless every file field holds exactly one file (a part with a
 file name: nothing is ever fetched), every other part is a declared plain field at most once,
-and nothing else is there. ``JsonBodyGuard`` answers 415 to a JSON route's body in a media type
-that BentoML would parse as a form or a pickle.
+and nothing else is there. For a form read ``in_memory`` it also keeps the files it parsed and
+hands them to the route in the request's state (``uploaded_files``): the body is parsed once
+and nothing is written to disk. ``JsonBodyGuard`` answers 415 to a JSON route's body in a media
+type that BentoML would parse as a form or a pickle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,19 +40,25 @@ NOT_JSON = (
     "application/x-www-form-urlencoded",
     "application/vnd.bentoml+pickle",
 )
+# The request state's key under which UploadGuard leaves an in-memory form's files.
+FILES_STATE = "dlserve_uploaded_files"
 
 
-class _PartHeaders:
-    """python-multipart callbacks that keep each part's Content-Disposition, never its data."""
+class _Parts:
+    """python-multipart callbacks that keep each part's Content-Disposition and, when
+    ``keep_data``, its data."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_data: bool) -> None:
         self.dispositions: list[bytes] = []  # one per part, b"" when it has none
+        self.data: list[list[bytes]] = []  # one per part, its chunks (none unless keep_data)
         self.ended = False  # the closing boundary was read
         self._name = self._value = b""
+        self._keep_data = keep_data
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
             "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
             "on_header_field": self.on_header_field,
             "on_header_value": self.on_header_value,
             "on_header_end": self.on_header_end,
@@ -58,6 +67,11 @@ class _PartHeaders:
 
     def on_part_begin(self) -> None:
         self.dispositions.append(b"")
+        self.data.append([])
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._keep_data:
+            self.data[-1].append(data[start:end])
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._name += data[start:end]
@@ -73,14 +87,21 @@ class _PartHeaders:
     def on_end(self) -> None:
         self.ended = True
 
+    def files(self, fields: tuple[str, ...]) -> dict[str, bytes]:
+        """The data of the part named by each of ``fields`` (one part each: checked before)."""
+        names = [parse_options_header(d)[1].get(b"name") for d in self.dispositions]
+        return {field: b"".join(self.data[names.index(field.encode())]) for field in fields}
+
 
 @dataclass(frozen=True)
 class UploadForm:
     """A multipart route's form: ``files``, the fields that each take exactly one uploaded file,
-    and ``values``, the plain (not file) fields that may each appear once."""
+    and ``values``, the plain (not file) fields that may each appear once. ``in_memory``: the
+    route takes the files from ``uploaded_files`` (the form has no ``values`` then)."""
 
     files: tuple[str, ...]
     values: tuple[str, ...] = ()
+    in_memory: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,11 +138,19 @@ class UploadGuard:
             await self.app(scope, receive, send)
             return
         content_type = Headers(scope=scope).get("content-type")
-        body, problem = await _read_checked(form, content_type, receive)
-        if problem is not None:
-            await problem.answer()(scope, receive, send)
+        body, parts = await _read_checked(form, content_type, receive)
+        if isinstance(parts, UploadProblem):
+            await parts.answer()(scope, receive, send)
             return
+        if form.in_memory:
+            scope.setdefault("state", {})[FILES_STATE] = parts.files(form.files)
         await self.app(scope, replay_body(body, receive), send)
+
+
+def uploaded_files(request: Request) -> dict[str, bytes]:
+    """The files of an ``in_memory`` form's request, by field, as ``UploadGuard`` checked them."""
+    files: dict[str, bytes] = request.scope["state"][FILES_STATE]
+    return files
 
 
 class JsonBodyGuard:
@@ -154,8 +183,9 @@ def _media_type(content_type: str | None) -> str:
 
 async def _read_checked(
     form: UploadForm, content_type: str | None, receive: Receive
-) -> tuple[bytes, UploadProblem | None]:
-    """The body, and the problem that makes it unacceptable (None when it is acceptable).
+) -> tuple[bytes, _Parts | UploadProblem]:
+    """The body and its parts (their data too for an ``in_memory`` form), or the problem that
+    makes it unacceptable.
 
     The boundary is read as Starlette reads it, so an accepted body parses there too.
     """
@@ -167,10 +197,10 @@ async def _read_checked(
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     if boundary is None:
         return b"", _file_problem(field, "multipart_required", "the content type has no boundary")
-    headers = _PartHeaders()
+    parts = _Parts(keep_data=form.in_memory)
     chunks: list[bytes] = []
     try:
-        parser = MultipartParser(boundary, headers.callbacks())
+        parser = MultipartParser(boundary, parts.callbacks())
         while True:
             message = await receive()
             chunk = message.get("body", b"")
@@ -181,11 +211,11 @@ async def _read_checked(
         parser.finalize()
     except FormParserError:
         return b"", _file_problem(field, "invalid_multipart", "the multipart body is malformed")
-    if not headers.ended:
+    if not parts.ended:
         return b"", _file_problem(
             field, "invalid_multipart", "the multipart body ends before its closing boundary"
         )
-    return b"".join(chunks), _parts_problem(form, headers.dispositions)
+    return b"".join(chunks), _parts_problem(form, parts.dispositions) or parts
 
 
 def _file_problem(field: str, kind: str, reason: str) -> UploadProblem:

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, registry
+from service import auth, open_inference, registry, uploads
 from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
@@ -142,11 +142,14 @@ class DLServeBase:
 
 
 def route_method(endpoint: Endpoint) -> Callable[..., Any]:
-    """A BentoML API method for ``endpoint``: the handler's typed parameters (its schema), a
-    ``ctx``, errors turned into answers and async iterators into server-sent events."""
+    """A BentoML API method for ``endpoint``: the handler's typed parameters (its schema; an
+    ``UploadedFile`` as a file), a ``ctx``, errors turned into answers and async iterators into
+    server-sent events."""
     handler = endpoint.handler
     signature = inspect.signature(handler)
     self_param, *fields = signature.parameters.values()
+    files = uploads.in_memory_fields(handler)
+    fields = [uploads.as_file(field) if field.name in files else field for field in fields]
     passes_ctx = "ctx" in signature.parameters
     if not passes_ctx:
         fields.append(
@@ -184,10 +187,11 @@ def build_service_class() -> type[DLServeBase]:
     namespace: dict[str, Any] = {"__module__": __name__, "__doc__": DLServeBase.__doc__}
     for endpoint in ENDPOINTS:
         method = route_method(endpoint)
-        lax = bentoml.api(route=endpoint.route)(method).input_spec
-        namespace[endpoint.api_name] = bentoml.api(
-            route=endpoint.route, input_spec=strict_input(lax)
-        )(method)
+        spec = strict_input(bentoml.api(route=endpoint.route)(method).input_spec)
+        files = uploads.in_memory_fields(endpoint.handler)
+        if files:
+            spec = uploads.in_memory_input(spec, files)
+        namespace[endpoint.api_name] = bentoml.api(route=endpoint.route, input_spec=spec)(method)
     for spec in registry.model_specs(SETTINGS.models):
         # BentoML resolves every declared model before serving and fails on a missing one;
         # a missing model is reported as unavailable by ServedModel instead.
@@ -270,17 +274,24 @@ async def load_model_now(request: Request) -> JSONResponse:
 
 
 def body_guards() -> tuple[dict[str, UploadForm], frozenset[str]]:
-    """The form of every multipart route (batch job submission included) and the JSON routes."""
+    """The form of every multipart route (batch job submission included; in memory for
+    ``UploadedFile`` parameters) and the JSON routes."""
     forms: dict[str, UploadForm] = {}
     json_routes = set()
     batch_spec = DLServe.apis["batch_job"].input_spec
-    routed = [(e.route, DLServe.apis[e.api_name].input_spec) for e in ENDPOINTS]
-    routed += [(batch_http.ROUTE, batch_spec), (f"{batch_http.ROUTE}/submit", batch_spec)]
-    for route, spec in routed:
+    routed = [
+        (e.route, DLServe.apis[e.api_name].input_spec, bool(uploads.in_memory_fields(e.handler)))
+        for e in ENDPOINTS
+    ]
+    routed += [
+        (batch_http.ROUTE, batch_spec, False),
+        (f"{batch_http.ROUTE}/submit", batch_spec, False),
+    ]
+    for route, spec, in_memory in routed:
         if spec.mime_type() == "multipart/form-data":
             files = tuple(spec.multipart_fields)
             values = tuple(name for name in spec.model_fields if name not in files)
-            forms[route] = UploadForm(files, values)
+            forms[route] = UploadForm(files, values, in_memory)
         else:
             json_routes.add(route)
     return forms, frozenset(json_routes)

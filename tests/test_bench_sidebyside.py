@@ -13,7 +13,7 @@ import pytest
 
 from bench import sidebyside, triton_server
 from bench.report import summarise
-from bench.workloads import check_answer, workloads
+from bench.workloads import Body, Workload, check_answer, workloads
 
 
 def test_answers_are_checked_against_onnx_runtime(stored_models: dict) -> None:
@@ -32,6 +32,14 @@ def test_answers_are_checked_against_onnx_runtime(stored_models: dict) -> None:
         check_answer("v2", image, {"outputs": outputs})
     body = json.loads(image.v2.content)["inputs"][0]
     assert body["datatype"] == "UINT8" and body["shape"] == [1, 28, 28]
+
+
+def test_workloads_are_selected_by_area() -> None:
+    labels = ["fraud, 1 transaction(s)", "fraud, 100 transaction(s)", "image, 1 PNG"]
+    loads = [Workload(label, "m", 1, Body("/a", b""), Body("/b", b""), {}, {}) for label in labels]
+    assert [load.label for load in sidebyside.selected(loads, ["image"])] == ["image, 1 PNG"]
+    assert [load.label for load in sidebyside.selected(loads, ["fraud"])] == labels[:2]
+    assert sidebyside.selected(loads, ["fraud", "image"]) == loads
 
 
 def test_ratios_are_to_the_faster_triton_over_the_mean_of_passes() -> None:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from core.model_store import load_model
 from service.areas.fraud import FraudScoreResponse, Transaction, to_arrays
 from tests import model_versions as mv
+from tests.images import encode, load_test_images
 from tests.payloads import transactions
 
 
@@ -75,6 +76,20 @@ def test_models_route_describes_every_route_of_a_model(client: TestClient) -> No
     )
     sentiment = {route["route"] for route in models["sentiment-rnn"]["routes"]}
     assert "/v1/sentiment" in sentiment
+
+
+def test_an_upload_is_classified_without_a_temporary_file(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_temporary_file() -> str:
+        raise AssertionError("the upload was written to a temporary file")
+
+    # BentoML writes a Path parameter's upload under this directory
+    monkeypatch.setattr("bentoml._internal.context.request_temp_dir", no_temporary_file)
+    png = encode(load_test_images(1)[0][0])
+    response = client.post("/v1/images/classify?k=2", files={"image": ("item.png", png)})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["top_k"]) == 2
 
 
 # POST /v1/models/{name}/load (here: one in-process service per test session, as BentoML's

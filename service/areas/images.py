@@ -25,7 +25,6 @@ import io
 import threading
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -49,6 +48,7 @@ from service.area import (
 from service.batching import Arrays
 from service.errors import RequestInputError
 from service.served_model import ModelReference, reference
+from service.uploads import UploadedFile
 
 SIZE = 28
 MAX_PIXELS = 16_000_000  # width x height of one upload, checked before its pixels are decoded
@@ -304,10 +304,10 @@ async def _classify(
 
 
 async def classify(
-    models: ServedModels, image: Path, ctx: bentoml.Context
+    models: ServedModels, image: UploadedFile, ctx: bentoml.Context
 ) -> ImageClassifyResponse:
     """Classify one image file (multipart field ``image``); ``?k=`` sets top-k (1-10)."""
-    ready, results = await _classify(models, lambda: [image.read_bytes()], "image", ctx)
+    ready, results = await _classify(models, lambda: [image], "image", ctx)
     return JSONResponse({"model": reference(ready), **results[0]})
 
 
