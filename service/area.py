@@ -198,8 +198,9 @@ class Endpoint:
 
 
 def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:
-    """A batch chunk's inference: one ONNX Runtime call (the default ``BatchAdapter.infer``)."""
-    return ready.model.run(inputs)
+    """A batch chunk's inference: one ONNX Runtime call (the default ``BatchAdapter.infer``),
+    keeping the CPU arena for the next chunk (``LoadedModel.run``)."""
+    return ready.model.run(inputs, release_arena=False)
 
 
 @dataclass(frozen=True)

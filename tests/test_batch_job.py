@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.model_store import LoadedModel, warm_up_inputs
+from service.area import run_graph
 from service.areas.fraud import COLUMN_RULES, Transaction
 from service.batch.__main__ import main
+from service.batch.adapter import find_adapter
+from service.batch.job import load_for_batch
 from service.batch.parts import MANIFEST, PAUSE_ENV
 from service.batch.readers import frame_to_table
 from tests.local_server import LocalServer
@@ -202,3 +206,27 @@ def test_dry_run_scores_one_chunk_and_writes_nothing(
     assert _run("--input", source, "--output", output, "--batch-size", "300", "--dry-run") == 0
     assert "first chunk of 300 rows, 300 scored" in capsys.readouterr().out
     assert not output.exists() and not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_a_batch_chunk_keeps_the_cpu_arena_and_scores_as_an_online_call(
+    stored_models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online calls hand ONNX Runtime's arena back after each call; a batch chunk must not (its
+    activations allocated afresh every 65,536-row chunk cost the job 0.74x of its rows/s)."""
+    ready = load_for_batch(find_adapter("fraud"))
+    inputs = warm_up_inputs(
+        ready.model.metadata["inputs"], ready.model.metadata.get("warm_up_axes")
+    )
+    online = ready.model.run(inputs)
+    released: list[bool] = []
+    run = LoadedModel.run
+
+    def spy(model: LoadedModel, inputs: dict, release_arena: bool = True) -> dict:
+        released.append(release_arena)
+        return run(model, inputs, release_arena)
+
+    monkeypatch.setattr(LoadedModel, "run", spy)
+    chunk = run_graph(ready, inputs)
+    assert released == [False]
+    for name, values in online.items():
+        np.testing.assert_array_equal(chunk[name], values)

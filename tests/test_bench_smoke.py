@@ -4,20 +4,43 @@ this size; what is checked is that they still run against the current code)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import batch, text_cache
 from bench.runner import per_call, tiled
 from bench.saturation import bucket_percentiles, quarter_peaks
+from service.batch.job import JobConfig, Summary
+from tests.local_server import REPOSITORY
 
 
 def test_the_batch_bench_runs_and_reports_a_ratio(stored_models: dict, tmp_path: Path) -> None:
     out = tmp_path / "batch.json"
-    assert batch.main(["--rows", "3000", "--batch-size", "1000", "--out", str(out)]) == 0
+    arguments = ["--rows", "3000", "--batch-size", "1000", "--out", str(out)]
+    # this checkout as its own "before": the command-line passes run and are compared
+    assert batch.main([*arguments, "--before", str(REPOSITORY), "--passes", "1"]) == 0
     figures = json.loads(out.read_text())["figures"]
     assert figures["batch_size"] == 1000 and figures["local_ratio_to_ceiling"] > 0
+    compared = figures["before_after"]
+    assert [run["checkout"] for run in compared["passes"]] == ["before", "after"]
+    assert {run["rows"] for run in compared["passes"]} == {3000} and compared["ratio"] > 0
+
+
+def test_the_batch_summary_line_is_parsed_and_a_missing_one_refused() -> None:
+    config = JobConfig("fraud", Path("in.parquet"), Path("out.parquet"), 1000)
+    line = Summary("fraud-scorer", "v1", 4_990, 10, 0.5, config).line
+    assert batch.parse_summary(f"warning: noise\n{line}\n") == (5_000, 10_000.0)
+    with pytest.raises(ValueError, match="no batch summary"):
+        batch.parse_summary("batch job refused: no such file\n")
+
+
+def test_a_before_checkout_must_import_its_own_code(tmp_path: Path) -> None:
+    # not a checkout: the job module comes from elsewhere (installed package) or not at all
+    with pytest.raises((RuntimeError, subprocess.CalledProcessError)):
+        batch.imported_from(tmp_path)
 
 
 def test_the_cache_bench_runs_and_agrees_with_recomputing(
