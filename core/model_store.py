@@ -77,19 +77,25 @@ class LoadedModel:
 
         ``release_arena``: hand the CPU arena's unused memory back after the call (online
         calls); ``False`` for a batch job's chunks, which reuse it call after call (a job on the
-        service's own session leaves it to the next online call to shrink).
+        service's own session calls ``release_arena()`` when it ends).
 
         An empty batch (a batch-job chunk whose rows were all rejected) never reaches ONNX
         Runtime, where some graphs (the GRU's) abort the process on batch 0: it gets the
         outputs of the warm-up row, cut to zero rows.
         """
         if next(iter(inputs.values())).shape[0] == 0:
-            warm_up = self.run(
-                warm_up_inputs(self.metadata["inputs"], self.metadata.get("warm_up_axes"))
-            )
+            warm_up = self.run(self._warm_up_inputs())
             return {name: values[:0] for name, values in warm_up.items()}
         outputs = self.session.run(None, inputs, RELEASE_ARENA if release_arena else None)
         return dict(zip(self.output_names, outputs, strict=True))
+
+    def release_arena(self) -> None:
+        """Hand the CPU arena's unused memory back now (ONNX Runtime shrinks it only at the end
+        of a call: this makes one call on the warm-up row)."""
+        self.run(self._warm_up_inputs())
+
+    def _warm_up_inputs(self) -> dict[str, np.ndarray]:
+        return warm_up_inputs(self.metadata["inputs"], self.metadata.get("warm_up_axes"))
 
     def describe(self) -> dict[str, Any]:
         """The public description served by ``GET /v1/models``."""

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -21,9 +23,11 @@ from service.area import run_graph
 from service.areas.fraud import COLUMN_RULES, Transaction
 from service.batch.__main__ import main
 from service.batch.adapter import find_adapter
+from service.batch.http import run_upload
 from service.batch.job import load_for_batch
 from service.batch.parts import MANIFEST, PAUSE_ENV
 from service.batch.readers import frame_to_table
+from service.config import Settings
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
@@ -230,3 +234,27 @@ def test_a_batch_chunk_keeps_the_cpu_arena_and_scores_as_an_online_call(
     assert released == [False]
     for name, values in online.items():
         np.testing.assert_array_equal(chunk[name], values)
+
+
+def test_an_http_job_gives_the_arena_back_when_it_ends(
+    stored_models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job over HTTP runs on the service's own session: its chunks keep the arena, and the
+    job's end hands it back (as an online call would), so the worker's memory does not stay
+    at the job's size until the next online request."""
+    monkeypatch.setenv("DLSERVE_BATCH_DIR", str(tmp_path))
+    upload = tmp_path / "rows.csv"
+    simulate_transactions(2500, seed=3).to_csv(upload, index=False)
+    model = load_for_batch(find_adapter("fraud"))
+    served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: model)
+    released: list[bool] = []
+    run = LoadedModel.run
+
+    def spy(loaded: LoadedModel, inputs: dict, release_arena: bool = True) -> dict:
+        released.append(release_arena)
+        return run(loaded, inputs, release_arena)
+
+    monkeypatch.setattr(LoadedModel, "run", spy)
+    status, body = run_upload(upload, "fraud", uuid.uuid4().hex, served)
+    assert status == 200 and body["scored"] == 2500
+    assert released[-1] is True and False in released[:-1]

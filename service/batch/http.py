@@ -153,6 +153,7 @@ def _run(upload: Path, model: str, job_id: str, served: ServedModels) -> tuple[i
         return 400, _problem("file", f"{message} ({type(exc).__name__})", "invalid_file")
     finally:
         source.unlink(missing_ok=True)
+        ready.model.release_arena()  # the chunks kept it; online calls would give it back later
     return 200, {
         "job_id": job_id,
         "model": {"name": summary.model, "version": summary.version},
