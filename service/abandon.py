@@ -4,14 +4,16 @@ A route's CPU-heavy work (decoding a request's images, ...) runs in a thread thr
 ``unless_client_leaves``: the work checks a stop flag between its steps (``stop_if_set``), and
 the route polls the connection while it waits. When the client disconnects, the flag is set,
 the work stops at its next step and the route ends with ``ClientGoneError`` (answered 499, as
-nginx records a client that closed its request).
+nginx records a client that closed its request). ``until_client_leaves`` does the same for any
+awaitable, cancelling it: a prediction waiting in the micro-batcher's queue leaves the queue
+before its inference call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -34,7 +36,16 @@ async def unless_client_leaves(request: Request, work: Callable[[threading.Event
     """``work(stop)``'s result, run in a thread; ``ClientGoneError`` as soon as the client of
     ``request`` disconnects (``stop`` is set then, and when the caller is cancelled)."""
     stop = threading.Event()
-    task = asyncio.ensure_future(asyncio.to_thread(work, stop))
+    try:
+        return await until_client_leaves(request, asyncio.to_thread(work, stop))
+    finally:
+        stop.set()
+
+
+async def until_client_leaves(request: Request, awaitable: Awaitable[T]) -> T:
+    """``awaitable``'s result; ``ClientGoneError`` as soon as the client of ``request``
+    disconnects, the awaitable cancelled then (and when the caller is cancelled)."""
+    task = asyncio.ensure_future(awaitable)
     task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
     try:
         while not task.done():
@@ -43,4 +54,4 @@ async def unless_client_leaves(request: Request, work: Callable[[threading.Event
                 raise ClientGoneError("the client left; work abandoned")
         return task.result()
     finally:
-        stop.set()
+        task.cancel()  # nothing when it is done

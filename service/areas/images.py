@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from core.model_store import ModelUnavailableError
-from service.abandon import stop_if_set, unless_client_leaves
+from service.abandon import stop_if_set, unless_client_leaves, until_client_leaves
 from service.area import (
     Area,
     BatchAdapter,
@@ -286,8 +286,9 @@ async def _classify(
     ctx: bentoml.Context,
 ) -> tuple[ReadyModel, list[dict[str, Any]]]:
     """Read the request's image files (``read``), decode them within the pixel budget and
-    classify them, top ``?k=`` classes each. Reading and decoding run off the event loop and
-    stop when the client leaves; an image's errors are at ``[field]`` or ``[field, index]``."""
+    classify them, top ``?k=`` classes each. Reading and decoding run off the event loop; they
+    and the wait for inference stop when the client leaves; an image's errors are at
+    ``[field]`` or ``[field, index]``."""
     k = parse_k(ctx.request.query_params.get("k"))
     max_pixels = models.settings.max_request_pixels
 
@@ -299,7 +300,7 @@ async def _classify(
         return to_arrays(files, locs, max_pixels, stop)
 
     arrays = await unless_client_leaves(ctx.request, work)
-    ready, outputs = await models.predict(MODEL, arrays)
+    ready, outputs = await until_client_leaves(ctx.request, models.predict(MODEL, arrays))
     return ready, to_results(outputs, ready.metadata["labels"], k)
 
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
-from service.abandon import unless_client_leaves
+from service.abandon import unless_client_leaves, until_client_leaves
 from service.area import (
     Area,
     BatchAdapter,
@@ -218,10 +218,10 @@ async def classify(
     ready = models.ready(name)
     # Without a ready model there is no encoder: ``predict`` answers why (404 or 503).
     # Tokenising 256 long texts takes about a second: off the event loop, and a client that
-    # leaves meanwhile is not sent to inference.
+    # leaves meanwhile, or while its texts wait for inference, leaves the queue.
     encode = ready.companion.encode if ready else lambda texts: ({}, [])
     arrays, truncated = await unless_client_leaves(ctx.request, lambda stop: encode(texts))
-    ready, outputs = await models.predict(name, arrays)
+    ready, outputs = await until_client_leaves(ctx.request, models.predict(name, arrays))
     results = to_results(outputs, truncated)
     return JSONResponse({"model": reference(ready), "results": results})
 
