@@ -212,6 +212,19 @@ def test_dry_run_scores_one_chunk_and_writes_nothing(
     assert not output.exists() and not (tmp_path / "out.parquet.parts").exists()
 
 
+def arena_releases(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """``release_arena`` of every ``LoadedModel.run`` call from now on, in order."""
+    released: list[bool] = []
+    run = LoadedModel.run
+
+    def spy(model: LoadedModel, inputs: dict, release_arena: bool = True) -> dict:
+        released.append(release_arena)
+        return run(model, inputs, release_arena)
+
+    monkeypatch.setattr(LoadedModel, "run", spy)
+    return released
+
+
 def test_a_batch_chunk_keeps_the_cpu_arena_and_scores_as_an_online_call(
     stored_models: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -222,14 +235,7 @@ def test_a_batch_chunk_keeps_the_cpu_arena_and_scores_as_an_online_call(
         ready.model.metadata["inputs"], ready.model.metadata.get("warm_up_axes")
     )
     online = ready.model.run(inputs)
-    released: list[bool] = []
-    run = LoadedModel.run
-
-    def spy(model: LoadedModel, inputs: dict, release_arena: bool = True) -> dict:
-        released.append(release_arena)
-        return run(model, inputs, release_arena)
-
-    monkeypatch.setattr(LoadedModel, "run", spy)
+    released = arena_releases(monkeypatch)
     chunk = run_graph(ready, inputs)
     assert released == [False]
     for name, values in online.items():
@@ -247,14 +253,7 @@ def test_an_http_job_gives_the_arena_back_when_it_ends(
     simulate_transactions(2500, seed=3).to_csv(upload, index=False)
     model = load_for_batch(find_adapter("fraud"))
     served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: model)
-    released: list[bool] = []
-    run = LoadedModel.run
-
-    def spy(loaded: LoadedModel, inputs: dict, release_arena: bool = True) -> dict:
-        released.append(release_arena)
-        return run(loaded, inputs, release_arena)
-
-    monkeypatch.setattr(LoadedModel, "run", spy)
+    released = arena_releases(monkeypatch)
     status, body = run_upload(upload, "fraud", uuid.uuid4().hex, served)
     assert status == 200 and body["scored"] == 2500
     assert released[-1] is True and False in released[:-1]
