@@ -348,12 +348,13 @@ DLServe.add_asgi_middleware(
 # Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
 # are set: routes added later are guarded without being listed here.
 DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
-# Refused at once beyond the bound, before the body is read; counts what is in flight.
+# Refused at once beyond the bound, before the body is read; counts what is in flight (a
+# refusal under the route's model; a plug-in route without a model is not counted).
 DLServe.add_asgi_middleware(
     AdmissionLimit,
     limit=SETTINGS.max_concurrent_requests,
     traffic=TRAFFIC,
-    routes={e.route: e.metric_model for e in ENDPOINTS},
+    routes={e.route: e.metric_model for e in ENDPOINTS if e.models},
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
