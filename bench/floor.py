@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, env in CONFIGURATIONS.items():
                 server, target = dlserve(label, workers, env, hot if label == DEFAULTS else noop)
                 servers.append(server)
+                server.wait("/readyz")  # one at a time: ports picked while others bind collide
                 targets.append(target)
             port = free_port()
             process = subprocess.Popen(
@@ -209,17 +210,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             name = f"plain Starlette under uvicorn, {workers} worker(s)"
             plain.append((process, Target(name, f"http://127.0.0.1:{port}", noop)))
+            wait_until_up(plain[-1][1].url + "/ping", process)
             targets.append(plain[-1][1])
         if args.before is not None:
             label = f"before ({args.before.name}), its defaults"
             env = {"PYTHONDONTWRITEBYTECODE": "1"}
             server, target = dlserve(label, cpus, env, hot, cwd=args.before.absolute())
             servers.append(server)
-            targets.append(target)
-        for server in servers:
             server.wait("/readyz")
-        for process, target in plain:
-            wait_until_up(target.url + "/ping", process)
+            targets.append(target)
         check(targets)
         cells = measure(targets, args.passes, args.seconds)
     finally:
