@@ -290,6 +290,7 @@ class ServedModel:
             join=self.spec.join,
             width=budget.width if budget is not None else None,
             max_batch_cost=settings.budget(budget.unit)[1] if budget is not None else None,
+            inline_rows=self.spec.inline_rows,
         )
 
     def _swap(self, new: Generation) -> None:
