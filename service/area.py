@@ -104,8 +104,8 @@ class ModelSpec:
     which the Open Inference Protocol's ``/v2`` routes then serve.
     ``budget``: a batched model's bound on the cost of a request and of an inference call
     (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``). ``inline_rows``: a request of at most
-    that many rows finding the micro-batcher idle runs on the event loop, without the hop to
-    the inference thread (``MicroBatcher``; for a model whose small calls cost less than it).
+    that many rows, alone in its worker, runs on the event loop without the hop to the
+    inference thread (``MicroBatcher``; for a model whose small calls cost less than it).
     """
 
     name: str

@@ -11,11 +11,13 @@ a token sequence's length), a call also stays within ``max_batch_cost`` = rows x
 joined request. A request whose caller stopped waiting (cancelled) is dropped before its call.
 
 With ``inline_rows``, a request of at most that many rows that finds the batcher idle (no call
-running, nothing queued, no ``max_wait_ms``) is run at once in the caller's thread, the event
-loop's: for a model whose small calls cost less than the hop to the inference thread and back
-(~90 µs of CPU per request; a fraud call of 1 to 100 rows takes 11-30 µs). Nothing can arrive
-while such a call runs (it holds the loop), so it still is the only call of its model; requests
-that arrive while a threaded call runs are queued and joined as before.
+running, nothing queued, no ``max_wait_ms``) and, per ``alone()``, no other request in the
+worker that could join it, is run at once in the caller's thread, the event loop's: for a model
+whose small calls cost less than the hop to the inference thread and back (~90 µs of CPU per
+request; a fraud call of 1 to 100 rows takes 11-30 µs). Nothing can arrive while such a call
+runs (it holds the loop), so it still is the only call of its model. Under concurrent load
+every call goes through the thread as before: there the hop is shared by the requests joined
+into one call, and the call runs beside the loop.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ class MicroBatcher:
     axis; it runs in one dedicated thread (or inline, see below). ``on_batch(rows, seconds,
     outputs)`` is called in the calling thread after each call (metrics). ``join`` stacks
     several requests' inputs into one batch (default: ``concatenate``; ``concatenate_padded``
-    for token sequences). ``width``, ``max_batch_cost`` and ``inline_rows``: see the module's
-    docstring (``None``: rows only; 0: every call in the inference thread).
+    for token sequences). ``width``, ``max_batch_cost``, ``inline_rows`` and ``alone``: see the
+    module's docstring (``None``: rows only; 0: every call in the inference thread; ``None``:
+    always alone).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class MicroBatcher:
         width: Callable[[Arrays], int] | None = None,
         max_batch_cost: int | None = None,
         inline_rows: int = 0,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self._infer = infer
         self._join = join
@@ -109,6 +113,7 @@ class MicroBatcher:
         self._max_queue_rows = max_queue_rows
         self._on_batch = on_batch
         self._inline_rows = 0 if max_wait_ms else inline_rows
+        self._alone = alone or (lambda: True)
         self._calling = False  # a batch is in the inference thread
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
@@ -123,7 +128,8 @@ class MicroBatcher:
             raise OverloadedError(
                 f"{self._queued_rows} rows already waiting (limit {self._max_queue_rows})"
             )
-        if rows <= self._inline_rows and not self._queue and not self._calling:
+        idle = not self._queue and not self._calling
+        if rows <= self._inline_rows and idle and self._alone():
             return self._infer_and_record(inputs, rows)
         loop = asyncio.get_running_loop()
         self._ensure_worker(loop)

@@ -135,7 +135,8 @@ class ServedModel:
     """Serves ``spec``'s model; never raises on a load, records why one failed.
 
     The constructor loads the wanted version at once (``refresh``); later versions come from
-    further ``refresh`` calls.
+    further ``refresh`` calls. ``alone()``: whether a request is the only one in the worker,
+    the condition for the spec's ``inline_rows`` (``None``: no inline calls).
     """
 
     def __init__(
@@ -143,6 +144,7 @@ class ServedModel:
         spec: ModelSpec,
         settings: Settings,
         in_training: Callable[[str], str | None] = training_state,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.pinned = settings.pinned_version(spec.name)
@@ -150,6 +152,7 @@ class ServedModel:
         self.last_load: LoadAttempt | None = None
         self._settings = settings
         self._in_training = in_training
+        self._alone = alone
         self._current: Generation | None = None
         self._loading: str | None = None
         self._failures = 0  # consecutive failed loads of ``last_load.version``
@@ -290,7 +293,8 @@ class ServedModel:
             join=self.spec.join,
             width=budget.width if budget is not None else None,
             max_batch_cost=settings.budget(budget.unit)[1] if budget is not None else None,
-            inline_rows=self.spec.inline_rows,
+            inline_rows=self.spec.inline_rows if self._alone is not None else 0,
+            alone=self._alone,
         )
 
     def _swap(self, new: Generation) -> None:

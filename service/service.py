@@ -81,7 +81,8 @@ class DLServeBase:
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
-            spec.name: ServedModel(spec, SETTINGS) for spec in registry.model_specs(SETTINGS.models)
+            spec.name: ServedModel(spec, SETTINGS, alone=TRAFFIC.alone)
+            for spec in registry.model_specs(SETTINGS.models)
         }
         for served in self.served.values():
             state = f"ready on {served.ready.model.provider}" if served.ready else served.state

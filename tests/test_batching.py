@@ -144,13 +144,18 @@ def test_a_small_request_finding_the_batcher_idle_runs_inline_and_others_still_j
     assert calls == batches == [2, 5, 3]  # the three small ones shared one threaded call
 
 
-def test_no_inline_call_when_the_batcher_may_wait_for_more_rows() -> None:
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_wait_ms": 1}, {"alone": lambda: False}],
+    ids=["it may wait for more rows", "other requests are in flight"],
+)
+def test_no_inline_call_when(settings: dict) -> None:
     threads: list[int] = []
 
     def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         threads.append(threading.get_ident())
         return {"y": inputs["x"]}
 
-    batcher = MicroBatcher(infer, max_batch_rows=8, max_wait_ms=1, inline_rows=8)
+    batcher = MicroBatcher(infer, max_batch_rows=8, inline_rows=8, **settings)
     asyncio.run(batcher.submit({"x": np.ones(1)}))
     assert threads and threads[0] != threading.get_ident()

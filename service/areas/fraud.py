@@ -177,7 +177,7 @@ SCORE_BUCKETS = (
 
 
 # Up to 100 rows a call takes 11-30 µs, less than the hop to the inference thread and back
-# (~90 µs): such a request finding the micro-batcher idle is scored on the event loop.
+# (~90 µs): such a request, alone in its worker, is scored on the event loop.
 INLINE_ROWS = 100
 
 AREA = Area(
