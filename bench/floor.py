@@ -28,8 +28,7 @@ import numpy as np
 
 from bench.noop_area import ROUTE
 from bench.sidebyside import busy, wait_until_up
-from bench.workloads import Body, v2_body
-from bench.wrk import start_wrk
+from bench.workloads import Body, drive, v2_body
 from core.model_store import stored_model_exists
 from service.areas import fraud
 from service.cpus import available_cpus
@@ -137,14 +136,7 @@ def measure(targets: list[Target], passes: int, seconds: int) -> list[dict]:
         for connections in (1, 16):
             for target in targets:
                 for label, body in target.routes.items():
-                    result = start_wrk(
-                        target.url + body.route,
-                        body.content,
-                        connections,
-                        seconds,
-                        threads=2,
-                        content_type=body.content_type,
-                    ).result()
+                    result = drive(target.url, body, connections, seconds)
                     cells.append(
                         {
                             "pass": run,

@@ -27,10 +27,6 @@ class Traffic:
     in_flight: int = 0
     draining: bool = False
 
-    def alone(self) -> bool:
-        """Whether the request asking is the only one in flight (inline inference calls)."""
-        return self.in_flight <= 1
-
 
 class AdmissionLimit:
     """ASGI middleware: at most ``limit`` requests at once (paths of ``PROBE_PATHS`` aside);

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, registry, uploads
+from service import auth, open_inference, registry, timeouts, uploads
 from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
@@ -58,10 +58,9 @@ from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.strict_input import strict_input
-from service.timeouts import install as install_request_timeout
 
 log = logging.getLogger("dlserve")
-install_request_timeout()  # BentoML's, without its leak: see service/timeouts.py
+timeouts.install()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
@@ -81,7 +80,7 @@ class DLServeBase:
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
-            spec.name: ServedModel(spec, SETTINGS, alone=TRAFFIC.alone)
+            spec.name: ServedModel(spec, SETTINGS, alone=timeouts.alone)
             for spec in registry.model_specs(SETTINGS.models)
         }
         for served in self.served.values():
