@@ -26,8 +26,7 @@ import httpx
 
 from bench import triton_server
 from bench.report import write_report
-from bench.workloads import Body, Workload, check_answer, workloads
-from bench.wrk import start_wrk
+from bench.workloads import Body, Workload, check_answer, drive, workloads
 from core.model_store import read_stored_model, stored_model_exists
 from service.cpus import available_cpus
 from tests.local_server import REPOSITORY, LocalServer, free_port
@@ -230,14 +229,7 @@ def measure(args: argparse.Namespace, targets: list[Target], loads: list[Workloa
                     if workload.label in target.skipped:
                         continue
                     body = body_of(target, workload)
-                    result = start_wrk(
-                        target.url + body.route,
-                        body.content,
-                        connections,
-                        args.seconds,
-                        threads=2,
-                        content_type=body.content_type,
-                    ).result()
+                    result = drive(target.url, body, connections, args.seconds)
                     cells.append(
                         {
                             "pass": run,

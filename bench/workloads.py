@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.wrk import WrkResult, start_wrk
 from core.model_store import load_model
 from service.areas import fraud, images
 from service.batching import Arrays
@@ -29,6 +30,13 @@ class Body:
     route: str
     content: bytes
     content_type: str = "application/json"
+
+
+def drive(url: str, body: Body, connections: int, seconds: int) -> WrkResult:
+    """wrk (2 threads) posting ``body`` to its route of the server at ``url``."""
+    return start_wrk(
+        url + body.route, body.content, connections, seconds, 2, body.content_type
+    ).result()
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,9 @@ class ModelSpec:
     ``tensors``: set for a tensor model (a batched one whose graph inputs a client can send),
     which the Open Inference Protocol's ``/v2`` routes then serve.
     ``budget``: a batched model's bound on the cost of a request and of an inference call
-    (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``).
+    (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``). ``inline_rows``: a request of at most
+    that many rows, alone in its worker, runs on the event loop without the hop to the
+    inference thread (``MicroBatcher``; for a model whose small calls cost less than it).
     """
 
     name: str
@@ -115,6 +117,7 @@ class ModelSpec:
     program: Callable[[ReadyModel], StepProgram] | None = None
     tensors: TensorInputs | None = None
     budget: Budget | None = None
+    inline_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.tensors is not None and self.program is not None:

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, registry, uploads
+from service import auth, open_inference, registry, timeouts, uploads
 from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
@@ -58,10 +58,9 @@ from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.strict_input import strict_input
-from service.timeouts import install as install_request_timeout
 
 log = logging.getLogger("dlserve")
-install_request_timeout()  # BentoML's, without its leak: see service/timeouts.py
+timeouts.install()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
@@ -81,7 +80,8 @@ class DLServeBase:
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
-            spec.name: ServedModel(spec, SETTINGS) for spec in registry.model_specs(SETTINGS.models)
+            spec.name: ServedModel(spec, SETTINGS, alone=timeouts.alone)
+            for spec in registry.model_specs(SETTINGS.models)
         }
         for served in self.served.values():
             state = f"ready on {served.ready.model.provider}" if served.ready else served.state
@@ -348,12 +348,13 @@ DLServe.add_asgi_middleware(
 # Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
 # are set: routes added later are guarded without being listed here.
 DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
-# Refused at once beyond the bound, before the body is read; counts what is in flight.
+# Refused at once beyond the bound, before the body is read; counts what is in flight (a
+# refusal under the route's model; a plug-in route without a model is not counted).
 DLServe.add_asgi_middleware(
     AdmissionLimit,
     limit=SETTINGS.max_concurrent_requests,
     traffic=TRAFFIC,
-    routes={e.route: e.metric_model for e in ENDPOINTS},
+    routes={e.route: e.metric_model for e in ENDPOINTS if e.models},
 )
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a

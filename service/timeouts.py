@@ -8,6 +8,11 @@ walks. Those passes stall the worker for ~100 ms: the p99 of a no-op route was 1
 concurrency 16 (2.7 ms with the timer cancelled; docs/BENCHMARKS.md). BentoML offers no
 setting or hook to replace the middleware, so ``install()`` replaces its ``__call__`` with
 the same behaviour (504 after the timeout) that cancels the timer once the answer starts.
+
+It is also where a request is first seen in dlserve's code (the middleware runs each request's
+app in a task of its own, so the requests uvicorn has read are all counted before any of them
+runs further): ``alone()`` tells a request that no other one is in this worker (inline
+inference calls, ``MicroBatcher``).
 """
 
 from __future__ import annotations
@@ -19,12 +24,33 @@ from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 
+_started = 0  # HTTP requests inside the middleware
+
+
+def alone() -> bool:
+    """Whether the asking request is the only HTTP request this worker has started and not
+    answered."""
+    return _started <= 1
+
 
 async def _call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
-    """BentoML's ``TimeoutMiddleware.__call__``, with its timer cancelled when done."""
+    """BentoML's ``TimeoutMiddleware.__call__``, with its timer cancelled when done; counts
+    the HTTP requests inside it."""
+    global _started
     if scope["type"] not in ("http", "websocket"):
         await self.app(scope, receive, send)
         return
+    if scope["type"] == "http":
+        _started += 1
+        try:
+            await _timed(self, scope, receive, send)
+        finally:
+            _started -= 1
+    else:
+        await _timed(self, scope, receive, send)
+
+
+async def _timed(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     timer = loop.call_later(self.timeout, self._set_timer_out, waiter)

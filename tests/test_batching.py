@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -108,3 +109,53 @@ def test_a_request_whose_caller_left_is_dropped_before_its_call() -> None:
 
     asyncio.run(main())
     assert 50 not in calls and sum(calls) == 3
+
+
+def test_a_small_request_finding_the_batcher_idle_runs_inline_and_others_still_join() -> None:
+    threads: list[int] = []
+    calls: list[int] = []
+    batches: list[int] = []
+    release = threading.Event()
+
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        if len(inputs["x"]) == 5:
+            release.wait(10)  # the large call holds the thread until the small ones are queued
+        return _doubler(calls)(inputs)
+
+    batcher = MicroBatcher(
+        infer, max_batch_rows=64, inline_rows=2, on_batch=lambda rows, s, o: batches.append(rows)
+    )
+
+    async def main() -> list[dict[str, np.ndarray]]:
+        alone = await batcher.submit({"x": np.arange(2.0)})  # idle: inline
+        large = asyncio.ensure_future(batcher.submit({"x": np.ones(5)}))  # over 2 rows: thread
+        while not threads[1:]:  # its call is in the thread
+            await asyncio.sleep(0.001)
+        small = [asyncio.ensure_future(batcher.submit({"x": np.full(1, i)})) for i in range(3)]
+        await asyncio.sleep(0)  # queued behind the running call
+        release.set()
+        return [alone, await large, *await asyncio.gather(*small)]
+
+    loop_thread = threading.get_ident()
+    results = asyncio.run(main())
+    assert [r["y"].tolist() for r in results] == [[0, 2], [2] * 5, [0], [2], [4]]
+    assert threads[0] == loop_thread and loop_thread not in threads[1:]
+    assert calls == batches == [2, 5, 3]  # the three small ones shared one threaded call
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"max_wait_ms": 1}, {"alone": lambda: False}],
+    ids=["it may wait for more rows", "other requests are in flight"],
+)
+def test_no_inline_call_when(settings: dict) -> None:
+    threads: list[int] = []
+
+    def infer(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        threads.append(threading.get_ident())
+        return {"y": inputs["x"]}
+
+    batcher = MicroBatcher(infer, max_batch_rows=8, inline_rows=8, **settings)
+    asyncio.run(batcher.submit({"x": np.ones(1)}))
+    assert threads and threads[0] != threading.get_ident()

@@ -9,7 +9,7 @@ import asyncio
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.timeouts import install
+from service.timeouts import alone, install
 
 
 def answering_after(seconds: float) -> ASGIApp:
@@ -50,3 +50,21 @@ def test_a_late_request_gets_504() -> None:
     sent = asyncio.run(call(TimeoutMiddleware(answering_after(5), timeout=0.05)))
     assert sent[0]["status"] == 504
     assert b"0.05 seconds" in sent[1]["body"]
+
+
+def test_a_request_is_alone_only_while_no_other_one_has_started() -> None:
+    install()
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(alone())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        middleware = TimeoutMiddleware(app, timeout=60)
+        await call(middleware)  # by itself
+        await asyncio.gather(call(middleware), call(middleware))  # both started before either ran
+
+    asyncio.run(scenario())
+    assert seen == [True, False, False] and alone()

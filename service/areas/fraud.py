@@ -176,6 +176,10 @@ SCORE_BUCKETS = (
 )
 
 
+# Up to 100 rows a call takes 11-30 µs, less than the hop to the inference thread and back
+# (~90 µs): such a request, alone in its worker, is scored on the event loop.
+INLINE_ROWS = 100
+
 AREA = Area(
     name="fraud",
     description="fraud scoring of card transactions (feed-forward net + autoencoder)",
@@ -186,6 +190,7 @@ AREA = Area(
             score_output="fraud_probability",
             tensors=TensorInputs(max_rows=MAX_ROWS, check=check_tensors),
             score_buckets=SCORE_BUCKETS,
+            inline_rows=INLINE_ROWS,
         ),
     ),
     endpoints=(Endpoint("/v1/fraud/score", score, models=(MODEL,)),),
