@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
+from bench.soak import sample
 from bench.wrk import start_wrk
 from service.areas.fraud import json_rows
 from tests.local_server import LocalServer
@@ -87,9 +87,7 @@ def bucket_percentiles(
 
 def worker_rss_mb(server: LocalServer) -> float:
     """Resident memory of the server's processes (arbiter and workers), in MB."""
-    root = psutil.Process(server.process.pid)
-    processes = [root, *root.children(recursive=True)]
-    return sum(p.memory_info().rss for p in processes if p.is_running()) / 1e6
+    return sample(server, started=time.monotonic()).rss_mb
 
 
 class Sampler(threading.Thread):

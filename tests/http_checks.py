@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 
@@ -25,3 +26,16 @@ def metric_value(server: LocalServer, name: str, **labels: str) -> float:
         if match and ",".join(sorted((match.group(1) or "").split(","))) == wanted:
             return float(match.group(2))
     return 0.0
+
+
+def batch_job_answer(server: LocalServer, task_id: str) -> httpx.Response:
+    """The final ``/get`` answer of batch job ``task_id`` (``/status`` polled until it is no
+    longer in progress, at most two minutes)."""
+    route = server.url + "/v1/batch/jobs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(route + "/status", params={"task_id": task_id}, timeout=30).json()
+        if status["status"] != "in_progress":
+            break
+        time.sleep(0.2)
+    return httpx.get(route + "/get", params={"task_id": task_id}, timeout=30)

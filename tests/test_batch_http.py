@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from service.batch.http import FILES, jobs_dir
+from tests.http_checks import batch_job_answer
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
@@ -27,22 +28,12 @@ def _submit(server: LocalServer, content: bytes, name: str, model: str = "fraud"
     )
 
 
-def _result(server: LocalServer, task_id: str) -> httpx.Response:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status = httpx.get(server.url + ROUTE + "/status", params={"task_id": task_id}).json()
-        if status["status"] != "in_progress":
-            break
-        time.sleep(0.2)
-    return httpx.get(server.url + ROUTE + "/get", params={"task_id": task_id}, timeout=30)
-
-
 def test_a_submitted_file_is_scored_and_downloadable(server: LocalServer) -> None:
     frame = simulate_transactions(600, seed=8)
     frame.loc[5, "amount"] = -1.0
     submitted = _submit(server, frame.to_csv(index=False).encode(), "rows.csv")
     assert submitted.status_code == 200, submitted.text
-    answer = _result(server, submitted.json()["task_id"])
+    answer = batch_job_answer(server, submitted.json()["task_id"])
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
     assert body["rows"] == 600 and body["rejected"] >= 1
@@ -61,7 +52,7 @@ def test_a_bad_file_or_model_gets_a_400_naming_it(
 ) -> None:
     submitted = _submit(server, content, "bad.csv", model)
     assert submitted.status_code == 200
-    answer = _result(server, submitted.json()["task_id"])
+    answer = batch_job_answer(server, submitted.json()["task_id"])
     assert answer.status_code == 400, answer.text
     body = answer.json()
     assert body["detail"][0]["loc"][0] == "body" and "/tmp" not in answer.text
@@ -87,7 +78,7 @@ def test_an_expired_job_is_404_and_deleted_at_the_next_submit(server: LocalServe
     assert httpx.get(f"{server.url}{ROUTE}/{old.name}/scores").status_code == 404
     frame = simulate_transactions(50, seed=9)
     submitted = _submit(server, frame.to_csv(index=False).encode(), "rows.csv")
-    answer = _result(server, submitted.json()["task_id"])
+    answer = batch_job_answer(server, submitted.json()["task_id"])
     assert answer.status_code == 200, answer.text
     assert not old.exists()
     assert httpx.get(server.url + answer.json()["files"]["scores"]).status_code == 200

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +16,7 @@ import pytest
 from service.batch import http as batch_http
 from service.batch.http import TASK_NAME
 from service.config import Settings
+from tests.http_checks import batch_job_answer
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
@@ -45,13 +45,7 @@ def _job(server: LocalServer, rows: int, model: str = "fraud") -> tuple[str, htt
     )
     assert submitted.status_code == 200, submitted.text
     task_id = submitted.json()["task_id"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status = httpx.get(server.url + ROUTE + "/status", params={"task_id": task_id}).json()
-        if status["status"] != "in_progress":
-            break
-        time.sleep(0.2)
-    return task_id, httpx.get(server.url + ROUTE + "/get", params={"task_id": task_id})
+    return task_id, batch_job_answer(server, task_id)
 
 
 def _sessions_opened(server: LocalServer) -> int:
