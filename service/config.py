@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     api_keys: SecretList = Field(
         (),
         description="comma list of API keys (at least 16 characters each) accepted as "
-        "`Authorization: Bearer KEY`; several for rotation; with none here nor in "
-        "`DLSERVE_API_KEYS_FILE`, no access control",
+        "`Authorization: Bearer KEY`; several for rotation; set but holding no key (blank, "
+        "commas only): refused at start; unset here and in `DLSERVE_API_KEYS_FILE`: no access "
+        "control",
     )
     api_keys_file: Path | None = Field(
         None,
@@ -213,6 +214,8 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         keys = registry.split_names(value)
+        if not keys:  # set but blank (an empty secret templated in): not "no access control"
+            raise ValueError("holds no key; unset it to run without access control")
         if any(len(key) < MIN_API_KEY_CHARS for key in keys):
             raise ValueError(f"every key must have at least {MIN_API_KEY_CHARS} characters")
         return keys
