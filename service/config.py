@@ -103,8 +103,17 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64,
         ge=1,
-        description="requests one worker handles at once (probes and `/metrics` aside); the "
-        "next get 503 with `Retry-After: 1` at once, without queueing",
+        description="requests one worker handles at once, counted once their body has "
+        "arrived (probes, `/v2/health/*`, `/metrics` and the API documents aside); the next get "
+        "503 with `Retry-After: 1` at once, without queueing",
+    )
+    request_read_timeout_s: int = Field(
+        30,
+        ge=1,
+        description="a new connection's first request head, and every request's body (from "
+        "its head), must arrive within this many seconds: else the connection is closed, or "
+        "the request answered 408; a request is counted by `DLSERVE_MAX_CONCURRENT_REQUESTS` "
+        "only once its body has arrived",
     )
     shutdown_delay_s: int = Field(
         2,

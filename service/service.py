@@ -31,9 +31,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, registry, timeouts, uploads
+from service import auth, open_inference, read_deadline, registry, timeouts, uploads
 from service.abandon import ClientGoneError
-from service.admission import AdmissionLimit, Traffic
+from service.admission import AdmissionGate, AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
 from service.batching import Arrays, OverloadedError
@@ -348,18 +348,24 @@ DLServe.add_asgi_middleware(
 # Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
 # are set: routes added later are guarded without being listed here.
 DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
-# Refused at once beyond the bound, before the body is read; counts what is in flight (a
-# refusal under the route's model; a plug-in route without a model is not counted).
+# Admission: refused at once while the worker is full, before the body is read (a refusal
+# under the route's model; a plug-in route without a model is not counted); counted only once
+# the body has arrived, within the read deadline, so slow bodies hold no place.
+ADMISSION = {
+    "limit": SETTINGS.max_concurrent_requests,
+    "traffic": TRAFFIC,
+    "routes": {e.route: e.metric_model for e in ENDPOINTS if e.models},
+}
+DLServe.add_asgi_middleware(AdmissionGate, **ADMISSION)
 DLServe.add_asgi_middleware(
-    AdmissionLimit,
-    limit=SETTINGS.max_concurrent_requests,
-    traffic=TRAFFIC,
-    routes={e.route: e.metric_model for e in ENDPOINTS if e.models},
+    read_deadline.BodyReadDeadline, timeout_s=SETTINGS.request_read_timeout_s
 )
+read_deadline.install_head_deadline(SETTINGS.request_read_timeout_s)
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
 # traceback and record a 500).
 DLServe.add_asgi_middleware(BodyBeforeApp)
+DLServe.add_asgi_middleware(AdmissionLimit, **ADMISSION)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
 # malformed bodies before the route runs, so a body's media type and an upload's structure are
 # checked first.

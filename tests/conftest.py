@@ -47,6 +47,14 @@ def stored_models() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="session")
+def toy_models(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``toy-sum`` and ``toy-counter`` in the private store (``tests.toy_models``)."""
+    from tests.toy_models import register_toy_models
+
+    register_toy_models(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
 def fraud_model(stored_models: dict[str, dict]) -> dict:
     """Stored metadata of the smoke-trained fraud scorer."""
     return stored_models["fraud-scorer"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import OPEN_PATHS
+from service.paths import OPEN_PATHS
 from tests.local_server import LocalServer
 from tests.payloads import transactions
 

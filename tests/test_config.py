@@ -29,6 +29,7 @@ CASES = {
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
+    "request_read_timeout_s": ("5", 5, "0", "greater than or equal to 1"),
     "shutdown_delay_s": ("0", 0, "-1", "greater than or equal to 0"),
     "shutdown_grace_s": ("5", 5, "0", "greater than or equal to 1"),
     "api_keys": (
