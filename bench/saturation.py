@@ -1,10 +1,15 @@
-"""``python -m bench.saturation``: the fraud route offered three times what a worker takes.
+"""``python -m bench.saturation``: a route offered three times what a worker takes.
 
-Serves the model store's fraud scorer on 127.0.0.1 (one worker), whose admission bound
-(``DLSERVE_MAX_CONCURRENT_REQUESTS``, ``--limit``) is the most requests it handles at once, and
-drives one-row requests with wrk on ``--factor`` times that many connections for ``--seconds``.
-Prints and writes: the share of requests shed (503, from the server's request counters);
-wrk's latency over all answers; the p50/p99 of accepted (200) and of refused (503) requests
+Serves the model store's fraud scorer (``--route fraud``: one-row requests) or text generator
+(``--route completions``: 16-token completions, not streamed) on 127.0.0.1 (one worker), whose
+admission bound (``DLSERVE_MAX_CONCURRENT_REQUESTS``, ``--limit``; for completions the
+scheduler's ``DLSERVE_MAX_ACTIVE_SEQUENCES`` + ``DLSERVE_MAX_WAITING_SEQUENCES``) is the most
+requests it handles at once, and drives them with wrk on ``--factor`` times that many
+connections for ``--seconds``; with ``--baseline-connections N`` first on N connections for as
+long (the unloaded rate, same server, same run) and reports goodput = accepted/s under the
+flood / accepted/s at the baseline. Prints and writes: the answers by status and the share of
+requests shed (503 or 429, from the server's request counters);
+wrk's latency over all answers; the p50/p99 of accepted (200) and of refused (503, 429) requests
 inside the server (BentoML's duration histogram: upper bucket edges); the same as seen by a
 probe client that sends one request at a time beside the flood; and the server's memory (RSS
 of all its processes) before, at its peak in each quarter of the flood, and 5 s after.
@@ -28,7 +33,10 @@ from service.areas.fraud import json_rows
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
-ROUTE = "/v1/fraud/score"
+ROUTES = {"fraud": "/v1/fraud/score", "completions": "/v1/completions"}
+COMPLETION = {"prompt": "ROMEO:\n", "max_tokens": 16, "seed": 1}
+ROUTE = ROUTES["fraud"]  # the route measured; main() sets it from --route
+SHED = ("503", "429")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=60, help="length of the flood")
     parser.add_argument("--limit", type=int, default=64, help="DLSERVE_MAX_CONCURRENT_REQUESTS")
     parser.add_argument("--factor", type=int, default=3, help="connections = factor x limit")
+    parser.add_argument("--route", choices=sorted(ROUTES), default="fraud", help="route driven")
+    parser.add_argument(
+        "--baseline-connections",
+        type=int,
+        default=0,
+        help="first drive the route on this many connections (0: no baseline)",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("reports/bench/saturation.json"), help="figures (JSON)"
     )
@@ -114,7 +129,7 @@ class Sampler(threading.Thread):
                     status = client.post(ROUTE, content=self.body).status_code
                 except httpx.HTTPError:
                     status = 0
-                kind = {200: "accepted", 503: "refused"}.get(status, "other")
+                kind = {200: "accepted", 503: "refused", 429: "refused"}.get(status, "other")
                 self.latencies[kind].append((time.perf_counter() - started) * 1000)
 
 
@@ -134,20 +149,38 @@ def quarter_peaks(samples: list[tuple[float, float]], seconds: int) -> list[floa
     return [round(max(q), 1) if q else 0.0 for q in quarters]
 
 
+def accepted_per_second(
+    server: LocalServer, url: str, body: bytes, connections: int, seconds: int
+) -> float:
+    """The route's 200 answers per second on ``connections`` wrk connections for ``seconds``."""
+    before = answers_by_status(server).get("200", 0.0)
+    start_wrk(url, body, connections, seconds, threads=2).result()
+    return (answers_by_status(server).get("200", 0.0) - before) / seconds
+
+
 def main(argv: list[str] | None = None) -> int:
+    global ROUTE
     args = parse_args(argv)
-    body = json.dumps({"transactions": json_rows(simulate_transactions(50, seed=7).head(1))})
-    env = {
-        "DLSERVE_MODELS": "fraud",
-        "DLSERVE_PROVIDER": "cpu",
-        "DLSERVE_MAX_CONCURRENT_REQUESTS": str(args.limit),
-    }
+    ROUTE = ROUTES[args.route]
+    if args.route == "fraud":
+        rows = json_rows(simulate_transactions(50, seed=7).head(1))
+        body = json.dumps({"transactions": rows})
+        env = {"DLSERVE_MODELS": "fraud", "DLSERVE_MAX_CONCURRENT_REQUESTS": str(args.limit)}
+    else:
+        body = json.dumps(COMPLETION)
+        env = {"DLSERVE_MODELS": "text", "DLSERVE_MAX_CONCURRENT_REQUESTS": str(args.limit)}
+    env["DLSERVE_PROVIDER"] = "cpu"
     connections = args.limit * args.factor
     with LocalServer(env) as server:
         server.wait("/readyz")
         for _ in range(20):
             httpx.post(
                 server.url + ROUTE, content=body, headers={"content-type": "application/json"}
+            )
+        baseline = None
+        if args.baseline_connections:
+            baseline = accepted_per_second(
+                server, server.url + ROUTE, body.encode(), args.baseline_connections, args.seconds
             )
         before_mb = worker_rss_mb(server)
         counts_before = answers_by_status(server)
@@ -171,11 +204,22 @@ def main(argv: list[str] | None = None) -> int:
         "connections": connections,
         "seconds": args.seconds,
         "answers_by_status": answered,
-        "shed_share": round(answered.get("503", 0) / total, 4) if total else None,
+        "shed_share": round(sum(answered.get(c, 0) for c in SHED) / total, 4) if total else None,
         "accepted_per_second": round(answered.get("200", 0) / args.seconds, 1),
+        "baseline": None
+        if baseline is None
+        else {
+            "connections": args.baseline_connections,
+            "accepted_per_second": round(baseline, 1),
+            "goodput": round(answered.get("200", 0) / args.seconds / baseline, 3)
+            if baseline
+            else None,
+        },
         "wrk": flood.__dict__,
         "server_accepted": bucket_percentiles(durations_before, durations_after, "200"),
-        "server_refused": bucket_percentiles(durations_before, durations_after, "503"),
+        "server_refused": {
+            code: bucket_percentiles(durations_before, durations_after, code) for code in SHED
+        },
         "probe_accepted": percentiles(sampler.latencies["accepted"]),
         "probe_refused": percentiles(sampler.latencies["refused"]),
         "probe_other": len(sampler.latencies["other"]),

@@ -7,7 +7,10 @@ answers 503 with ``Retry-After`` while the worker is full, before the body is re
 upload is never received); ``AdmissionLimit``, once the body is in, refuses the same way if the
 worker filled meanwhile, else counts the request until it is answered. Nothing queues, so the
 requests that are accepted keep a latency bounded by the limit, whatever the offered load.
-Probes, ``/metrics`` and the API documents (``service.paths``) are never counted nor refused.
+Probes, ``/metrics`` and the API documents (``service.paths``) are never counted nor refused,
+nor are the ``self_bounded`` routes: those of stepwise models, bounded by their step scheduler
+(``DLSERVE_MAX_ACTIVE_SEQUENCES`` + ``DLSERVE_MAX_WAITING_SEQUENCES``, 429 beyond, as OpenAI's
+clients expect), which the generic 503 would otherwise pre-empt.
 While the worker drains after SIGTERM (``Traffic.draining``, see ``service.shutdown``), every
 answer carries ``Connection: close`` so clients open their next connection elsewhere.
 """
@@ -31,24 +34,40 @@ class Traffic:
     draining: bool = False
 
 
-class AdmissionGate:
-    """ASGI middleware, outside the body's reading: while ``limit`` requests are in flight,
-    the next one (paths of ``service.paths.uncounted`` aside) gets 503 with ``Retry-After: 1``
-    at once, its body unread, counted as ``overloaded`` under its route's model (``routes``:
-    path -> model name). Counts nothing itself; adds ``Connection: close`` while draining."""
+class _Admission:
+    """What both admission middlewares share: the bound, the count and the exempt paths."""
 
-    def __init__(self, app: ASGIApp, limit: int, traffic: Traffic, routes: dict[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        traffic: Traffic,
+        routes: dict[str, str],
+        self_bounded: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.traffic = traffic
         self.routes = routes
+        self.self_bounded = self_bounded
+
+    def exempt(self, path: str) -> bool:
+        """Whether ``path`` is never counted nor refused."""
+        return uncounted(path) or path in self.self_bounded
+
+
+class AdmissionGate(_Admission):
+    """ASGI middleware, outside the body's reading: while ``limit`` requests are in flight,
+    the next one (exempt paths aside) gets 503 with ``Retry-After: 1``
+    at once, its body unread, counted as ``overloaded`` under its route's model (``routes``:
+    path -> model name). Counts nothing itself; adds ``Connection: close`` while draining."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = self._closing(send) if self.traffic.draining else send
-        if self.traffic.in_flight >= self.limit and not uncounted(scope["path"]):
+        if self.traffic.in_flight >= self.limit and not self.exempt(scope["path"]):
             await refuse(self.limit, self.routes, scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -66,19 +85,12 @@ class AdmissionGate:
         return closing
 
 
-class AdmissionLimit:
-    """ASGI middleware, once the body has arrived: at most ``limit`` requests at once (paths
-    of ``service.paths.uncounted`` aside); the next one is refused as ``AdmissionGate``
-    refuses."""
-
-    def __init__(self, app: ASGIApp, limit: int, traffic: Traffic, routes: dict[str, str]) -> None:
-        self.app = app
-        self.limit = limit
-        self.traffic = traffic
-        self.routes = routes
+class AdmissionLimit(_Admission):
+    """ASGI middleware, once the body has arrived: at most ``limit`` requests at once (exempt
+    paths aside); the next one is refused as ``AdmissionGate`` refuses."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or uncounted(scope["path"]):
+        if scope["type"] != "http" or self.exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self.traffic.in_flight >= self.limit:

@@ -97,15 +97,16 @@ class Settings(BaseSettings):
     max_waiting_sequences: int = Field(
         64,
         ge=0,
-        description="stepwise models: requests waiting for a place; beyond this, 503 with "
-        "`Retry-After: 1`",
+        description="stepwise models: requests waiting for a place; beyond this, 429 with "
+        "`Retry-After: 1`; their routes are bounded by this and `DLSERVE_MAX_ACTIVE_SEQUENCES`, "
+        "not by `DLSERVE_MAX_CONCURRENT_REQUESTS`",
     )
     max_concurrent_requests: int = Field(
         64,
         ge=1,
         description="requests one worker handles at once, counted once their body has "
-        "arrived (probes, `/v2/health/*`, `/metrics` and the API documents aside); the next get "
-        "503 with `Retry-After: 1` at once, without queueing",
+        "arrived (probes, `/v2/health/*`, `/metrics`, the API documents and the stepwise routes "
+        "aside); the next get 503 with `Retry-After: 1`, without queueing",
     )
     request_read_timeout_s: int = Field(
         30,
@@ -114,6 +115,14 @@ class Settings(BaseSettings):
         "its head), must arrive within this many seconds: else the connection is closed, or "
         "the request answered 408; a request is counted by `DLSERVE_MAX_CONCURRENT_REQUESTS` "
         "only once its body has arrived",
+    )
+    refusal_delay_ms: int = Field(
+        250,
+        ge=0,
+        le=5000,
+        description="a refusal (503 or 429 with `Retry-After`: admission bound, full queue, "
+        "full step scheduler) is answered this late, so clients retrying at once cannot make "
+        "refusals a worker's main work (0: at once; probes never wait)",
     )
     shutdown_delay_s: int = Field(
         2,

@@ -54,6 +54,7 @@ from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_v
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
+from service.refusal_pacing import PacedRefusals
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
@@ -64,6 +65,8 @@ timeouts.install()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
+STEPWISE = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
+STEPWISE_ROUTES = frozenset(e.route for e in ENDPOINTS if STEPWISE & set(e.models))  # streams
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
 TRAFFIC = Traffic()  # this worker's requests in flight and draining state
@@ -317,8 +320,7 @@ def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
 def dlserve_openapi() -> dict[str, Any]:
     """The OpenAPI document: BentoML's, with the answers dlserve really sends."""
     protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
-    stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
-    streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
+    streams = STEPWISE_ROUTES
     query = {e.route: e.query for e in ENDPOINTS if e.query}
     return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
 
@@ -351,11 +353,17 @@ DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.ope
 # Admission: refused at once while the worker is full, before the body is read (a refusal
 # under the route's model; a plug-in route without a model is not counted); counted only once
 # the body has arrived, within the read deadline, so slow bodies hold no place.
+# Stepwise routes are bounded by their step scheduler instead (429 beyond, as OpenAI's clients
+# expect), which the generic 503 would otherwise pre-empt.
 ADMISSION = {
     "limit": SETTINGS.max_concurrent_requests,
     "traffic": TRAFFIC,
     "routes": {e.route: e.metric_model for e in ENDPOINTS if e.models},
+    "self_bounded": STEPWISE_ROUTES,
 }
+# Every refusal (503, 429) waits DLSERVE_REFUSAL_DELAY_MS: clients retrying at once cannot make
+# refusals the worker's main work.
+DLServe.add_asgi_middleware(PacedRefusals, delay_s=SETTINGS.refusal_delay_ms / 1000)
 DLServe.add_asgi_middleware(AdmissionGate, **ADMISSION)
 DLServe.add_asgi_middleware(
     read_deadline.BodyReadDeadline, timeout_s=SETTINGS.request_read_timeout_s

@@ -139,3 +139,19 @@ def test_a_request_whose_body_is_still_arriving_holds_no_place() -> None:
     assert seen["served"].status_code == 200, "a slow body took the only place"
     assert seen["slow"].status_code == 200
     assert seen["after"] == 0
+
+
+async def self_bounded_scenario() -> list[int]:
+    release = asyncio.Event()
+    release.set()
+    traffic = Traffic(in_flight=1)  # full
+    app = AdmissionGate(
+        held_app(release), limit=1, traffic=traffic, routes={}, self_bounded=frozenset({ROUTE})
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [(await client.post(path)).status_code for path in (ROUTE, "/v1/other")]
+
+
+def test_a_self_bounded_route_is_never_refused_by_the_generic_bound() -> None:
+    assert asyncio.run(self_bounded_scenario()) == [200, 503]

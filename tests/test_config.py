@@ -30,6 +30,7 @@ CASES = {
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
     "request_read_timeout_s": ("5", 5, "0", "greater than or equal to 1"),
+    "refusal_delay_ms": ("0", 0, "5001", "less than or equal to 5000"),
     "shutdown_delay_s": ("0", 0, "-1", "greater than or equal to 0"),
     "shutdown_grace_s": ("5", 5, "0", "greater than or equal to 1"),
     "api_keys": (
