@@ -35,7 +35,6 @@ from training.fraud.simulator import simulate_transactions
 
 ROUTES = {"fraud": "/v1/fraud/score", "completions": "/v1/completions"}
 COMPLETION = {"prompt": "ROMEO:\n", "max_tokens": 16, "seed": 1}
-ROUTE = ROUTES["fraud"]  # the route measured; main() sets it from --route
 SHED = ("503", "429")
 
 
@@ -57,25 +56,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def answers_by_status(server: LocalServer) -> dict[str, float]:
-    """BentoML's count of answers on ``ROUTE`` so far, by HTTP status."""
+def answers_by_status(server: LocalServer, route: str) -> dict[str, float]:
+    """BentoML's count of answers on ``route`` so far, by HTTP status."""
     text = httpx.get(server.url + "/metrics", timeout=30).text
     counts: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("bentoml_service_request_total{") and f'endpoint="{ROUTE}"' in line:
+        if line.startswith("bentoml_service_request_total{") and f'endpoint="{route}"' in line:
             code = re.search(r'http_response_code="(\d+)"', line).group(1)
             counts[code] = counts.get(code, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
-def duration_buckets(server: LocalServer) -> dict[tuple[str, float], float]:
-    """BentoML's request duration histogram on ``ROUTE``: (status, bucket edge) -> count."""
+def duration_buckets(server: LocalServer, route: str) -> dict[tuple[str, float], float]:
+    """BentoML's request duration histogram on ``route``: (status, bucket edge) -> count."""
     text = httpx.get(server.url + "/metrics", timeout=30).text
     buckets: dict[tuple[str, float], float] = {}
     for line in text.splitlines():
         if not line.startswith("bentoml_service_request_duration_seconds_bucket{"):
             continue
-        if f'endpoint="{ROUTE}"' not in line:
+        if f'endpoint="{route}"' not in line:
             continue
         code = re.search(r'http_response_code="(\d+)"', line).group(1)
         edge = float(re.search(r'le="([^"]+)"', line).group(1))
@@ -109,9 +108,9 @@ class Sampler(threading.Thread):
     """Every half second until stopped: the server's RSS (peak kept) and, one request at a time,
     the probe's latency by status class."""
 
-    def __init__(self, server: LocalServer, body: bytes) -> None:
+    def __init__(self, server: LocalServer, route: str, body: bytes) -> None:
         super().__init__(daemon=True)
-        self.server, self.body = server, body
+        self.server, self.route, self.body = server, route, body
         self.stop = threading.Event()
         self.memory: list[tuple[float, float]] = []  # (seconds since start, MB)
         self.latencies: dict[str, list[float]] = {"accepted": [], "refused": [], "other": []}
@@ -126,7 +125,7 @@ class Sampler(threading.Thread):
                     self.memory.append((last_memory - start, worker_rss_mb(self.server)))
                 started = time.perf_counter()
                 try:
-                    status = client.post(ROUTE, content=self.body).status_code
+                    status = client.post(self.route, content=self.body).status_code
                 except httpx.HTTPError:
                     status = 0
                 kind = {200: "accepted", 503: "refused", 429: "refused"}.get(status, "other")
@@ -150,18 +149,17 @@ def quarter_peaks(samples: list[tuple[float, float]], seconds: int) -> list[floa
 
 
 def accepted_per_second(
-    server: LocalServer, url: str, body: bytes, connections: int, seconds: int
+    server: LocalServer, route: str, body: bytes, connections: int, seconds: int
 ) -> float:
-    """The route's 200 answers per second on ``connections`` wrk connections for ``seconds``."""
-    before = answers_by_status(server).get("200", 0.0)
-    start_wrk(url, body, connections, seconds, threads=2).result()
-    return (answers_by_status(server).get("200", 0.0) - before) / seconds
+    """``route``'s 200 answers per second on ``connections`` wrk connections for ``seconds``."""
+    before = answers_by_status(server, route).get("200", 0.0)
+    start_wrk(server.url + route, body, connections, seconds, threads=2).result()
+    return (answers_by_status(server, route).get("200", 0.0) - before) / seconds
 
 
 def main(argv: list[str] | None = None) -> int:
-    global ROUTE
     args = parse_args(argv)
-    ROUTE = ROUTES[args.route]
+    route = ROUTES[args.route]
     if args.route == "fraud":
         rows = json_rows(simulate_transactions(50, seed=7).head(1))
         body = json.dumps({"transactions": rows})
@@ -175,31 +173,31 @@ def main(argv: list[str] | None = None) -> int:
         server.wait("/readyz")
         for _ in range(20):
             httpx.post(
-                server.url + ROUTE, content=body, headers={"content-type": "application/json"}
+                server.url + route, content=body, headers={"content-type": "application/json"}
             )
         baseline = None
         if args.baseline_connections:
             baseline = accepted_per_second(
-                server, server.url + ROUTE, body.encode(), args.baseline_connections, args.seconds
+                server, route, body.encode(), args.baseline_connections, args.seconds
             )
         before_mb = worker_rss_mb(server)
-        counts_before = answers_by_status(server)
-        durations_before = duration_buckets(server)
-        sampler = Sampler(server, body.encode())
+        counts_before = answers_by_status(server, route)
+        durations_before = duration_buckets(server, route)
+        sampler = Sampler(server, route, body.encode())
         sampler.start()
         flood = start_wrk(
-            server.url + ROUTE, body.encode(), connections, args.seconds, threads=2
+            server.url + route, body.encode(), connections, args.seconds, threads=2
         ).result()
         sampler.stop.set()
         sampler.join()
         time.sleep(5)
         after_mb = worker_rss_mb(server)
-        counts_after = answers_by_status(server)
-        durations_after = duration_buckets(server)
+        counts_after = answers_by_status(server, route)
+        durations_after = duration_buckets(server, route)
     answered = {code: counts_after[code] - counts_before.get(code, 0) for code in counts_after}
     total = sum(answered.values())
     figures = {
-        "route": ROUTE,
+        "route": route,
         "limit": args.limit,
         "connections": connections,
         "seconds": args.seconds,
