@@ -4,8 +4,9 @@
 takes the signal from uvicorn and, at once, marks the worker draining: ``/readyz`` answers
 503 and every answer closes its connection (``service.admission``). For ``delay_s`` it keeps
 serving (load balancers see the 503 and stop sending), then shuts the listening socket down
-(``SHUT_RD``: new connections are refused, not queued) and hands the signal to uvicorn, which
-stops accepting connections and waits for the requests in flight. ``grace_s`` after the
+(``SHUT_RD``: new connections are refused, not queued) and, ``SETTLE_S`` later (connections
+accepted last send their request), hands the signal to uvicorn, which closes the connections
+without a request and waits for the requests in flight. ``grace_s`` after the
 signal, requests still running are cut and the worker exits.
 
 The listening socket is inherited: ``bentoml serve``'s arbiter and every worker hold it. uvicorn
@@ -29,6 +30,7 @@ from typing import Any
 from service.admission import Traffic
 
 log = logging.getLogger("dlserve")
+SETTLE_S = 0.5  # between no longer listening and closing the connections without a request
 
 
 class GracefulShutdown:
@@ -79,8 +81,11 @@ class GracefulShutdown:
                 self._stop_listening(server, listening)
         except Exception:  # never keep the worker from stopping
             log.exception("could not shut the listening socket down")
-        finally:
-            self._server_exit(signum, None)
+        # uvicorn closes every connection without a request at once: give those accepted last
+        # (a client may connect, then send a moment later) time to send theirs, else they are
+        # reset.
+        assert self._loop is not None
+        self._loop.call_later(SETTLE_S, self._server_exit, signum, None)
 
     def _stop_listening(self, server: Any, listening: asyncio.Server) -> None:
         """Stop ``listening`` for every process sharing its sockets: new connections are
