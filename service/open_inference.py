@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from importlib import metadata as package_metadata
 from typing import Any
 
 import bentoml
@@ -36,10 +35,11 @@ from service import registry, tensors
 from service.area import ReadyModel
 from service.errors import ErrorAnswer, RequestInputError
 from service.served_model import ServedModel, request_scope
+from service.version import VERSION
 
 SERVER = {
     "name": "dlserve",
-    "version": package_metadata.version("dlserve"),
+    "version": VERSION,
     "extensions": ["binary_tensor_data"],
 }
 PLATFORM = "onnx_onnxv1"

@@ -319,6 +319,10 @@ def test_model_import_step_bakes_an_exported_model(tmp_path: Path, fraud_model: 
     home = tmp_path / "image-store"
     result = run_import("image", exports, home)
     assert result.returncode == 0, result.stderr
+    # the image serves as user 10001, not as the root that imported: everything readable
+    for path in [home / "models", *(home / "models").rglob("*")]:
+        wanted = 0o005 if path.is_dir() else 0o004
+        assert path.stat().st_mode & wanted == wanted, (path, oct(path.stat().st_mode))
     code = (
         "import bentoml, hashlib, json, pathlib; m = bentoml.models.get('fraud-scorer:latest'); "
         "root = pathlib.Path(m.path); meta = json.loads((root / 'metadata.json').read_text()); "
@@ -336,3 +340,26 @@ def test_model_import_step_bakes_an_exported_model(tmp_path: Path, fraud_model: 
     stored = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert stored["sha256"] == stored["actual"] == fraud_model["sha256"]
     assert stored["version"] == fraud_model["version"] and stored["sha256"] == fraud_model["sha256"]
+
+
+def test_the_service_imports_without_package_metadata() -> None:
+    """The image copies service/ and core/ and never pip-installs dlserve: the server (V2's
+    ``GET /v2`` version included) must not need the package's metadata."""
+    code = (
+        "import importlib.metadata as m\n"
+        "real = m.Distribution.from_name.__func__\n"
+        "def from_name(cls, name):\n"
+        "    if name == 'dlserve':\n"
+        "        raise m.PackageNotFoundError(name)\n"
+        "    return real(cls, name)\n"
+        "m.Distribution.from_name = classmethod(from_name)\n"
+        "import service.service, service.open_inference as v2\n"
+        "print(v2.SERVER['version'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from service.version import VERSION
+
+    assert result.stdout.strip().splitlines()[-1] == VERSION == metadata.version("dlserve")
