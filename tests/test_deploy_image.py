@@ -171,7 +171,9 @@ def test_image_installs_only_the_serving_requirements() -> None:
         assert installed <= set(allowed), (s.name, installed)
     # the image: the venv, the model store, service/ and core/; nothing else from the context
     runtime = by_name["runtime"]
-    assert runtime.base == "base-${RUNTIME}"
+    # ${RUNTIME:-default} (buildah picks stages from --build-arg alone): the same default as ARG
+    assert runtime.base == by_name["build"].base.replace("venv-", "base-", 1)
+    assert runtime.base == "base-${RUNTIME:-" + parse()[0]["RUNTIME"] + "}"
     assert sorted(runtime.all("COPY")) == sorted(
         [
             "--from=build /opt/venv /opt/venv",
