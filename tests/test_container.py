@@ -121,6 +121,28 @@ def images(
     podman("image", "prune", "-f", check=False)  # earlier builds' untagged images
 
 
+def test_buildah_resolves_the_default_runtime_stages() -> None:
+    """With RUNTIME left at its default (gpu), podman build gets as far as the CUDA base image
+    (unreachable here): it resolved the stages venv-gpu and base-gpu, which it used to look up
+    as images."""
+    build = subprocess.run(
+        [
+            str(PODMAN_HERE),
+            "podman",
+            "build",
+            "--pull=never",
+            "--build-arg",
+            "MODELS=volume",
+            str(REPOSITORY),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode != 0 and "nvidia/cuda" in build.stderr, build.stderr[-2000:]
+    assert "base-gpu" not in build.stderr and "venv-gpu" not in build.stderr, build.stderr[-2000:]
+
+
 @dataclass
 class Container:
     """A running container whose port 3000 is published on 127.0.0.1."""

@@ -365,3 +365,23 @@ def test_the_service_imports_without_package_metadata() -> None:
     from service.version import VERSION
 
     assert result.stdout.strip().splitlines()[-1] == VERSION == metadata.version("dlserve")
+
+
+def test_the_gpu_requirements_resolve_to_the_gpu_wheel_only(tmp_path: Path) -> None:
+    """The GPU image cannot be built here (no CUDA base image): its requirement file is resolved
+    as pip would in that image (CPython 3.12, manylinux x86_64, wheels only), and it brings
+    onnxruntime-gpu and never onnxruntime (the two break each other) nor torch."""
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in (17, 28, 31, 35, 39)]
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet"]
+    command += ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"]
+    command += [arg for platform in platforms for arg in ("--platform", platform)]
+    command += ["--target", str(tmp_path / "t"), "--report", str(report)]
+    command += ["-r", str(ROOT / "deploy/requirements-serve-gpu.txt")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {
+        canonicalize_name(i["metadata"]["name"]) for i in json.loads(report.read_text())["install"]
+    }
+    assert "onnxruntime-gpu" in names and "bentoml" in names
+    assert not names & {"onnxruntime", "torch"}
