@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate soak fuzz build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton gpu-check saturate soak fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: models ## every area's bench: the served routes beside the in-process cei
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
+
+gpu-check: ## on a GPU machine: set up the GPU runtime, then every model on CUDA, its parity with CPU and throughput beside CPU
+	$(MAKE) models RUNTIME=gpu
+	$(BIN)/python -m bench.gpu_check
 
 saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
 	$(BIN)/python -m bench.saturation
