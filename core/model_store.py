@@ -111,6 +111,8 @@ class LoadedModel:
             "outputs": meta["outputs"],
             "labels": meta.get("labels", []),
             "metrics": meta.get("headline_metrics", {}),
+            # True only when `--time-guard` cut the run short of its preset (training.completion)
+            "under_trained": bool(meta.get("training", {}).get("under_trained", False)),
         }
 
 
@@ -224,6 +226,13 @@ def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> Lo
         raise ModelUnavailableError(
             f"model {tag!r}: the warm-up inference failed ({type(exc).__name__}: {exc})"
         ) from exc
+    if model.describe()["under_trained"]:
+        log.warning(
+            "model %s:%s is under-trained: %s of its preset (a --time-guard cut it short)",
+            model.name,
+            model.version,
+            metadata["training"].get("completion"),
+        )
     log.info(
         "model %s:%s ready on %s (sha256 %s)",
         model.name,

@@ -26,6 +26,7 @@ from core.text_generation import (
 )
 from models.gpt import GPT, GPTConfig, empty_cache
 from training.cli import main
+from training.completion import Completion
 from training.export import ParityError
 from training.text.data import load_text, play_files, split_text, strip_markdown
 from training.text.export import check_generation_parity, export_cached, open_session
@@ -159,7 +160,8 @@ def test_torch_left_padded_past_is_masked_out(tiny_gpt: GPT) -> None:
 def tiny_export(tiny_gpt: GPT, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path = export_cached(tiny_gpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     corpus = split_text("".join(chr(ord("a") + i % 20) for i in range(400)))
-    metadata = model_metadata(tiny_gpt.config, corpus, {"val_loss": 0.0}, _args())
+    completion = Completion("steps", 1, 1)
+    metadata = model_metadata(tiny_gpt.config, corpus, {"val_loss": 0.0}, completion, _args())
     return path, metadata
 
 
