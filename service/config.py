@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(
         0,
         ge=0,
-        description="extra wait for more rows once a batch is open (0: none; batches form "
-        "while the previous call runs)",
+        description="extra wait for more rows once a batch is open, ended by a full batch "
+        "(0: none; batches form while the previous call runs)",
     )
     max_queue_rows: int = Field(
         200_000, ge=1, description="rows waiting beyond this get 503 with `Retry-After: 1`"
