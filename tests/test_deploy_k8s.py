@@ -20,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service import registry
 from tests.deploy_dockerfile import parse, stage
 from tests.deploy_k8s import K8S, pod_templates, render
 
@@ -333,6 +334,15 @@ def test_configmap_names_real_settings_with_valid_values() -> None:
     for name in sorted(data):
         error = settings_error({**data, name: "-5x"})
         assert error and name in error, name
+
+
+def test_the_configmap_serves_every_declared_area() -> None:
+    """DLSERVE_MODELS lists the registry's areas: a new area is served by the Deployment (its
+    models are exported by deploy/docker/export-models.sh from the same list)."""
+    for overlay in ("cpu", "gpu"):
+        data = by_kind(render(K8S / overlay))["ConfigMap"]["data"]
+        served = registry.split_names(data["DLSERVE_MODELS"])
+        assert sorted(served) == sorted(registry.all_areas(())) and len(set(served)) == len(served)
 
 
 def test_batch_job_runs_from_the_image() -> None:
