@@ -5,8 +5,7 @@ pod runs it (read-only root, no capabilities, no new privileges, user 10001, mem
 limits, writable paths as volumes) answers every route, passes its HEALTHCHECK and drains on
 ``podman stop``; ``podman kube play`` runs the cpu overlay's ConfigMap and Deployment.
 
-Needs podman, buildah, mmdebstrap and runc (``make setup`` installs them): without them the
-module is skipped, and fails when ``CI`` is set."""
+Needs podman, buildah, mmdebstrap and runc (``make setup`` installs them; tests/needs.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ import yaml
 from tests.deploy_k8s import K8S, render
 from tests.every_route import check_every_route
 from tests.local_server import REPOSITORY, free_port
+from tests.needs import require_tools
 from tests.payloads import transactions
 from tests.raw_http import read_response, request_head, wait_in_progress
 
@@ -57,12 +57,7 @@ CONTEXT = (
 
 
 def setup_module() -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        message = f"missing {missing}: `make setup` installs them"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message, allow_module_level=True)
+    require_tools(*TOOLS)
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
