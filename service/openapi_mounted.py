@@ -34,11 +34,9 @@ TENSOR_METADATA = {
     },
 }
 REQUEST_TENSOR = {
-    "type": "object",
-    "required": ["name", "datatype", "shape"],
+    **TENSOR_METADATA,
     "properties": {
-        "name": STRING,
-        "datatype": STRING,
+        **TENSOR_METADATA["properties"],
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}},
         "parameters": OBJECT,
         "data": {"type": "array"},
