@@ -54,6 +54,7 @@ from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_v
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
+from service.openapi_mounted import mounted_paths
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
@@ -320,7 +321,20 @@ def dlserve_openapi() -> dict[str, Any]:
     stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
     streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
     query = {e.route: e.query for e in ENDPOINTS if e.query}
-    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
+    enabled = list(registry.model_specs(SETTINGS.models))
+    mounted = mounted_paths(
+        [spec.name for spec in enabled],
+        [spec.name for spec in enabled if spec.tensors is not None],
+        list(batch_http.FILES),
+    )
+    return openapi_document(
+        DLServe.openapi_spec.asdict(),
+        protocol_errors,
+        streams,
+        query,
+        mounted,
+        auth.open_paths(SETTINGS) if API_KEYS else None,
+    )
 
 
 v1_app = Starlette(

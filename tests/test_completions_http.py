@@ -115,6 +115,8 @@ def test_the_openai_model_list_names_the_generator(client: openai.OpenAI) -> Non
         ({"top_k": -1}, "top_k", "greater than or equal to 0"),
         ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 stop strings"),
+        ({"stop": 5}, "stop", "valid string"),  # was stop.constrained-str
+        ({"stop": ["a", 5]}, "stop", "valid string"),
         ({"n": 2}, "n", "less than or equal to 1"),
     ],
 )

@@ -293,6 +293,17 @@ def test_sampling_filters() -> None:
         SamplingParams(top_p=0)
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-320, 1e-310])
+def test_a_temperature_too_small_to_divide_by_is_greedy(temperature: float) -> None:
+    """Issue 20, row 10: 5e-324 divided the logits to inf, then inf - inf = NaN, and the draw
+    was garbage; it is greedy, as 0 and 1e-300 are."""
+    rng = np.random.default_rng(0)
+    logits = np.array([0.5, 3.0, 2.9, -1.0, 1.0])
+    draws = {sample(logits, SamplingParams(temperature), rng) for _ in range(50)}
+    assert draws == {sample(logits, SamplingParams(0.0), rng)} == {1}
+    assert {sample(logits, SamplingParams(1e-300), rng) for _ in range(50)} == {1}
+
+
 def test_smoke_run_registers_the_generator_with_its_metadata(text_model: dict) -> None:
     assert text_model["task"] == "text-generation"
     assert text_model["headline_metrics"]["val_loss"] == text_model["metrics"]["val_loss"]
