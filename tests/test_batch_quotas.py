@@ -13,11 +13,11 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from harness.http_checks import batch_job_answer
+from harness.local_server import LocalServer
 from service.batch import http as batch_http
 from service.batch.http import TASK_NAME
 from service.config import Settings
-from tests.http_checks import batch_job_answer
-from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 pytestmark = pytest.mark.http

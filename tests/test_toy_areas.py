@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
+from harness.http_checks import assert_names_field_and_rule, metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.batch.__main__ import main as batch_main
-from tests.http_checks import assert_names_field_and_rule, metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 from tests.toy_counter_area import MODEL as COUNTER
 from tests.toy_sum_area import MODEL as SUM
 from training.registry import register_model
