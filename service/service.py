@@ -36,7 +36,7 @@ from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
-from service.batch.tasks import BatchTaskRoutes
+from service.batch.tasks import BatchTaskRoutes, document_cancel
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
@@ -322,7 +322,8 @@ def dlserve_openapi() -> dict[str, Any]:
     stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
     streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
     query = {e.route: e.query for e in ENDPOINTS if e.query}
-    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
+    document = openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
+    return document_cancel(document)
 
 
 v1_app = Starlette(

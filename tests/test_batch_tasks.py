@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jsonschema
 import pandas as pd
 import pytest
 
@@ -63,6 +64,10 @@ def test_a_running_job_is_cancelled_and_says_so(server: LocalServer) -> None:
         pass  # the job starts at once: the worker runs no other
     canceled = httpx.put(server.url + ROUTE + "/cancel", params={"task_id": task_id}, timeout=30)
     assert canceled.status_code == 202, canceled.text
+    document = httpx.get(server.url + "/docs.json", timeout=30).json()
+    documented = document["paths"][ROUTE + "/cancel"]["put"]["responses"]["202"]
+    schema = documented["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    jsonschema.validate(canceled.json(), document["components"]["schemas"][schema])
     answer = batch_job_answer(server, task_id)
     assert _status(server, task_id) == "canceled"
     assert answer.status_code == 409 and "canceled after" in answer.json()["error"]

@@ -211,3 +211,20 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def document_cancel(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (the service's OpenAPI) with ``PUT /cancel``'s answers as dlserve sends them:
+    202 with the job's state (BentoML documents a task submission's 200 and names the operation
+    ``batch_job_retry``); errors (404, 409) stay under ``default``."""
+    operation = document["paths"][f"{ROUTE}/cancel"]["put"]
+    responses = operation["responses"]
+    responses.pop("200", None)
+    state = {"schema": {"$ref": "#/components/schemas/TaskStatusResponse"}}
+    responses["202"] = {
+        "description": "Cancel requested: the job stops before its next chunk",
+        "content": {"application/json": state},
+    }
+    operation["x-bentoml-name"] = "batch_job_cancel"
+    operation["operationId"] = "dlserve__batch_job_cancel"
+    return document
