@@ -3,6 +3,7 @@ is gone reads as failed rather than in progress for good."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -29,13 +30,20 @@ def test_a_job_whose_worker_is_gone_reads_as_failed(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
     )
-    record = replace(
-        records.new_record("b" * 32, "fraud", "input.csv").started(), pid=int(gone.stdout)
-    )
+    started = records.new_record("b" * 32, "fraud", "input.csv").started()
+    record = replace(started, worker=f"{int(gone.stdout)}:1")
     records.write(tmp_path, record)
     read = records.read(tmp_path)
     assert read is not None and read.status == JobStatus.FAILED
     assert read.answer_status == 500 and "worker running this job stopped" in read.answer["error"]
+
+
+def test_a_reused_pid_is_not_the_worker_that_ran_the_job(tmp_path: Path) -> None:
+    record = records.new_record("c" * 32, "fraud", "input.csv")
+    assert record.worker == records.worker_id(os.getpid()) != ""
+    records.write(tmp_path, replace(record, worker=f"{os.getpid()}:1"))  # an older process
+    read = records.read(tmp_path)
+    assert read is not None and read.status == JobStatus.FAILED
 
 
 def test_an_unknown_job_has_no_record(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ token budget, and ``/retry`` runs an ended job's input again."""
 
 from __future__ import annotations
 
+import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,9 @@ import jsonschema
 import pandas as pd
 import pytest
 
+from service.batch import records
 from service.batch.parts import PAUSE_ENV
-from service.batch.records import RECORD
+from service.batch.records import RECORD, JobStatus
 from tests.http_checks import batch_job_answer
 from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
@@ -127,3 +130,18 @@ def test_an_unknown_task_is_404(server: LocalServer, verb: str) -> None:
         method, f"{server.url}{ROUTE}/{route}", params={"task_id": "0" * 32}, timeout=30
     )
     assert answer.status_code == 404 and "no task" in answer.json()["error"]
+
+
+def test_a_job_whose_worker_stopped_reads_as_failed(stored_models: dict) -> None:
+    jobs = Path(tempfile.mkdtemp(prefix="dlserve-stopped-jobs-"))
+    env = {"DLSERVE_MODELS": "text", "DLSERVE_BATCH_DIR": str(jobs), PAUSE_ENV: str(PAUSE_S)}
+    with LocalServer(env=env) as server:
+        server.wait("/readyz")
+        task_id = _submit(server, _prompts(2_400, 1), "prompts.jsonl", "text")  # 11 s at least
+        while _status(server, task_id) == "pending":
+            pass
+        os.killpg(server.process.pid, signal.SIGTERM)
+        server.process.wait(timeout=90)
+    record = records.read(jobs / "dlserve-jobs" / task_id)  # what /status and /get read
+    assert record is not None and record.status == JobStatus.FAILED
+    assert "worker running this job stopped" in record.answer["error"]

@@ -36,14 +36,15 @@ class JobStatus(StrEnum):
 class JobRecord:
     """A job's state and, once it ended, its answer (``/get``: ``answer_status`` and ``answer``).
 
-    ``input``: the uploaded file's name in the job folder; ``pid``: the worker running it."""
+    ``input``: the uploaded file's name in the job folder; ``worker``: the process that runs it
+    (``worker_id``)."""
 
     task_id: str
     model: str
     input: str
     status: JobStatus
     created_at: str
-    pid: int
+    worker: str
     executed_at: str | None = None
     completed_at: str | None = None
     answer_status: int | None = None
@@ -73,7 +74,7 @@ def now() -> str:
 
 def new_record(task_id: str, model: str, input_name: str) -> JobRecord:
     """A job submitted now to this worker, waiting for its turn."""
-    return JobRecord(task_id, model, input_name, JobStatus.PENDING, now(), os.getpid())
+    return JobRecord(task_id, model, input_name, JobStatus.PENDING, now(), worker_id(os.getpid()))
 
 
 def write(folder: Path, record: JobRecord) -> None:
@@ -91,20 +92,21 @@ def read(folder: Path) -> JobRecord | None:
     except FileNotFoundError:
         return None
     record = JobRecord(**{**fields, "status": JobStatus(fields["status"])})
-    if record.finished or _alive(record.pid):
+    pid = record.worker.partition(":")[0]
+    if record.finished or (pid.isdigit() and worker_id(int(pid)) == record.worker):
         return record
     message = "the worker running this job stopped before it ended; retry it (POST /retry)"
     return record.ended(JobStatus.FAILED, 500, {"error": message, "detail": []})
 
 
-def _alive(pid: int) -> bool:
+def worker_id(pid: int) -> str:
+    """Process ``pid`` as ``pid:start time`` (a restarted container reuses pids), or ``""``
+    when there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ""
+    return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, after the command's name
 
 
 def request_cancel(folder: Path) -> None:

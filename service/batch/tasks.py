@@ -14,9 +14,10 @@ the synchronous ``POST /v1/batch/jobs``.
 A submitted job waits (``pending``) for one of the ``DLSERVE_BATCH_MAX_JOBS`` job threads of the
 worker that took it, then runs (``in_progress``); beyond ``DLSERVE_BATCH_MAX_QUEUED`` waiting jobs
 ``/submit`` answers 429 at once. Its upload stays in its folder (for ``/retry``) until the folder
-expires. ``/cancel`` leaves a marker that the job reads before each
-chunk, whichever worker runs it: 202 while the job is in progress (it then ends ``canceled``, or
-``completed`` if its last chunk was already running), 409 once it ended.
+expires. ``/cancel`` leaves a marker that the job reads before each chunk, whichever worker runs
+it: 202 while the job is pending or in progress (it then ends ``canceled``, or ``completed`` if
+its last chunk was already running), 409 once it ended. A worker that stops (SIGTERM, a crash)
+takes its running and waiting jobs with it; their records then read ``failed`` (retry them).
 """
 
 from __future__ import annotations
