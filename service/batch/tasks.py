@@ -94,27 +94,31 @@ class BatchTaskRoutes:
             return await asyncio.to_thread(self._start_upload, upload.file, chosen)
 
     def _start_upload(self, upload: IO[bytes], model: str) -> Response:
+        def keep(folder: Path) -> Path:
+            kept = folder / "input"
+            with kept.open("wb") as copy:
+                shutil.copyfileobj(upload, copy)
+            return kept.rename(kept.with_suffix(sniff_suffix(kept)))
+
+        return self._start(keep, model)
+
+    def _start(self, fill: Callable[[Path], Path], model: str) -> Response:
+        """Take one of the worker's job places (else 429), give a new job folder its input
+        (``fill(folder)``: the input's path), record the job and queue it on the worker's job
+        threads: ``{"task_id", "status"}``."""
         refusal = take_job_place(self.served().settings)
         if refusal is not None:
             return error_response(429, refusal, headers={"Retry-After": "1"})
         try:
             folder = jobs_dir() / uuid.uuid4().hex
             folder.mkdir(parents=True)
-            kept = folder / "input"
-            with kept.open("wb") as copy:
-                shutil.copyfileobj(upload, copy)
-            source = kept.rename(kept.with_suffix(sniff_suffix(kept)))
+            source = fill(folder)
+            record = records.new_record(folder.name, model, source.name)
+            records.write(folder, record)
+            RUNNER.submit(self._run, source, record)
         except BaseException:
             release_job_place()
             raise
-        return self._start(source, model)
-
-    def _start(self, source: Path, model: str) -> Response:
-        """Record the job of ``source`` (its folder names it) and queue it on the worker's job
-        threads, holding the job place the caller took."""
-        record = records.new_record(source.parent.name, model, source.name)
-        records.write(source.parent, record)
-        RUNNER.submit(self._run, source, record)
         return JSONResponse({"task_id": record.task_id, "status": record.status.value})
 
     def _run(self, source: Path, record: JobRecord) -> None:
@@ -141,35 +145,23 @@ class BatchTaskRoutes:
 
     async def get(self, request: Request) -> Response:
         """A job's answer once it ended (its summary, or the error that ended it); 400 before."""
-        found = _find(request)
+        found = _find(request, ended=True)
         if isinstance(found, Response):
             return found
-        if not found.finished:
-            return error_response(400, f"task {found.task_id} is not completed yet")
         return JSONResponse(found.answer, found.answer_status or 500)
 
     async def retry(self, request: Request) -> Response:
         """Run an ended job's input again as a new job: ``{"task_id", "status"}``."""
-        found = _find(request)
+        found = _find(request, ended=True)
         if isinstance(found, Response):
             return found
-        if not found.finished:
-            return error_response(400, f"task {found.task_id} is not completed yet")
-        return await asyncio.to_thread(self._start_again, found)
+        name, ended_input = found.input, jobs_dir() / found.task_id / found.input
 
-    def _start_again(self, ended: JobRecord) -> Response:
-        refusal = take_job_place(self.served().settings)
-        if refusal is not None:
-            return error_response(429, refusal, headers={"Retry-After": "1"})
-        try:
-            folder = jobs_dir() / uuid.uuid4().hex
-            folder.mkdir(parents=True)
-            source = folder / ended.input
-            _link_or_copy(jobs_dir() / ended.task_id / ended.input, source)
-        except BaseException:
-            release_job_place()
-            raise
-        return self._start(source, ended.model)
+        def link(folder: Path) -> Path:
+            _link_or_copy(ended_input, folder / name)
+            return folder / name
+
+        return await asyncio.to_thread(self._start, link, found.model)
 
     async def cancel(self, request: Request) -> Response:
         """Ask a job in progress to stop (202 with its state); 409 when it already ended."""
@@ -186,8 +178,9 @@ class BatchTaskRoutes:
         return JSONResponse(found.status_body(), 202)
 
 
-def _find(request: Request) -> JobRecord | Response:
-    """The record of the request's ``task_id``, or the 400 (none given) or 404 answer."""
+def _find(request: Request, ended: bool = False) -> JobRecord | Response:
+    """The record of the request's ``task_id``, or the 400 (none given; with ``ended``, the job
+    has not ended yet) or 404 answer."""
     task_id = request.query_params.get("task_id")
     if task_id is None:
         detail = [field_error(["query", "task_id"], "a task id is required", "missing")]
@@ -195,6 +188,8 @@ def _find(request: Request) -> JobRecord | Response:
     record = records.read(jobs_dir() / task_id) if JOB_ID.match(task_id) else None
     if record is None:
         return error_response(404, f"no task {task_id!r} (unknown, or expired)")
+    if ended and not record.finished:
+        return error_response(400, f"task {task_id} is not completed yet")
     return record
 
 
