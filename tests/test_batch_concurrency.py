@@ -3,7 +3,6 @@ job accepted, run to completion and answered, none left in progress."""
 
 from __future__ import annotations
 
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +22,13 @@ ROWS = 10
 
 
 @pytest.fixture(scope="module")
-def server(stored_models: dict) -> Iterator[LocalServer]:
+def server(stored_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     env = {
         "DLSERVE_MODELS": "fraud",
         "DLSERVE_WORKERS": "2",
         # every job may wait on one worker; two run at once there (the default)
         "DLSERVE_BATCH_MAX_QUEUED": str(SUBMITTERS * JOBS_EACH),
-        "DLSERVE_BATCH_DIR": tempfile.mkdtemp(prefix="dlserve-concurrent-jobs-"),
+        "DLSERVE_BATCH_DIR": str(tmp_path_factory.mktemp("batch")),
     }
     with LocalServer(env=env) as running:
         yield running.wait("/readyz")

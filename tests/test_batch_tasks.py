@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,15 +25,20 @@ pytestmark = pytest.mark.http
 ROUTE = "/v1/batch/jobs"
 MAX_TOKENS = 20_000
 PAUSE_S = 0.3  # per chunk committed: a job of many chunks runs long enough to be cancelled
-JOBS_DIR = Path(tempfile.mkdtemp(prefix="dlserve-task-jobs-"))
 
 
 @pytest.fixture(scope="module")
-def server(stored_models: dict) -> Iterator[LocalServer]:
+def jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's job folders (``DLSERVE_BATCH_DIR``/dlserve-jobs)."""
+    return tmp_path_factory.mktemp("batch") / "dlserve-jobs"
+
+
+@pytest.fixture(scope="module")
+def server(stored_models: dict, jobs: Path) -> Iterator[LocalServer]:
     env = {
         "DLSERVE_MODELS": "fraud,text",
         "DLSERVE_BATCH_MAX_TOKENS": str(MAX_TOKENS),
-        "DLSERVE_BATCH_DIR": str(JOBS_DIR),
+        "DLSERVE_BATCH_DIR": str(jobs.parent),
         PAUSE_ENV: str(PAUSE_S),
     }
     with LocalServer(env=env) as running:
@@ -60,7 +64,7 @@ def _prompts(rows: int, max_tokens: int) -> bytes:
     return frame.to_json(orient="records", lines=True).encode()
 
 
-def test_a_running_job_is_cancelled_and_says_so(server: LocalServer) -> None:
+def test_a_running_job_is_cancelled_and_says_so(server: LocalServer, jobs: Path) -> None:
     # 2,400 prompts of 8 tokens, within the budget: 38 chunks, over 11 s uncancelled
     task_id = _submit(server, _prompts(2_400, 1), "prompts.jsonl", "text")
     while _status(server, task_id) == "pending":
@@ -74,7 +78,7 @@ def test_a_running_job_is_cancelled_and_says_so(server: LocalServer) -> None:
     answer = batch_job_answer(server, task_id)
     assert _status(server, task_id) == "canceled"
     assert answer.status_code == 409 and "canceled after" in answer.json()["error"]
-    assert not (JOBS_DIR / "dlserve-jobs" / task_id / "scores.parquet").exists()
+    assert not (jobs / task_id / "scores.parquet").exists()
 
 
 def test_an_ended_job_cannot_be_cancelled_and_stays_completed(server: LocalServer) -> None:
@@ -97,7 +101,7 @@ def test_a_text_job_past_its_token_budget_gets_413_naming_it(server: LocalServer
     assert _status(server, task_id) == "failed"
 
 
-def test_uploads_stay_in_the_job_folder_not_the_task_store(server: LocalServer) -> None:
+def test_uploads_stay_in_the_job_folder_not_the_task_store(server: LocalServer, jobs: Path) -> None:
     def task_store_bytes() -> int:
         return sum(path.stat().st_size for path in server.home.glob("task_result.db*"))
 
@@ -107,7 +111,7 @@ def test_uploads_stay_in_the_job_folder_not_the_task_store(server: LocalServer) 
     assert all(batch_job_answer(server, task_id).status_code == 200 for task_id in task_ids)
     assert task_store_bytes() - before < len(content) // 10
     for task_id in task_ids:
-        folder = JOBS_DIR / "dlserve-jobs" / task_id
+        folder = jobs / task_id
         assert (folder / "input.csv").read_bytes() == content and (folder / RECORD).is_file()
 
 
@@ -132,9 +136,8 @@ def test_an_unknown_task_is_404(server: LocalServer, verb: str) -> None:
     assert answer.status_code == 404 and "no task" in answer.json()["error"]
 
 
-def test_a_job_whose_worker_stopped_reads_as_failed(stored_models: dict) -> None:
-    jobs = Path(tempfile.mkdtemp(prefix="dlserve-stopped-jobs-"))
-    env = {"DLSERVE_MODELS": "text", "DLSERVE_BATCH_DIR": str(jobs), PAUSE_ENV: str(PAUSE_S)}
+def test_a_job_whose_worker_stopped_reads_as_failed(stored_models: dict, tmp_path: Path) -> None:
+    env = {"DLSERVE_MODELS": "text", "DLSERVE_BATCH_DIR": str(tmp_path), PAUSE_ENV: str(PAUSE_S)}
     with LocalServer(env=env) as server:
         server.wait("/readyz")
         task_id = _submit(server, _prompts(2_400, 1), "prompts.jsonl", "text")  # 11 s at least
@@ -142,6 +145,6 @@ def test_a_job_whose_worker_stopped_reads_as_failed(stored_models: dict) -> None
             pass
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(timeout=90)
-    record = records.read(jobs / "dlserve-jobs" / task_id)  # what /status and /get read
+    record = records.read(tmp_path / "dlserve-jobs" / task_id)  # what /status and /get read
     assert record is not None and record.status == JobStatus.FAILED
     assert "worker running this job stopped" in record.answer["error"]
