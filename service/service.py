@@ -36,6 +36,7 @@ from service.abandon import ClientGoneError
 from service.admission import AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
+from service.batch.tasks import BatchTaskRoutes, document_cancel
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
@@ -135,8 +136,9 @@ class DLServeBase:
     async def batch_job(
         self, file: Path, ctx: bentoml.Context, model: str = BATCH_MODEL_DEFAULT
     ) -> dict[str, Any]:
-        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
-        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
+        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get,
+        /retry, /cancel; dlserve answers those, see service/batch/tasks.py)."""
+        job_id = uuid.uuid4().hex
         status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
@@ -327,7 +329,7 @@ def dlserve_openapi() -> dict[str, Any]:
         [spec.name for spec in enabled if spec.tensors is not None],
         list(batch_http.FILES),
     )
-    return openapi_document(
+    document = openapi_document(
         DLServe.openapi_spec.asdict(),
         protocol_errors,
         streams,
@@ -335,6 +337,7 @@ def dlserve_openapi() -> dict[str, Any]:
         mounted,
         auth.open_paths(SETTINGS) if API_KEYS else None,
     )
+    return document_cancel(document)
 
 
 v1_app = Starlette(
@@ -381,3 +384,8 @@ UPLOAD_FORMS, JSON_ROUTES = body_guards()
 DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
 DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
+# Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
+# own job records rather than BentoML's task store (see service/batch/tasks.py).
+DLServe.add_asgi_middleware(
+    BatchTaskRoutes, served=bentoml.get_current_service, default_model=BATCH_MODEL_DEFAULT
+)

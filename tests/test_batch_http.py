@@ -1,4 +1,4 @@
-"""Batch jobs over HTTP: the BentoML task at ``/v1/batch/jobs`` (submit, status, get, files)."""
+"""Batch jobs over HTTP: the task routes at ``/v1/batch/jobs`` (submit, status, get, files)."""
 
 from __future__ import annotations
 
