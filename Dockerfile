@@ -64,8 +64,10 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 # DL3006: venv-cpu and venv-gpu are stages of this file, not images to tag.
+# ${RUNTIME:-gpu} repeats the default of ARG RUNTIME: buildah (podman build) picks the stages to
+# build from the --build-arg values alone, and with RUNTIME left out it would skip venv-gpu.
 # hadolint ignore=DL3006
-FROM venv-${RUNTIME} AS build
+FROM venv-${RUNTIME:-gpu} AS build
 ARG BATCH_ENGINE
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -89,9 +91,9 @@ COPY deploy/docker/import-models.sh /usr/local/bin/import-models.sh
 RUN sh /usr/local/bin/import-models.sh "${MODELS}" /tmp/models
 
 # ---- the image ----
-# DL3006: base-cpu and base-gpu are stages of this file, not images.
+# DL3006: base-cpu and base-gpu are stages of this file, not images (default: as for build).
 # hadolint ignore=DL3006
-FROM base-${RUNTIME} AS runtime
+FROM base-${RUNTIME:-gpu} AS runtime
 ARG UID=10001
 RUN groupadd --system --gid "${UID}" dlserve \
     && useradd --system --uid "${UID}" --gid "${UID}" --home-dir /nonexistent \

@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(RUNTIME)
 OTHER_ORT_WHEEL := $(if $(filter gpu,$(RUNTIME)),onnxruntime,onnxruntime-gpu)
 $(if $(filter cpu gpu,$(RUNTIME)),,$(error RUNTIME=$(RUNTIME): must be cpu or gpu))
 
-.PHONY: setup system-packages models serve test lint quality bench bench-triton saturate soak wrk fuzz build requirements clean
+.PHONY: setup system-packages models serve test lint quality bench bench-triton gpu-check saturate soak fuzz build requirements clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml Makefile
 setup: system-packages $(STAMP) ## virtual environment with training, serving and test dependencies
 
 # Debian packages: Fashion-MNIST (the image area's data); prometheus (promtool and a real
-# Prometheus for the deploy tests: tests/test_deploy_prometheus.py)
-DEBIAN_PACKAGES := dataset-fashion-mnist prometheus
+# Prometheus for the deploy tests: tests/test_deploy_prometheus.py); wrk (the benches' load,
+# tests/test_bench_*.py); podman, buildah, mmdebstrap and runc (the image built and run,
+# tests/test_container.py, deploy/docker/podman-here.sh)
+DEBIAN_PACKAGES := dataset-fashion-mnist prometheus wrk podman buildah mmdebstrap runc uidmap \
+	fuse-overlayfs slirp4netns
 
 system-packages: ## Debian packages the areas and the deploy tests need; installs as root when missing
 	dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES))
@@ -62,21 +65,22 @@ test: setup lint ## lint, then unit, in-process and real-HTTP tests (smoke-train
 quality: setup ## the full models' quality targets, from reports/ and the model store (after make models)
 	$(BIN)/python -m pytest -m quality
 
-bench: models wrk ## every area's bench: the served routes beside the in-process ceiling, same run
+bench: models ## every area's bench: the served routes beside the in-process ceiling, same run
 	$(BIN)/python -m bench.fraud
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.sentiment
 	$(BIN)/python -m bench.text_cache
 	$(BIN)/python -m bench.completions
 
-saturate: models wrk ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
+gpu-check: ## on a GPU machine: set up the GPU runtime, then every model on CUDA, its parity with CPU and throughput beside CPU
+	$(MAKE) models RUNTIME=gpu
+	$(BIN)/python -m bench.gpu_check
+
+saturate: models ## the fraud route at 3x the admission bound for 60 s (wrk, 127.0.0.1): shed share, latencies, memory
 	$(BIN)/python -m bench.saturation
 
-soak: models wrk ## every route at half its capacity for 10 minutes (wrk, 127.0.0.1): memory growth < 10%, no fd growth
+soak: models ## every route at half its capacity for 10 minutes (wrk, 127.0.0.1): memory growth < 10%, no fd growth
 	$(BIN)/python -m bench.soak
-
-wrk: ## the load generator of the benches (Debian's wrk), installed as root when missing
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
 fuzz: models ## the long API fuzz: >= 10,000 schemathesis requests to every route, 0 5xx allowed
 	$(BIN)/python -m bench.fuzz --requests 10000
@@ -90,7 +94,7 @@ $(TRITON_VENV)/.installed: Makefile
 	touch $@
 
 BENCH_ARGS ?=
-bench-triton: models wrk $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run; trains missing models first (BENCH_ARGS=--force on a busy machine)
+bench-triton: models $(TRITON_VENV)/.installed ## dlserve beside Triton and plain FastAPI, same run; trains missing models first (BENCH_ARGS=--force on a busy machine)
 	DLSERVE_TRITON_VENV=$(TRITON_VENV) $(BIN)/python -m bench.sidebyside $(BENCH_ARGS)
 
 build: models ## a Bento (service + code + models) in the local BentoML store; no Docker needed

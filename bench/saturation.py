@@ -29,8 +29,8 @@ import numpy as np
 
 from bench.soak import sample
 from bench.wrk import start_wrk
+from harness.local_server import LocalServer
 from service.areas.fraud import json_rows
-from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 ROUTES = {"fraud": "/v1/fraud/score", "completions": "/v1/completions"}

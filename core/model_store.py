@@ -111,6 +111,8 @@ class LoadedModel:
             "outputs": meta["outputs"],
             "labels": meta.get("labels", []),
             "metrics": meta.get("headline_metrics", {}),
+            # True only when `--time-guard` cut the run short of its preset (training.completion)
+            "under_trained": bool(meta.get("training", {}).get("under_trained", False)),
         }
 
 
@@ -150,12 +152,46 @@ def missing_model_error(tag: str) -> ModelUnavailableError:
     )
 
 
+def model_store_folder() -> Path:
+    """The BentoML model store's folder (``$BENTOML_HOME/models``)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.model_store_dir.get())
+
+
 def latest_version(name: str) -> str | None:
-    """The version the store's ``latest`` of ``name`` points to; ``None`` when none is stored."""
+    """The version the store's ``latest`` pointer of ``name`` names, as written; ``None`` when
+    no version of ``name`` is stored.
+
+    The pointer is read as it is: BentoML's own lookup would parse the version's
+    ``model.yaml`` first, and silently point ``latest`` back at the newest readable version
+    when it names a missing folder, so a broken registration would go unnoticed. Loading
+    the version it names then fails with the reason. ``ModelUnavailableError`` when the
+    pointer is unreadable or empty.
+    """
+    folder = model_store_folder() / name
     try:
-        return bentoml.models.get(f"{name}:latest").tag.version
-    except bentoml.exceptions.NotFound:
-        return None
+        version = (folder / "latest").read_text().strip()
+    except FileNotFoundError:
+        if not folder.is_dir() or not any(path.is_dir() for path in folder.iterdir()):
+            return None
+        try:  # versions but no pointer: BentoML writes it for the newest version
+            return bentoml.models.get(f"{name}:latest").tag.version
+        except Exception as exc:
+            raise ModelUnavailableError(
+                f"model {name!r}: the store has no `latest` pointer and its newest version is "
+                f"unreadable ({type(exc).__name__}); re-register the model"
+            ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelUnavailableError(
+            f"model {name!r}: the store's `latest` pointer is unreadable ({type(exc).__name__})"
+        ) from exc
+    if not version or "/" in version or version in (".", ".."):
+        raise ModelUnavailableError(
+            f"model {name!r}: the store's `latest` pointer names no version ({version!r}); "
+            "write a stored version into it or re-register the model"
+        )
+    return version
 
 
 def read_metadata(root: Path, tag: str) -> dict[str, Any]:
@@ -182,10 +218,16 @@ def read_stored_model(tag: str) -> tuple[dict[str, Any], Path]:
     try:
         stored = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise missing_model_error(tag) from exc
+        if tag.endswith(":latest"):
+            raise missing_model_error(tag) from exc
+        raise ModelUnavailableError(
+            f"model {tag!r}: no such version in the store (its folder is missing); point "
+            "the store's `latest` at a stored version or re-register the model"
+        ) from exc
     except Exception as exc:  # a damaged store entry (model.yaml) is this model's problem only
         raise ModelUnavailableError(
-            f"model {tag!r}: its store entry is unreadable ({type(exc).__name__})"
+            f"model {tag!r}: its store entry (model.yaml) is unreadable ({type(exc).__name__}); "
+            "re-register the model"
         ) from exc
     root = Path(stored.path)
     metadata = read_metadata(root, tag)
@@ -224,6 +266,13 @@ def load_model(tag: str, provider_setting: str, intra_op_threads: int = 0) -> Lo
         raise ModelUnavailableError(
             f"model {tag!r}: the warm-up inference failed ({type(exc).__name__}: {exc})"
         ) from exc
+    if model.describe()["under_trained"]:
+        log.warning(
+            "model %s:%s is under-trained: %s of its preset (a --time-guard cut it short)",
+            model.name,
+            model.version,
+            metadata["training"].get("completion"),
+        )
     log.info(
         "model %s:%s ready on %s (sha256 %s)",
         model.name,

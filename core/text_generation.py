@@ -289,7 +289,9 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
 
     Greedy (the first maximum) when the temperature is 0, else the ``top_k`` most likely ids
     (ties to the lower id), cut to the smallest prefix whose probability reaches ``top_p``, and
-    one draw from that by inverse CDF with exactly one ``rng.random()``.
+    one draw from that by inverse CDF with exactly one ``rng.random()``. A temperature so small
+    that the logits divided by it overflow (a subnormal such as 5e-324) is greedy too: it is
+    the limit those temperatures approach, where the division would give inf - inf = NaN.
     """
     row = np.asarray(logits, dtype=np.float64).reshape(-1)
     if params.temperature == 0:
@@ -297,7 +299,10 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     order = np.argsort(-row, kind="stable")
     if 0 < params.top_k < len(order):
         order = order[: params.top_k]
-    scaled = row[order] / params.temperature
+    with np.errstate(over="ignore"):
+        scaled = row[order] / params.temperature
+    if not np.isfinite(scaled).all():
+        return int(np.argmax(row))
     probabilities = np.exp(scaled - scaled[0])
     probabilities /= probabilities.sum()
     cumulative = np.cumsum(probabilities)

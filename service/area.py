@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+from starlette.responses import JSONResponse
 
-from core.model_store import LoadedModel, load_model
+from core.model_store import LoadedModel, ModelUnavailableError, load_model
 from service.batching import Arrays, Join, concatenate
 from service.metrics import LINEAR_SCORE_BUCKETS
+from service.model_contract import ModelMetadata, validate_metadata
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -37,10 +39,12 @@ Columns = dict[str, np.ndarray]
 @dataclass(frozen=True)
 class ReadyModel:
     """A verified, warmed-up model and what its area built from it at load (``companion``: a
-    tokenizer, a decoder, ...; ``None`` when the area needs nothing)."""
+    tokenizer, a decoder, ...; ``None`` when the area needs nothing). ``contract``: its
+    metadata validated by the spec's contract (``service.model_contract``), what routes read."""
 
     model: LoadedModel
     companion: Any = None
+    contract: Any = None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -92,9 +96,13 @@ class Budget:
 class ModelSpec:
     """One stored model an area serves.
 
-    ``name``: its model-store name (the latest version is served). ``check(metadata)``: raises
-    ``ModelUnavailableError`` when the stored model does not fit the area's routes.
-    ``prepare(model)``: builds the ``companion`` the routes use (may raise the same error).
+    ``name``: its model-store name (the latest version is served). ``contract``: the pydantic
+    schema of every metadata key the area reads while answering, with the checks that the
+    stored model fits its routes (``service.model_contract``); a version that breaks it is
+    refused at load. ``prepare(model)``: builds the ``companion`` the routes use (may raise
+    ``ModelUnavailableError``). ``rehearse(ready)``: one sample request through the area's
+    own request path (its encoding, the graph, its answer, rendered as a response would be),
+    run at load before the version serves; any exception refuses the version.
     ``score_output``: the output whose values feed the ``dlserve_score`` histogram (a drift
     signal), ``None`` for none; ``score_buckets``: that histogram's upper bounds, fitted to where
     the model's scores fall (+Inf is added). ``join``: how the micro-batcher stacks concurrent
@@ -109,8 +117,9 @@ class ModelSpec:
     """
 
     name: str
-    check: Callable[[dict[str, Any]], None] | None = None
+    contract: type[ModelMetadata] = ModelMetadata
     prepare: Callable[[LoadedModel], Any] | None = None
+    rehearse: Callable[[ReadyModel], object] | None = None
     score_output: str | None = None
     score_buckets: tuple[float, ...] = LINEAR_SCORE_BUCKETS
     join: Join = concatenate
@@ -132,13 +141,25 @@ class ModelSpec:
         return self.program is not None
 
     def load(self, provider: str, intra_op_threads: int, version: str = "latest") -> ReadyModel:
-        """Load, verify, warm up, check and prepare ``version``; ``ModelUnavailableError`` with
-        the reason."""
-        model = load_model(f"{self.name}:{version}", provider, intra_op_threads)
-        if self.check is not None:
-            self.check(model.metadata)
+        """Load, verify and warm up ``version``, validate its metadata against the contract,
+        prepare its companion and rehearse a request; ``ModelUnavailableError`` with the
+        reason."""
+        tag = f"{self.name}:{version}"
+        model = load_model(tag, provider, intra_op_threads)
+        contract = validate_metadata(self.contract, model.metadata, tag)
         companion = self.prepare(model) if self.prepare is not None else None
-        return ReadyModel(model, companion)
+        ready = ReadyModel(model, companion, contract)
+        if self.rehearse is not None:
+            try:
+                self.rehearse(ready)
+            except ModelUnavailableError:
+                raise
+            except Exception as exc:
+                raise ModelUnavailableError(
+                    f"model {tag!r}: a sample request failed on its routes "
+                    f"({type(exc).__name__}: {exc}); it is not served"
+                ) from exc
+        return ready
 
 
 class ServedModels(Protocol):
@@ -200,6 +221,15 @@ class Endpoint:
         return self.models[0]
 
 
+def rehearse_batched(
+    ready: ReadyModel, inputs: Arrays, answer: Callable[[ReadyModel, Arrays], Any]
+) -> None:
+    """A batched route's rehearsal: ``inputs`` (made by the route's own encoding) through the
+    graph, the route's ``answer`` built from the outputs and rendered as its response is
+    (strict JSON: a NaN or infinity fails)."""
+    JSONResponse(answer(ready, ready.model.run(inputs)))
+
+
 def run_graph(ready: ReadyModel, inputs: Arrays) -> Arrays:
     """A batch chunk's inference: one ONNX Runtime call (the default ``BatchAdapter.infer``),
     keeping the CPU arena for the next chunk (``LoadedModel.run``)."""
@@ -218,7 +248,9 @@ class BatchAdapter:
     ``to_columns(outputs, ready)``: outputs -> the output fields, one array each.
     ``input_columns``: the columns to read; ``categorical_columns``: those holding a few
     distinct strings, read dictionary-encoded from Parquet. ``batch_size``: rows per chunk
-    when the job does not say, sized to the model's memory per row.
+    when the job does not say, sized to the model's memory per row. ``tokens(inputs)``: for a
+    model whose cost grows with tokens, what a chunk's valid rows ask for (their inputs as
+    ``encode`` made them); HTTP jobs stop past ``DLSERVE_BATCH_MAX_TOKENS``.
     """
 
     model: str
@@ -229,6 +261,7 @@ class BatchAdapter:
     infer: Callable[[ReadyModel, Arrays], Arrays] = run_graph
     categorical_columns: tuple[str, ...] = ()
     batch_size: int = 8192
+    tokens: Callable[[Arrays], int] | None = None
 
 
 @dataclass(frozen=True)

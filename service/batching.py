@@ -5,8 +5,9 @@ lists; dlserve's routes answer ``{"model": ..., "results": [...]}``, so batching
 in-process, behind the route. One inference runs at a time per model; requests that arrive
 while it runs are joined into the next call (up to ``max_batch_rows``), so batches grow with
 load and an idle service adds no waiting. ``max_wait_ms`` optionally holds an open batch a
-little longer for more rows. Beyond ``max_queue_rows`` waiting rows, new requests are refused
-with ``OverloadedError`` rather than queued without bound. With a ``width`` (per-row cost, e.g.
+little longer for more rows; a batch that fills (``max_batch_rows``) meanwhile goes at once.
+Beyond ``max_queue_rows`` waiting rows, new requests are refused with ``OverloadedError``
+rather than queued without bound. With a ``width`` (per-row cost, e.g.
 a token sequence's length), a call also stays within ``max_batch_cost`` = rows x the widest
 joined request. A request whose caller stopped waiting (cancelled) is dropped before its call.
 
@@ -23,6 +24,7 @@ into one call, and the call runs beside the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -118,6 +120,7 @@ class MicroBatcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None  # queued rows reached max_batch_rows
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
@@ -137,8 +140,10 @@ class MicroBatcher:
         pending = _Pending(inputs, rows, width, loop.create_future())
         self._queue.append(pending)
         self._queued_rows += rows
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._full is not None
         self._wakeup.set()
+        if self._queued_rows >= self._max_batch_rows:
+            self._full.set()
         return await pending.future
 
     def close(self) -> None:
@@ -149,7 +154,7 @@ class MicroBatcher:
 
     def _ensure_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
+            self._wakeup, self._full = asyncio.Event(), asyncio.Event()
             self._worker = loop.create_task(self._run())
 
     def _take_batch(self) -> list[_Pending]:
@@ -183,7 +188,7 @@ class MicroBatcher:
             self._wakeup.clear()
             while self._queue:
                 if self._max_wait and self._queued_rows < self._max_batch_rows:
-                    await asyncio.sleep(self._max_wait)
+                    await self._hold_open_batch()
                 batch = self._take_batch()
                 if not batch:
                     continue
@@ -205,6 +210,13 @@ class MicroBatcher:
                             {name: value[start:stop] for name, value in outputs.items()}
                         )
                     start += pending.rows
+
+    async def _hold_open_batch(self) -> None:
+        """Wait ``max_wait_ms`` for more rows, or less if the batch fills first."""
+        assert self._full is not None
+        self._full.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), self._max_wait)
 
     def _call(self, batch: list[_Pending]) -> Arrays:
         joined = batch[0].inputs if len(batch) == 1 else self._join([p.inputs for p in batch])

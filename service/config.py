@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(
         0,
         ge=0,
-        description="extra wait for more rows once a batch is open (0: none; batches form "
-        "while the previous call runs)",
+        description="extra wait for more rows once a batch is open, ended by a full batch "
+        "(0: none; batches form while the previous call runs)",
     )
     max_queue_rows: int = Field(
         200_000, ge=1, description="rows waiting beyond this get 503 with `Retry-After: 1`"
@@ -183,11 +183,23 @@ class Settings(BaseSettings):
         ge=1024,
         description="an HTTP batch job stops with 413 once its scores and rejects pass this size",
     )
+    batch_max_tokens: int = Field(
+        500_000,
+        ge=1,
+        description="an HTTP batch job of a token model (text) stops with 413 once its rows ask "
+        "for more tokens than this (prompt tokens plus `max_tokens`, over every row)",
+    )
     batch_max_jobs: int = Field(
         2,
         ge=1,
         description="HTTP batch jobs running at once per worker (they share the worker's "
-        "models); beyond, a job answers 429",
+        "models); the next ones wait, see `DLSERVE_BATCH_MAX_QUEUED`",
+    )
+    batch_max_queued: int = Field(
+        64,
+        ge=0,
+        description="HTTP batch jobs waiting per worker (each keeps its upload on disk); "
+        "beyond, `/submit` answers 429",
     )
     model_poll_s: float = Field(
         10.0,

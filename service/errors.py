@@ -138,6 +138,20 @@ def message_only(status: int, body: dict[str, Any]) -> dict[str, Any]:
     return {"error": body["error"]}
 
 
+# An error answer already in its protocol's final shape (the protocol's readiness answers:
+# ``{"ready": false}``) carries this header; ``ProtocolErrors`` strips it and sends the body as
+# it is.
+FINAL_ERROR_HEADER = "x-dlserve-final-error"
+FINAL_ERROR_MARK = FINAL_ERROR_HEADER.encode()
+
+
+def final_error(response: Response) -> Response:
+    """``response`` (an error answer already in its protocol's shape), left unchanged by
+    ``ProtocolErrors``."""
+    response.headers[FINAL_ERROR_HEADER] = "1"
+    return response
+
+
 class ProtocolErrors:
     """ASGI middleware: every error answer (status >= 400) on every path gets dlserve's shape
     ``{"error": str, "detail": [{"loc", "msg", "type"}]}`` (``to_error_body``), then, on the
@@ -147,7 +161,8 @@ class ProtocolErrors:
     This covers what BentoML and Starlette answer themselves: plain-text 404 and 405, errors
     sent as a one-element JSON list, and pydantic's validation entries (whose documentation
     links carry the library's version). Headers such as ``Retry-After`` are kept. Successful
-    answers, streams included, and answers to HEAD pass through untouched.
+    answers, streams included, answers to HEAD and ``final_error`` answers pass through
+    untouched.
     """
 
     def __init__(
@@ -181,6 +196,11 @@ class ProtocolErrors:
         async def reshape(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start" and message["status"] >= 400:
+                headers = message.get("headers", [])
+                kept = [(n, v) for n, v in headers if n.lower() != FINAL_ERROR_MARK]
+                if len(kept) < len(headers):  # already in its final shape
+                    await send({**message, "headers": kept})
+                    return
                 start = message
                 return
             if start is None:

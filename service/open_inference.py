@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from importlib import metadata as package_metadata
 from typing import Any
 
 import bentoml
@@ -30,16 +29,17 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from service import registry, tensors
 from service.area import ReadyModel
-from service.errors import ErrorAnswer, RequestInputError
+from service.errors import ErrorAnswer, RequestInputError, final_error
 from service.served_model import ServedModel, request_scope
+from service.version import VERSION
 
 SERVER = {
     "name": "dlserve",
-    "version": package_metadata.version("dlserve"),
+    "version": VERSION,
     "extensions": ["binary_tensor_data"],
 }
 PLATFORM = "onnx_onnxv1"
@@ -135,10 +135,15 @@ async def server_live(_: Request) -> Response:
     return _json({"live": True})
 
 
+def _readiness(body: dict[str, Any], ready: bool) -> Response:
+    """200, or 503 with the same JSON body (not an error message: the protocol's answer)."""
+    return _json(body) if ready else final_error(_json(body, 503))
+
+
 @protocol_route
 async def server_ready(_: Request) -> Response:
     ready = _service().__is_ready__()
-    return _json({"ready": ready}, 200 if ready else 503)
+    return _readiness({"ready": ready}, ready)
 
 
 @protocol_route
@@ -162,7 +167,7 @@ async def model_metadata(request: Request) -> Response:
 async def model_ready(request: Request) -> Response:
     served = _tensor_model(request)
     ready = _at_version(served, served.ready, request) is not None
-    return _json({"name": served.name, "ready": ready}, 200 if ready else 503)
+    return _readiness({"name": served.name, "ready": ready}, ready)
 
 
 @protocol_route
@@ -207,8 +212,33 @@ async def _infer(served: ServedModel, ready: ReadyModel | None, request: Request
     )
 
 
-async def unknown_path(request: Request) -> Response:
-    return protocol_error(404, f"{request.method} {request.url.path} is not a route of /v2")
+# Every method a client may send: a path under /v2 that no route has is 404 whatever the method.
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def not_a_route(routes: list[Route]) -> Callable[[Request], Awaitable[Response]]:
+    """The answer under ``/v2`` where none of ``routes`` matches both path and method: 405
+    with ``Allow`` for a route's path with another method, else 404."""
+
+    async def answer(request: Request) -> Response:
+        allowed = sorted(
+            {
+                method
+                for route in routes
+                if route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+        )
+        where = f"{request.method} {request.url.path}"
+        if allowed:
+            return protocol_error(
+                405,
+                f"{where}: the route allows {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )
+        return protocol_error(404, f"{where} is not a route of /v2")
+
+    return answer
 
 
 def counted_model(path: str) -> str | None:
@@ -222,14 +252,13 @@ def build_app() -> Starlette:
     """The ``/v2`` routes, with full paths (mounted at ``/``, so that ``GET /v2`` is one)."""
     model = f"{ROOT}/models/{{name}}"
     version = f"{ROOT}/models/{{name}}/versions/{{version}}"
-    return Starlette(
-        routes=[
-            Route(ROOT, server_metadata, methods=["GET"]),
-            Route(f"{ROOT}/health/live", server_live, methods=["GET"]),
-            Route(f"{ROOT}/health/ready", server_ready, methods=["GET"]),
-            *(Route(path, model_metadata, methods=["GET"]) for path in (model, version)),
-            *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, version)),
-            *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, version)),
-            Route(f"{ROOT}/{{path:path}}", unknown_path),  # and other methods: 404 in this shape
-        ]
-    )
+    routes = [
+        Route(ROOT, server_metadata, methods=["GET"]),
+        Route(f"{ROOT}/health/live", server_live, methods=["GET"]),
+        Route(f"{ROOT}/health/ready", server_ready, methods=["GET"]),
+        *(Route(path, model_metadata, methods=["GET"]) for path in (model, version)),
+        *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, version)),
+        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, version)),
+    ]
+    fallback = Route(f"{ROOT}/{{path:path}}", not_a_route(routes), methods=ANY_METHOD)
+    return Starlette(routes=[*routes, fallback])

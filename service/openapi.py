@@ -5,8 +5,11 @@ BentoML declares OpenAPI 3.0 for schemas in JSON Schema 2020-12, errors as ``{"e
 "detail": str}`` (dlserve's ``detail`` is a list of ``{loc, msg, type}``), documents a task's
 submission with its status' schema, lists task states it never sends, leaves out a streaming
 route's events, drops ``null`` and union members from a JSON body's inline schema and names its
-own version in ``info``. ``openapi_document`` rewrites those parts; ``OpenAPIDocument`` serves
-the result in place of BentoML's.
+own version in ``info``, and leaves out the routes mounted beside its own and any security
+scheme. ``openapi_document`` rewrites those parts (the mounted routes from
+``service.openapi_mounted``; with API keys set, a bearer scheme on every operation but the
+open paths);
+``OpenAPIDocument`` serves the result in place of BentoML's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.openapi_mounted import SCHEMAS as MOUNTED_SCHEMAS
 
 PATH = "/docs.json"
 # BentoML says 3.0.2, but its schemas are pydantic's JSON Schema 2020-12 (numeric
@@ -52,6 +57,12 @@ ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
+BEARER = "bearer"
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key of DLSERVE_API_KEYS or DLSERVE_API_KEYS_FILE (when any is set).",
+}
 # One server-sent event: its ``data`` is a JSON chunk, then ``[DONE]``.
 SSE_EVENT: dict[str, Any] = {
     "type": "object",
@@ -76,11 +87,15 @@ def openapi_document(
     protocol_errors: dict[str, dict[str, Any]],
     event_streams: frozenset[str],
     query: dict[str, tuple[dict[str, Any], ...]],
+    mounted: dict[str, dict[str, Any]],
+    open_paths: frozenset[str] | None,
 ) -> dict[str, Any]:
     """BentoML's document with dlserve's ``info``, every operation's error answers as the
     ``Error`` schema (or, for a path of ``protocol_errors``, that schema) under ``default``, the
-    task routes' real answers, server-sent events as another answer of ``event_streams``' paths
-    and the query parameters of ``query`` (path -> parameter objects)."""
+    task routes' real answers, server-sent events as another answer of ``event_streams``' paths,
+    the query parameters of ``query`` (path -> parameter objects), the ``mounted`` routes'
+    path items, and, when API keys are set, the bearer key scheme on every operation outside
+    ``open_paths`` (``None``: no keys are set, no operation needs one)."""
     document = json.loads(json.dumps(bentoml_document))  # a copy, with string keys as served
     document["openapi"] = OPENAPI_VERSION
     document["info"] = {
@@ -105,6 +120,13 @@ def openapi_document(
             if path in event_streams:
                 content = operation["responses"]["200"]["content"]
                 content["text/event-stream"] = {"schema": SSE_EVENT}
+    document["paths"].update(json.loads(json.dumps(mounted)))
+    schemas.update(MOUNTED_SCHEMAS)
+    if open_paths is not None:
+        document["components"]["securitySchemes"] = {BEARER: BEARER_SCHEME}
+        for path, item in document["paths"].items():
+            for operation in item.values():
+                operation["security"] = [] if path in open_paths else [{BEARER: []}]
     return document
 
 

@@ -87,3 +87,13 @@ def area_of(model_name: str) -> Area:
         if model_name in area.spec_by_name:
             return area
     raise KeyError(model_name)
+
+
+def main() -> None:
+    """``python -m service.registry``: the stored model names of every declared area, one per
+    line (the export loop of docs/DEPLOY.md reads them)."""
+    print("\n".join(spec.name for spec in model_specs()))
+
+
+if __name__ == "__main__":
+    main()

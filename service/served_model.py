@@ -3,17 +3,21 @@
 A ``ServedModel`` serves one ``Generation`` at a time: a loaded version with the micro-batcher
 (batched model) or step scheduler (stepwise model) that runs it. ``refresh()`` (at start, from
 the worker's ``ModelWatcher`` and from ``POST /v1/models/{name}/load``) loads the wanted version
-(the store's latest, or the one ``DLSERVE_PINNED_MODELS`` names) beside the served one: metadata,
-sha256, session, warm-up, the area's check and companion; then swaps it in with one assignment.
-A request keeps the generation it started on until it finishes; a retired generation's batcher
-or scheduler, and with it its session, is released when its last request leaves.
+(the store's latest, or the one ``DLSERVE_PINNED_MODELS`` names) beside the served one:
+metadata, sha256, session, warm-up, the area's contract, companion and rehearsal; then swaps it
+in with one assignment. A request keeps the generation it started on until it finishes; a
+retired generation's batcher or scheduler, and with it its session, is released when its last
+request leaves.
 
 Any failure to load a version, of any kind, is this model's alone: the served version (if any)
-keeps serving, and the reason goes to the log, ``/v1/models`` and
-``dlserve_model_loads_total{outcome="failed"}``. Polling retries a failed version after a
-growing delay (the poll interval, doubled after each failure, at most ``MAX_RETRY_S``): a
-version caught half-written (a first registration, files copied into a mounted store) loads
-once complete; the load route retries at once.
+keeps serving, and the reason goes to the log, ``/v1/models``' ``last_load`` and
+``dlserve_model_loads_total{outcome="failed"}``; that includes a store whose ``latest`` pointer
+names a missing folder or is unreadable, and a version whose ``model.yaml`` is empty or garbage.
+A version serves only once it has proved it can answer: its metadata fits the area's contract
+and a sample request went through the area's request path (``ModelSpec.load``). Polling retries
+a failed version after a growing delay (the poll interval, doubled after each failure, at most
+``MAX_RETRY_S``): a version caught half-written (a first registration, files copied into a
+mounted store) loads once complete; the load route retries at once.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ log = logging.getLogger(__name__)
 
 State = Literal["training", "loading", "ready", "unavailable"]
 MAX_RETRY_S = 300.0
+UNKNOWN_VERSION = "latest"  # a failed attempt's version when the store's pointer is unreadable
 
 
 class ModelReference(BaseModel):
@@ -204,12 +209,11 @@ class ServedModel:
         unless ``force``). Never raises.
         """
         with self._load_lock:
+            pointer_error: ModelUnavailableError | None = None
             try:
                 version = self.pinned or latest_version(self.name)
-            except Exception as exc:  # a damaged store entry
-                if self._current is None:
-                    self.error = f"model {self.spec.tag!r}: the store is unreadable ({exc})"
-                return None
+            except ModelUnavailableError as exc:  # an unreadable or empty ``latest`` pointer
+                version, pointer_error = UNKNOWN_VERSION, exc
             if version is None:
                 if self._current is None:
                     self.error = str(missing_model_error(self.spec.tag))
@@ -221,6 +225,8 @@ class ServedModel:
             if failed_before and not force and time.monotonic() < self._retry_at:
                 return None
             self._failures = self._failures if failed_before else 0
+            if pointer_error is not None:
+                return self._failed(version, str(pointer_error), 0.0, pointer_error)
             return self._load(version)
 
     def _load(self, version: str) -> LoadAttempt:

@@ -36,6 +36,7 @@ from service.abandon import ClientGoneError
 from service.admission import AdmissionGate, AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
+from service.batch.tasks import BatchTaskRoutes, document_cancel
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
@@ -54,6 +55,7 @@ from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_v
 from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
+from service.openapi_mounted import mounted_paths
 from service.refusal_pacing import PacedRefusals
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
@@ -137,8 +139,9 @@ class DLServeBase:
     async def batch_job(
         self, file: Path, ctx: bentoml.Context, model: str = BATCH_MODEL_DEFAULT
     ) -> dict[str, Any]:
-        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
-        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
+        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get,
+        /retry, /cancel; dlserve answers those, see service/batch/tasks.py)."""
+        job_id = uuid.uuid4().hex
         status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
@@ -322,7 +325,21 @@ def dlserve_openapi() -> dict[str, Any]:
     protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
     streams = STEPWISE_ROUTES
     query = {e.route: e.query for e in ENDPOINTS if e.query}
-    return openapi_document(DLServe.openapi_spec.asdict(), protocol_errors, streams, query)
+    enabled = list(registry.model_specs(SETTINGS.models))
+    mounted = mounted_paths(
+        [spec.name for spec in enabled],
+        [spec.name for spec in enabled if spec.tensors is not None],
+        list(batch_http.FILES),
+    )
+    document = openapi_document(
+        DLServe.openapi_spec.asdict(),
+        protocol_errors,
+        streams,
+        query,
+        mounted,
+        auth.open_paths(SETTINGS) if API_KEYS else None,
+    )
+    return document_cancel(document)
 
 
 v1_app = Starlette(
@@ -381,3 +398,8 @@ UPLOAD_FORMS, JSON_ROUTES = body_guards()
 DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
 DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
+# Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
+# own job records rather than BentoML's task store (see service/batch/tasks.py).
+DLServe.add_asgi_middleware(
+    BatchTaskRoutes, served=bentoml.get_current_service, default_model=BATCH_MODEL_DEFAULT
+)

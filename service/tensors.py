@@ -12,7 +12,9 @@ binary when the output's ``parameters.binary_data`` (default: the request's
 Every refusal is a ``RequestInputError`` whose ``loc`` names the input (or ``inputs``,
 ``outputs``, ``parameters``, ``body``) and whose message states the rule: a wrong datatype,
 shape or size, a named axis that differs between inputs, rows outside ``1..max_rows``, a value
-the datatype cannot hold, a NaN or infinity.
+the datatype cannot hold, a NaN or infinity, an ``Inference-Header-Content-Length`` or
+``binary_data_size`` that is not an integer byte count within the body; and an output the
+inputs drove to NaN or infinity.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 
 from service.batching import Arrays
 from service.errors import RequestInputError
+from service.request_numbers import bounded_int
 
 DATATYPES: dict[str, np.dtype] = {
     name: np.dtype(code)
@@ -105,11 +108,19 @@ def encode_response(
     name: str, version: str, request: InferRequest, outputs: Arrays
 ) -> tuple[bytes, int | None]:
     """The answer's body and, when some output is binary, the JSON header's length (the
-    ``Inference-Header-Content-Length`` to send)."""
+    ``Inference-Header-Content-Length`` to send). A float output holding a NaN or infinity is
+    never sent (JSON would carry it as ``null``): ``RequestInputError`` at ``outputs.<name>``."""
     described = []
     blobs = []
     for output, binary in request.outputs:
         array = np.ascontiguousarray(outputs[output])
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise RequestInputError(
+                ["outputs", output],
+                "the model's output for these inputs is not finite (NaN or infinity); "
+                "send inputs within the model's documented range",
+                "not_finite_output",
+            )
         entry: dict[str, Any] = {
             "name": output,
             "datatype": datatype(array.dtype),
@@ -135,13 +146,9 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     """The JSON header and the binary data after it."""
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.isdigit() or int(header_length) > len(body):
-        raise RequestInputError(
-            ["Inference-Header-Content-Length"],
-            f"must be a byte count of at most the body's {len(body)} bytes",
-            "bad_header_length",
-        )
-    length = int(header_length)
+    length = bounded_int(  # at most the body's bytes
+        header_length, ["Inference-Header-Content-Length"], 0, len(body), "bad_header_length"
+    )
     return body[:length], memoryview(body)[length:]
 
 
@@ -230,7 +237,7 @@ def _tensor(
         if "data" in entry:
             raise RequestInputError([name], "give data or binary_data_size, not both", "both")
         needed = count * dtype.itemsize
-        if size != needed or isinstance(size, bool):
+        if type(size) is not int or size != needed:  # not 40.0, not true
             raise RequestInputError(
                 [name],
                 f"binary_data_size {size!r}; shape {shape} of {expected} is {needed} bytes",

@@ -1,5 +1,5 @@
 """Shared fixtures: a private BentoML model store holding every area's smoke-trained models, and
-a real ``bentoml serve`` process on a free port (``tests.local_server``).
+a real ``bentoml serve`` process on a free port (``harness.local_server``).
 
 The store location must be set before bentoml is first imported, hence the environment is
 prepared at import time of this module.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import tests.user_env  # noqa: F401  (captures the operator's store before the override below)
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="dlserve-tests-"))
 os.environ["BENTOML_HOME"] = str(SCRATCH / "bentoml")

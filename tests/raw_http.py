@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 
 def in_progress(server: LocalServer, route: str) -> float:

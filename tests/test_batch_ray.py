@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from service.batch.__main__ import main
+from tests.needs import require
 from training.fraud.simulator import simulate_transactions
 
 pytest.importorskip("ray.data")
@@ -23,8 +24,8 @@ def _private_network_works() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _private_network_works(), reason="unshare -n is not permitted here")
 def test_ray_engine_matches_the_local_engine(stored_models: dict, tmp_path: Path) -> None:
+    require(_private_network_works(), "unshare -n is not permitted here (Ray runs only inside it)")
     source = tmp_path / "in.parquet"
     simulate_transactions(5000, seed=4).to_parquet(source, row_group_size=1500)
     local = tmp_path / "local.parquet"

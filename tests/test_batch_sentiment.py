@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from harness.local_server import LocalServer
 from service.areas.sentiment import MAX_CHARACTERS, Texts, validate_texts
 from service.batch.__main__ import main
-from tests.local_server import LocalServer
 
 TEXTS = [
     "A warm, funny and beautifully acted film.",
@@ -23,7 +23,15 @@ TEXTS = [
     "word " * 400,  # longer than either model's max_tokens: truncated
     "Not bad at all.",
 ]
-BAD_TEXTS: list[Any] = [None, "", "   \n", "x" * (MAX_CHARACTERS + 1)]
+# Texts with nothing left once normalised got "negative, 1.0" from the RNN (issue 20, row 15).
+NO_CONTENT_TEXTS = [
+    "\x00\x01\x1f",
+    "\u200b\u200e\ufeff",
+    "\u0301\u0300 ",
+    "\ufffd\x7f\x85",
+    "\u2028\x0b",
+]
+BAD_TEXTS: list[Any] = [None, "", "   \n", "x" * (MAX_CHARACTERS + 1), *NO_CONTENT_TEXTS]
 
 
 def _accepted_by_pydantic(text: Any) -> bool:
@@ -34,7 +42,7 @@ def _accepted_by_pydantic(text: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("text", [*BAD_TEXTS, "x" * MAX_CHARACTERS, " ok "])
+@pytest.mark.parametrize("text", [*BAD_TEXTS, "x" * MAX_CHARACTERS, " ok ", "\x00é\x01", "日"])
 def test_validator_and_the_request_model_agree(text: Any) -> None:
     _, reasons = validate_texts(pa.table({"text": pa.array([text, "fine"], pa.string())}))
     assert (reasons[0] is None) == _accepted_by_pydantic(text)

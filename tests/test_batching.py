@@ -159,3 +159,18 @@ def test_no_inline_call_when(settings: dict) -> None:
     batcher = MicroBatcher(infer, max_batch_rows=8, inline_rows=8, **settings)
     asyncio.run(batcher.submit({"x": np.ones(1)}))
     assert threads and threads[0] != threading.get_ident()
+
+
+def test_a_batch_that_fills_during_the_wait_goes_at_once() -> None:
+    """``max_wait_ms`` of ten minutes: the call happens when the rows reach max_batch_rows."""
+    calls: list[int] = []
+    batcher = MicroBatcher(_doubler(calls), max_batch_rows=4, max_wait_ms=600_000)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher.submit({"x": np.ones(2)}))
+        await asyncio.sleep(0)  # the first request opens the batch and its wait
+        second = batcher.submit({"x": np.ones(2)})
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=60)
+
+    asyncio.run(main())
+    assert calls == [4]

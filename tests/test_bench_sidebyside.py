@@ -5,7 +5,6 @@ catch a wrong answer, its report ranks against Triton, and it runs end to end (T
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from bench import sidebyside, triton_server
 from bench.report import summarise
 from bench.workloads import Body, Workload, check_answer, workloads
+from tests.needs import require_tools
 
 
 def test_answers_are_checked_against_onnx_runtime(stored_models: dict) -> None:
@@ -55,8 +55,8 @@ def test_ratios_are_to_the_faster_triton_over_the_mean_of_passes() -> None:
 
 
 @pytest.mark.http
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_the_bench_runs_end_to_end(stored_models: dict, tmp_path: Path) -> None:
+    require_tools("wrk")
     out = tmp_path / "side"
     arguments = ["--force", "--seconds", "1", "--passes", "1", "--concurrency", "1"]
     arguments += ["--out", str(out)] + ([] if triton_server.available() else ["--no-triton"])

@@ -3,21 +3,18 @@ the built Bento, served from outside the repository, answers a request on every 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
+from harness.local_server import REPOSITORY, LocalServer
 from service import registry
-from tests.images import b64, encode, load_test_images
-from tests.local_server import REPOSITORY, LocalServer
-from tests.payloads import transactions
+from tests.every_route import check_every_route
 
 pytestmark = pytest.mark.http
 
@@ -57,30 +54,4 @@ def served_bento(bento: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_the_served_bento_answers_every_route(served_bento: LocalServer) -> None:
-    url = served_bento.url
-    pixels, _ = load_test_images(2)
-    image = encode(pixels[0])
-    requests = {
-        "/v1/fraud/score": {"json": {"transactions": transactions(2)}},
-        "/v1/images/classify": {"files": {"image": ("a.png", image)}},
-        "/v1/images/classify_batch": {"json": {"images": [b64(image)]}},
-        "/v1/sentiment": {"json": {"texts": ["A fine film."]}},
-        "/v1/completions": {"json": {"prompt": "A", "max_tokens": 3}},
-        "/v1/images/generate": {"json": {"label": "Bag", "seed": 1}},
-    }
-    routes = {
-        endpoint.route for area in registry.all_areas().values() for endpoint in area.endpoints
-    }
-    assert set(requests) == routes  # a new route must be added here
-    for route, request in requests.items():
-        response = httpx.post(url + route, timeout=30, **request)
-        assert response.status_code == 200, (route, response.text)
-    models = httpx.get(url + "/v1/models", timeout=10).json()["models"]
-    assert {m["status"] for m in models} == {"ready"}
-    submitted = httpx.post(
-        url + "/v1/batch/jobs/submit",
-        files={"file": ("rows.jsonl", "\n".join(json.dumps(r) for r in transactions(3)))},
-        data={"model": "fraud"},
-        timeout=30,
-    )
-    assert submitted.status_code == 200 and "task_id" in submitted.json()
+    check_every_route(served_bento.url)

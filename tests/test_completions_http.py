@@ -14,9 +14,9 @@ import pytest
 
 from core.model_store import load_model
 from core.text_generation import CharVocabulary, TextGenerator, generate
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
 from service.areas.text import MODEL, ROUTE
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 PROMPT = "ROMEO:\n"
@@ -115,6 +115,8 @@ def test_the_openai_model_list_names_the_generator(client: openai.OpenAI) -> Non
         ({"top_k": -1}, "top_k", "greater than or equal to 0"),
         ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 stop strings"),
+        ({"stop": 5}, "stop", "valid string"),  # was stop.constrained-str
+        ({"stop": ["a", 5]}, "stop", "valid string"),
         ({"n": 2}, "n", "less than or equal to 1"),
     ],
 )

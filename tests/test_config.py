@@ -47,7 +47,9 @@ CASES = {
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
     "batch_max_rows": ("500", 500, "0", "greater than or equal to 1"),
     "batch_max_output_bytes": ("4096", 4096, "100", "greater than or equal to 1024"),
+    "batch_max_tokens": ("1000", 1000, "0", "greater than or equal to 1"),
     "batch_max_jobs": ("4", 4, "0", "greater than or equal to 1"),
+    "batch_max_queued": ("0", 0, "-1", "greater than or equal to 0"),
     "model_poll_s": ("0.5", 0.5, "-1", "greater than or equal to 0"),
     "pinned_models": (
         "fraud-scorer:abc, image-classifier:def",

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from tests.raw_http import read_response, request_head, wait_in_progress
 
 pytestmark = pytest.mark.http

@@ -171,7 +171,9 @@ def test_image_installs_only_the_serving_requirements() -> None:
         assert installed <= set(allowed), (s.name, installed)
     # the image: the venv, the model store, service/ and core/; nothing else from the context
     runtime = by_name["runtime"]
-    assert runtime.base == "base-${RUNTIME}"
+    # ${RUNTIME:-default} (buildah picks stages from --build-arg alone): the same default as ARG
+    assert runtime.base == by_name["build"].base.replace("venv-", "base-", 1)
+    assert runtime.base == "base-${RUNTIME:-" + parse()[0]["RUNTIME"] + "}"
     assert sorted(runtime.all("COPY")) == sorted(
         [
             "--from=build /opt/venv /opt/venv",
@@ -319,6 +321,10 @@ def test_model_import_step_bakes_an_exported_model(tmp_path: Path, fraud_model: 
     home = tmp_path / "image-store"
     result = run_import("image", exports, home)
     assert result.returncode == 0, result.stderr
+    # the image serves as user 10001, not as the root that imported: everything readable
+    for path in [home / "models", *(home / "models").rglob("*")]:
+        wanted = 0o005 if path.is_dir() else 0o004
+        assert path.stat().st_mode & wanted == wanted, (path, oct(path.stat().st_mode))
     code = (
         "import bentoml, hashlib, json, pathlib; m = bentoml.models.get('fraud-scorer:latest'); "
         "root = pathlib.Path(m.path); meta = json.loads((root / 'metadata.json').read_text()); "
@@ -336,3 +342,46 @@ def test_model_import_step_bakes_an_exported_model(tmp_path: Path, fraud_model: 
     stored = json.loads(loaded.stdout.strip().splitlines()[-1])
     assert stored["sha256"] == stored["actual"] == fraud_model["sha256"]
     assert stored["version"] == fraud_model["version"] and stored["sha256"] == fraud_model["sha256"]
+
+
+def test_the_service_imports_without_package_metadata() -> None:
+    """The image copies service/ and core/ and never pip-installs dlserve: the server (V2's
+    ``GET /v2`` version included) must not need the package's metadata."""
+    code = (
+        "import importlib.metadata as m\n"
+        "real = m.Distribution.from_name.__func__\n"
+        "def from_name(cls, name):\n"
+        "    if name == 'dlserve':\n"
+        "        raise m.PackageNotFoundError(name)\n"
+        "    return real(cls, name)\n"
+        "m.Distribution.from_name = classmethod(from_name)\n"
+        "import service.service, service.open_inference as v2\n"
+        "print(v2.SERVER['version'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from service.version import VERSION
+
+    assert result.stdout.strip().splitlines()[-1] == VERSION == metadata.version("dlserve")
+
+
+def test_the_gpu_requirements_resolve_to_the_gpu_wheel_only(tmp_path: Path) -> None:
+    """The GPU image cannot be built here (no CUDA base image): its requirement file is resolved
+    as pip would in that image (CPython 3.12, manylinux x86_64, wheels only), and it brings
+    onnxruntime-gpu and never onnxruntime (the two break each other) nor torch."""
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in (17, 28, 31, 35, 39)]
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet"]
+    command += ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"]
+    command += [arg for platform in platforms for arg in ("--platform", platform)]
+    command += ["--target", str(tmp_path / "t"), "--report", str(report)]
+    command += ["-r", str(ROOT / "deploy/requirements-serve-gpu.txt")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = {
+        canonicalize_name(i["metadata"]["name"]) for i in json.loads(report.read_text())["install"]
+    }
+    assert "onnxruntime-gpu" in names and "bentoml" in names
+    assert not names & {"onnxruntime", "torch"}

@@ -10,7 +10,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +19,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service import registry
 from tests.deploy_dockerfile import parse, stage
 from tests.deploy_k8s import K8S, pod_templates, render
+from tests.needs import require, require_tools
 
 KUBERNETES_VERSION = "1.33.0"
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,13 +69,12 @@ def container(deployment: dict) -> dict:
     return only
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl here")
 def test_renderer_agrees_with_kubectl_kustomize(layout: Path) -> None:
+    require_tools("kubectl")
     result = subprocess.run(
         ["kubectl", "kustomize", str(layout)], capture_output=True, text=True, timeout=60
     )
-    if result.returncode != 0 and "unknown command" in result.stderr:
-        pytest.skip("this kubectl has no kustomize")
+    require("unknown command" not in result.stderr, "this kubectl has no kustomize")
     assert result.returncode == 0, result.stderr
     real = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     key = lambda obj: (obj["kind"], obj["metadata"]["name"])  # noqa: E731
@@ -333,6 +333,15 @@ def test_configmap_names_real_settings_with_valid_values() -> None:
     for name in sorted(data):
         error = settings_error({**data, name: "-5x"})
         assert error and name in error, name
+
+
+def test_the_configmap_serves_every_declared_area() -> None:
+    """DLSERVE_MODELS lists the registry's areas: a new area is served by the Deployment (its
+    models are exported by deploy/docker/export-models.sh from the same list)."""
+    for overlay in ("cpu", "gpu"):
+        data = by_kind(render(K8S / overlay))["ConfigMap"]["data"]
+        served = registry.split_names(data["DLSERVE_MODELS"])
+        assert sorted(served) == sorted(registry.all_areas(())) and len(set(served)) == len(served)
 
 
 def test_batch_job_runs_from_the_image() -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.images import b64, encode, load_test_images
 from service.areas.images import (
     MAX_PIXELS,
     ImageInputError,
@@ -14,7 +15,7 @@ from service.areas.images import (
     parse_k,
     to_results,
 )
-from tests.images import b64, encode, load_test_images
+from service.errors import RequestInputError
 
 IMAGES, _ = load_test_images(200)
 
@@ -73,11 +74,18 @@ def test_bad_base64_names_the_index() -> None:
     assert error.value.loc == ["images", 1] and error.value.kind == "bad_base64"
 
 
-@pytest.mark.parametrize("raw", ["0", "11", "-1", "three", "2.5", "", "²", "٣", "1 0"])
+@pytest.mark.parametrize(
+    "raw", ["0", "11", "-1", "three", "2.5", "", "²", "٣", "1 0", " 3", "9" * 5000, "0" * 5000]
+)
 def test_k_outside_1_to_10_is_refused(raw: str) -> None:
-    with pytest.raises(ImageInputError) as error:
+    with pytest.raises(RequestInputError) as error:
         parse_k(raw)
     assert error.value.loc == ["query", "k"]
+    assert str(error.value) == "must be an integer from 1 to 10"
+
+
+def test_k_may_have_leading_zeros() -> None:
+    assert parse_k("0" * 5000 + "7") == 7 and parse_k(None) == 3
 
 
 def test_top_k_is_sorted_and_sums_to_at_most_one() -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from core.model_store import load_model
-from tests.images import b64, encode, load_test_images
-from tests.local_server import LocalServer
+from harness.images import b64, encode, load_test_images
+from harness.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 ROUTE, BATCH_ROUTE = "/v1/images/classify", "/v1/images/classify_batch"
@@ -86,11 +86,17 @@ def test_bad_uploads_get_400_naming_image(
     assert response.json()["detail"][0]["loc"] == ["images", 1]
 
 
-@pytest.mark.parametrize("k", ["0", "11", "abc", "²"])
+@pytest.mark.parametrize("k", ["0", "11", "abc", "²", "9" * 5000])  # 5,000 digits: was a 500
 def test_bad_k_is_400_naming_k(server: LocalServer, k: str) -> None:
-    response = _upload(server, encode(IMAGES[0]), f"?k={k}")
-    assert response.status_code == 400
-    assert response.json()["detail"][0]["loc"] == ["query", "k"]
+    for response in (
+        _upload(server, encode(IMAGES[0]), f"?k={k}"),
+        _batch(server, {"images": [b64(encode(IMAGES[0]))]}, f"?k={k}"),
+    ):
+        assert response.status_code == 400, response.text
+        detail = response.json()["detail"][0]
+        assert (
+            detail["loc"] == ["query", "k"] and detail["msg"] == "must be an integer from 1 to 10"
+        )
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,11 @@ requests finishing on the version they started on, pinning, the training state."
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +18,13 @@ from prometheus_client import REGISTRY
 
 from core import training_status
 from core.model_store import ModelUnavailableError, load_model
+from harness.payloads import transactions
 from service import registry
 from service.areas import text
 from service.areas.fraud import Transaction, to_arrays
 from service.config import Settings, SettingsError
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from tests import model_versions as mv
-from tests.payloads import transactions
 
 NAME = "fraud-scorer"
 SPEC = registry.area_of(NAME).spec_by_name[NAME]
@@ -60,7 +63,7 @@ DAMAGES = {
     "metadata without sha256": (mv.drop_metadata_key("sha256"), r"lacks \['sha256'\]"),
     "metadata without preprocessing": (
         mv.drop_metadata_key("preprocessing"),
-        "failed to load: KeyError",
+        "preprocessing: Field required",
     ),
     "graph refused, sha matching": (mv.change_onnx_keeping_sha, "ONNX Runtime refused"),
     "graph altered": (mv.change_onnx_only, "sha256 of model.onnx"),
@@ -89,7 +92,7 @@ def test_each_failure_kind_makes_the_model_unavailable_with_its_reason(
 
 def test_the_core_loader_names_each_failure(add_version: Callable[..., str]) -> None:
     for alter, reason in DAMAGES.values():
-        if "KeyError" in reason:  # the area's check reads it, not the loader
+        if "Field required" in reason:  # the area's contract reads it, not the loader
             continue
         version = add_version(alter)
         with pytest.raises(ModelUnavailableError, match=reason):
@@ -269,3 +272,127 @@ def test_the_training_status_file_names_the_models_of_a_live_trainer(
     assert training_status.training_state("fraud-scorer") is None
     training_status.clear_status()
     assert not path.exists()
+
+
+def _drop_threshold(folder: Path) -> None:
+    path = folder / "metadata.json"
+    metadata = json.loads(path.read_text())
+    del metadata["decision"]["threshold"]
+    path.write_text(json.dumps(metadata))
+
+
+def _transformer_tokenizer(folder: Path) -> None:
+    """The RNN with the transformer's tokenizer: ids beyond its 1,000-word embedding. The
+    graph's zero-filled warm-up and the metadata pass; only a real text fails."""
+    transformer = folder.parents[1] / "sentiment-transformer"
+    latest = transformer / (transformer / "latest").read_text().strip()
+    shutil.copy(latest / "tokenizer.json", folder / "tokenizer.json")
+
+
+# Versions that passed the old load steps (sha256, session, warm-up, check) and then answered
+# every request with a 500: metadata lacking a key only requests read, or a companion the
+# graph cannot take (issue 20, row 2). Each is refused at load with the reason.
+ROUTE_BREAKERS = {
+    "fraud without decision": ("fraud-scorer", mv.drop_metadata_key("decision"), "decision"),
+    "fraud without threshold": ("fraud-scorer", _drop_threshold, r"decision\.threshold"),
+    "generator without noise_dim": (
+        "image-generator",
+        mv.drop_metadata_key("noise_dim"),
+        "noise_dim",
+    ),
+    "classifier without labels": ("image-classifier", mv.drop_metadata_key("labels"), "labels"),
+    "sentiment without its accuracy": (
+        "sentiment-transformer",
+        mv.drop_metadata_key("headline_metrics"),
+        "headline_metrics",
+    ),
+    "text without vocabulary": ("text-generator", mv.drop_metadata_key("vocabulary"), "vocabulary"),
+    "rnn with another tokenizer": (
+        "sentiment-rnn",
+        _transformer_tokenizer,
+        "a sample request failed on its routes",
+    ),
+}
+
+
+@pytest.mark.parametrize("breaker", ROUTE_BREAKERS)
+def test_a_version_that_cannot_answer_its_routes_is_refused_and_the_old_one_serves(
+    breaker: str, add_version: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    name, alter, reason = ROUTE_BREAKERS[breaker]
+    spec = registry.area_of(name).spec_by_name[name]
+    served = ServedModel(spec, Settings.from_env(), in_training=lambda model: None)
+    assert served.ready is not None
+    old = served.ready.version
+    failed_before = sample_value("dlserve_model_loads_total", model=name, outcome="failed")
+    version = add_version(alter, name=name)
+    with caplog.at_level(logging.ERROR, logger="service.served_model"):
+        attempt = served.refresh()
+    assert attempt is not None and attempt.outcome == "failed" and attempt.version == version
+    assert attempt.reason is not None and re.search(reason, attempt.reason), attempt.reason
+    assert served.ready is not None and served.ready.version == old and served.state == "ready"
+    last_load = served.describe([{"route": "/x", "request_schema": {}}])["last_load"]
+    assert last_load["outcome"] == "failed" and last_load["version"] == version
+    after = sample_value("dlserve_model_loads_total", model=name, outcome="failed")
+    assert after == failed_before + 1
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(version in line and "NOT served" in line for line in logged), logged
+
+
+# Store damages that used to be silent (issue 20, row 11): no log line, no last_load, no metric.
+POINTER_DAMAGES = {
+    "latest names a missing folder": ("gone0000version0", "no such version"),
+    "empty latest pointer": ("", "names no version"),
+}
+YAML_DAMAGES = {"empty model.yaml": "", "garbage model.yaml": "{{{ [not: yaml"}
+
+
+@pytest.fixture
+def latest_pointer(fraud_model: dict) -> Iterator[Path]:
+    """The fraud scorer's ``latest`` pointer, restored afterwards."""
+    path = Path(os.environ["BENTOML_HOME"]) / "models" / NAME / "latest"
+    text = path.read_text()
+    yield path
+    path.write_text(text)
+
+
+def _refresh_fails_visibly(
+    served: ServedModel, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``served`` refuses what the store now holds: a failed attempt with ``reason`` in
+    ``last_load``, the failed-load counter and the log; the served version keeps serving."""
+    assert served.ready is not None
+    old = served.ready.version
+    failed_before = sample_value("dlserve_model_loads_total", model=NAME, outcome="failed")
+    with caplog.at_level(logging.ERROR, logger="service.served_model"):
+        attempt = served.refresh()
+    assert attempt is not None and attempt.outcome == "failed", attempt
+    assert attempt.reason is not None and re.search(reason, attempt.reason), attempt.reason
+    assert served.ready is not None and served.ready.version == old
+    last_load = served.describe([{"route": "/x", "request_schema": {}}])["last_load"]
+    assert last_load["outcome"] == "failed" and re.search(reason, last_load["reason"])
+    after = sample_value("dlserve_model_loads_total", model=NAME, outcome="failed")
+    assert after == failed_before + 1
+    assert any("NOT served" in record.getMessage() for record in caplog.records)
+    assert served.refresh() is None  # polling backs off, as for any failed version
+
+
+@pytest.mark.parametrize("damage", POINTER_DAMAGES)
+def test_a_latest_pointer_naming_no_stored_version_is_a_visible_failed_load(
+    damage: str, latest_pointer: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = _served()
+    pointer, reason = POINTER_DAMAGES[damage]
+    latest_pointer.write_text(pointer)
+    _refresh_fails_visibly(served, reason, caplog)
+    assert latest_pointer.read_text() == pointer  # left as the operator wrote it
+
+
+@pytest.mark.parametrize("damage", YAML_DAMAGES)
+def test_a_version_with_a_broken_model_yaml_is_a_visible_failed_load(
+    damage: str, add_version: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    served = _served()
+    text = YAML_DAMAGES[damage]
+    add_version(lambda folder: (folder / "model.yaml").write_text(text))
+    _refresh_fails_visibly(served, r"model\.yaml\) is unreadable", caplog)

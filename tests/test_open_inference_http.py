@@ -9,20 +9,22 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from core.model_store import load_model
+from harness.http_checks import metric_value
+from harness.images import b64, encode, load_test_images
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.areas import fraud, images, sentiment
-from tests.http_checks import metric_value
-from tests.images import b64, encode, load_test_images
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 from tests.sentiment_sentences import review_sentences
 
 pytestmark = pytest.mark.http
 FRAUD = "fraud-scorer"
+HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 @pytest.fixture(scope="module")
@@ -231,12 +233,80 @@ def test_an_unknown_model_version_or_path_is_a_404_in_the_protocol_shape(
         assert set(body) == {"error"} and isinstance(body["error"], str)  # the protocol's shape
 
 
+def _fraud_body(numeric_size: object) -> tuple[bytes, bytes]:
+    """A binary fraud request's JSON header (``numeric``'s ``binary_data_size`` as given) and
+    its binary data."""
+    numeric, categorical = fraud.to_arrays([fraud.Transaction(**transactions(1)[0])]).values()
+    inputs = [
+        {"name": "numeric", "datatype": "FP32", "shape": [1, 10]},
+        {"name": "categorical", "datatype": "INT64", "shape": [1, 1]},
+    ]
+    inputs[0]["parameters"] = {"binary_data_size": numeric_size}
+    inputs[1]["parameters"] = {"binary_data_size": categorical.nbytes}
+    return orjson.dumps({"inputs": inputs}), numeric.tobytes() + categorical.tobytes()
+
+
+def test_numbers_in_the_header_and_sizes_are_400s_naming_them(server: LocalServer) -> None:
+    """Issue 20, row 4: each of these was a 500."""
+    url = f"{server.url}/v2/models/{FRAUD}/infer"
+    header, data = _fraud_body(40)
+    body = header + data
+    for length in (b"\xb2", "\u0663".encode(), b"9" * 5000, b"-1"):
+        response = httpx.post(url, content=body, headers={HEADER_LENGTH: length}, timeout=30)
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "error": f"Inference-Header-Content-Length: must be an integer from 0 to {len(body)}"
+        }
+    header, data = _fraud_body(40.0)
+    response = httpx.post(
+        url, content=header + data, headers={HEADER_LENGTH: str(len(header))}, timeout=30
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("numeric: binary_data_size 40.0; ")
+    header, data = _fraud_body(40)
+    answer = httpx.post(
+        url, content=header + data, headers={HEADER_LENGTH: "0" * 4400 + str(len(header))}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_generator_noise_beyond_its_range_is_refused_not_answered_with_nan(
+    client: triton.InferenceServerClient,
+) -> None:
+    """Issue 20, row 14: noise of 3e38 made NaN images, sent as JSON nulls in an FP32 tensor."""
+    classes = tensor("class_id", np.array([0], dtype=np.int64), False)
+    huge = tensor("noise", np.full((1, 64), 3e38, dtype=np.float32), False)
+    error = refusal(client.infer, "image-generator", [huge, classes])
+    assert error.status() == "400" and error.message() == "noise: values must lie from -100 to 100"
+    usual = tensor("noise", np.full((1, 64), 99.0, dtype=np.float32), True)
+    images = client.infer("image-generator", [usual, classes]).as_numpy("images")
+    assert images.shape == (1, 28, 28) and np.isfinite(images).all()
+
+
+def test_any_method_on_an_unknown_path_is_404_and_a_known_path_405(server: LocalServer) -> None:
+    """Issue 20, row 15: POST to an unknown /v2 path answered 405."""
+    for method in ("POST", "PUT", "DELETE", "GET"):
+        response = httpx.request(method, server.url + "/v2/no/such/path", timeout=30)
+        assert response.status_code == 404, (method, response.text)
+        assert response.json() == {"error": f"{method} /v2/no/such/path is not a route of /v2"}
+    response = httpx.post(server.url + f"/v2/models/{FRAUD}", timeout=30)
+    assert response.status_code == 405 and "GET" in response.headers["allow"]
+    assert set(response.json()) == {"error"}
+
+
 def test_a_model_that_is_not_loaded_is_not_ready_and_infer_answers_503(tmp_path: Path) -> None:
     with LocalServer({"BENTOML_HOME": str(tmp_path / "empty-store")}) as empty:
         empty.wait("/livez")
         client = triton.InferenceServerClient(empty.url.removeprefix("http://"))
         assert client.is_server_live() and not client.is_server_ready()
         assert not client.is_model_ready(FRAUD)
+        # the readiness answers keep their JSON body (it was {"error": "{\"ready\":false}"})
+        server_ready = httpx.get(empty.url + "/v2/health/ready", timeout=30)
+        assert server_ready.status_code == 503 and server_ready.json() == {"ready": False}
+        model_ready = httpx.get(empty.url + f"/v2/models/{FRAUD}/ready", timeout=30)
+        assert model_ready.status_code == 503
+        assert model_ready.json() == {"name": FRAUD, "ready": False}
+        assert "x-dlserve-final-error" not in model_ready.headers
         assert refusal(client.get_model_metadata, FRAUD).status() == "503"
         error = refusal(client.infer, FRAUD, fraud_inputs(1))
         assert error.status() == "503" and "not loaded" in error.message()

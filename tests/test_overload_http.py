@@ -15,9 +15,9 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from tests.raw_http import wait_in_progress
 
 pytestmark = pytest.mark.http

@@ -83,3 +83,10 @@ def test_the_served_sentiment_model_labels_unambiguous_sentences(tmp_path: Path)
     subprocess.run(command, env=env, cwd=ROOT, check=True, timeout=300)
     labels = pd.read_parquet(output)["label"].tolist()
     assert labels == [label for _, label in UNAMBIGUOUS]
+
+
+@pytest.mark.parametrize("area", ["text", "gan"])
+def test_the_full_preset_trained_in_full(area: str) -> None:
+    """The cards describe the whole preset: a run cut short by --time-guard is not judged."""
+    report = full_report(area)
+    assert report["under_trained"] is False, report["completion"]

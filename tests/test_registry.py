@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,3 +89,11 @@ def test_the_readme_model_table_matches_the_registries() -> None:
         assert f"`python -m training {producer[name]}`" == row["training"]
         card = re.fullmatch(r"\[card\]\((docs/models/[\w.-]+\.md)\)", row["card"])
         assert card is not None and (ROOT / card.group(1)).is_file(), row["card"]
+
+
+def test_the_registry_lists_every_model_for_the_export_loop() -> None:
+    """``python -m service.registry``: what deploy/docker/export-models.sh exports."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "service.registry"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert listed == [spec.name for spec in registry.model_specs()] and len(listed) >= 6

@@ -12,10 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.model_store import load_model
+from harness.images import encode, load_test_images
+from harness.payloads import transactions
 from service.areas.fraud import FraudScoreResponse, Transaction, to_arrays
 from tests import model_versions as mv
-from tests.images import encode, load_test_images
-from tests.payloads import transactions
 
 
 @pytest.fixture(scope="module")

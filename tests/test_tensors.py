@@ -9,10 +9,10 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from harness.payloads import transactions
 from service import tensors
 from service.areas import fraud
 from service.errors import RequestInputError
-from tests.payloads import transactions
 
 SPECS = [
     {"name": "numeric", "dtype": "float32", "shape": ["batch", 10]},
@@ -138,8 +138,29 @@ def test_binary_sizes_must_match_the_shape_and_the_body() -> None:
     nan = np.full_like(numeric, np.nan)
     request["inputs"][0]["parameters"]["binary_data_size"] = 40
     assert "finite" in str(refused(request, nan.tobytes() + categorical.tobytes()))
-    with pytest.raises(RequestInputError, match="byte count"):
-        tensors.parse_request(orjson.dumps(request) + data, "99999", SPECS, OUTPUTS, 10)
+    request["inputs"][0]["parameters"]["binary_data_size"] = 40.0  # a float: was a 500
+    error = refused(request, data)
+    assert error.loc == ["numeric"] and "binary_data_size 40.0" in str(error)
+
+
+@pytest.mark.parametrize("length", ["99999", "²", "٣", "9" * 5000, "-1", "1e3", "", " 12"])
+def test_the_header_length_is_a_byte_count_within_the_body(length: str) -> None:
+    """Unicode digits and more than 4,300 digits used to raise from int(): a 500."""
+    request = {"inputs": [json_input(n, v) for n, v in arrays(1).items()]}
+    body = orjson.dumps(request)
+    with pytest.raises(RequestInputError) as caught:
+        tensors.parse_request(body, length, SPECS, OUTPUTS, 10)
+    assert caught.value.loc == ["Inference-Header-Content-Length"]
+    assert str(caught.value) == f"must be an integer from 0 to {len(body)}"
+    assert tensors.parse_request(body, "0" * 5000 + str(len(body)), SPECS, OUTPUTS, 10)
+
+
+def test_an_output_that_is_not_finite_is_never_sent() -> None:
+    request = tensors.InferRequest(None, {}, [("anomaly_score", False)])
+    outputs = {"anomaly_score": np.array([1.0, np.nan], dtype=np.float32)}
+    with pytest.raises(RequestInputError) as caught:
+        tensors.encode_response("fraud-scorer", "v1", request, outputs)
+    assert caught.value.loc == ["outputs", "anomaly_score"] and "not finite" in str(caught.value)
 
 
 def test_rows_axes_and_inputs_are_checked_across_the_request() -> None:

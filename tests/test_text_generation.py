@@ -26,6 +26,7 @@ from core.text_generation import (
 )
 from models.gpt import GPT, GPTConfig, empty_cache
 from training.cli import main
+from training.completion import Completion
 from training.export import ParityError
 from training.text.data import load_text, play_files, split_text, strip_markdown
 from training.text.export import check_generation_parity, export_cached, open_session
@@ -159,7 +160,8 @@ def test_torch_left_padded_past_is_masked_out(tiny_gpt: GPT) -> None:
 def tiny_export(tiny_gpt: GPT, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path = export_cached(tiny_gpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     corpus = split_text("".join(chr(ord("a") + i % 20) for i in range(400)))
-    metadata = model_metadata(tiny_gpt.config, corpus, {"val_loss": 0.0}, _args())
+    completion = Completion("steps", 1, 1)
+    metadata = model_metadata(tiny_gpt.config, corpus, {"val_loss": 0.0}, completion, _args())
     return path, metadata
 
 
@@ -289,6 +291,17 @@ def test_sampling_filters() -> None:
     assert cold[[0, 3]].sum() == 0 and cold[2] < 100
     with pytest.raises(ValueError):
         SamplingParams(top_p=0)
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-320, 1e-310])
+def test_a_temperature_too_small_to_divide_by_is_greedy(temperature: float) -> None:
+    """Issue 20, row 10: 5e-324 divided the logits to inf, then inf - inf = NaN, and the draw
+    was garbage; it is greedy, as 0 and 1e-300 are."""
+    rng = np.random.default_rng(0)
+    logits = np.array([0.5, 3.0, 2.9, -1.0, 1.0])
+    draws = {sample(logits, SamplingParams(temperature), rng) for _ in range(50)}
+    assert draws == {sample(logits, SamplingParams(0.0), rng)} == {1}
+    assert {sample(logits, SamplingParams(1e-300), rng) for _ in range(50)} == {1}
 
 
 def test_smoke_run_registers_the_generator_with_its_metadata(text_model: dict) -> None:

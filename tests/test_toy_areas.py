@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from harness.http_checks import assert_names_field_and_rule, metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.batch.__main__ import main as batch_main
-from tests.http_checks import assert_names_field_and_rule, metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 from tests.toy_counter_area import MODEL as COUNTER
 from tests.toy_models import PLUGINS
 from tests.toy_sum_area import MODEL as SUM
@@ -34,8 +34,6 @@ def toy_server(toy_models: None) -> Iterator[LocalServer]:
         "DLSERVE_MODELS": "toy-sum,toy-counter",
         "DLSERVE_MAX_ACTIVE_SEQUENCES": "2",
         "DLSERVE_MAX_WAITING_SEQUENCES": "1",
-        "DLSERVE_MAX_WAIT_MS": "200",  # an open batch waits 200 ms for more rows
-        "DLSERVE_MAX_QUEUE_ROWS": "150",
     }
     with LocalServer(env) as running:
         yield running.wait("/readyz")
@@ -92,38 +90,68 @@ def test_the_batched_toy_refuses_bad_rows(
     assert_names_field_and_rule(response, loc, message)
 
 
-def test_rows_beyond_the_queue_bound_get_503_with_retry_after(toy_server: LocalServer) -> None:
-    """The first 100 rows wait in the open batch (200 ms); 100 more would queue 200 > 150."""
-    rows = [{"a": 1, "b": 1, "c": 1}] * 100
+@pytest.fixture(scope="module")
+def held_batch_server(toy_models: None) -> Iterator[LocalServer]:
+    """The batched toy with a ten-minute batch window that only a full batch (101 rows) ends."""
+    env = {
+        "DLSERVE_AREA_MODULES": PLUGINS,
+        "DLSERVE_MODELS": "toy-sum",
+        "DLSERVE_MAX_WAIT_MS": "600000",
+        "DLSERVE_MAX_BATCH_ROWS": "101",
+        "DLSERVE_MAX_QUEUE_ROWS": "150",
+    }
+    with LocalServer(env) as running:
+        yield running.wait("/readyz")
 
-    def post(delay: float) -> httpx.Response:
-        time.sleep(delay)
-        return httpx.post(toy_server.url + "/v1/toy/sum", json={"rows": rows}, timeout=10)
 
+def held_and_refused(
+    server: LocalServer, *senders: Callable[[], httpx.Response]
+) -> tuple[httpx.Response, httpx.Response]:
+    """Send two 100-row requests at once: the open batch holds whichever queues first and the
+    other is refused at once (200 rows > 150); one more row then fills the batch (101), which
+    goes and answers the held one. Returns ``(answered, refused)``; no timing window."""
     with ThreadPoolExecutor(2) as pool:
-        first, second = pool.map(post, [0, 0.05])
-    assert first.status_code == 200 and first.json()["sums"] == [3.0] * 100
-    assert second.status_code == 503 and second.headers["Retry-After"] == "1"
-    assert "rows already waiting (limit 150)" in second.json()["error"]
+        futures = [pool.submit(send) for send in senders]
+        done, _ = wait(futures, timeout=60, return_when=FIRST_COMPLETED)
+        assert done, "neither request was refused"
+        (refused,) = done
+        filler = httpx.post(server.url + "/v1/toy/sum", json={"rows": [ONE_ROW]}, timeout=60)
+        assert filler.status_code == 200 and filler.json()["sums"] == [3.0]
+        (answered,) = [future for future in futures if future is not refused]
+        return answered.result(timeout=60), refused.result()
 
 
-def test_v2_requests_queue_in_the_named_routes_batcher(toy_server: LocalServer) -> None:
-    """100 named rows wait in the open batch (200 ms); 100 more over /v2 would queue 200."""
-    rows = [{"a": 1, "b": 1, "c": 1}] * 100
+ONE_ROW = {"a": 1, "b": 1, "c": 1}
+
+
+def test_rows_beyond_the_queue_bound_get_503_with_retry_after(
+    held_batch_server: LocalServer,
+) -> None:
+    def send() -> httpx.Response:
+        body = {"rows": [ONE_ROW] * 100}
+        return httpx.post(held_batch_server.url + "/v1/toy/sum", json=body, timeout=60)
+
+    answered, refused = held_and_refused(held_batch_server, send, send)
+    assert answered.status_code == 200 and answered.json()["sums"] == [3.0] * 100
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert "100 rows already waiting (limit 150)" in refused.json()["error"]
+
+
+def test_v2_requests_queue_in_the_named_routes_batcher(held_batch_server: LocalServer) -> None:
+    """100 named rows and 100 rows over /v2 share one batcher: one waits, the other is refused
+    (two batchers would have taken both)."""
     x = {"name": "x", "datatype": "FP32", "shape": [100, 3], "data": [1] * 300}
 
     def named() -> httpx.Response:
-        return httpx.post(toy_server.url + "/v1/toy/sum", json={"rows": rows}, timeout=10)
+        body = {"rows": [ONE_ROW] * 100}
+        return httpx.post(held_batch_server.url + "/v1/toy/sum", json=body, timeout=60)
 
     def v2() -> httpx.Response:
-        time.sleep(0.05)
-        url = toy_server.url + f"/v2/models/{SUM}/infer"
-        return httpx.post(url, json={"inputs": [x]}, timeout=10)
+        url = held_batch_server.url + f"/v2/models/{SUM}/infer"
+        return httpx.post(url, json={"inputs": [x]}, timeout=60)
 
-    with ThreadPoolExecutor(2) as pool:
-        first, second = pool.submit(named), pool.submit(v2)
-    assert first.result().status_code == 200
-    refused = second.result()
+    answered, refused = held_and_refused(held_batch_server, named, v2)
+    assert answered.status_code == 200, answered.text
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert refused.json()["error"] == "100 rows already waiting (limit 150)"
 

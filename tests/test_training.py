@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,27 @@ def test_tampered_model_file_is_refused_at_load(fraud_model: dict) -> None:
 def test_missing_model_says_how_to_train_it() -> None:
     with pytest.raises(ModelUnavailableError, match="train it first"):
         load_model("no-such-model:latest", "cpu")
+
+
+def test_a_preset_trains_what_it_says_and_a_time_guard_marks_the_version(
+    stored_models: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No wall clock decides how much a preset trains; ``--time-guard`` cuts a run short only
+    loudly: the summary, the report and the served description say under-trained."""
+    from training.reports import report_dir
+    from training.text.train import PRESETS
+
+    planned = PRESETS["smoke"].max_steps
+    registered = stored_models["text-generator"]["training"]
+    assert registered["completion"] == {"unit": "steps", "planned": planned, "done": planned}
+    assert registered["under_trained"] is False
+
+    assert main(["text", "--preset", "smoke", "--time-guard", "0", "--quiet"]) == 0
+    assert f"UNDER-TRAINED: 1 of {planned} steps" in capsys.readouterr().out
+    report = json.loads((report_dir("text", "smoke") / "metrics.json").read_text())
+    assert report["under_trained"] is True and report["completion"]["done"] == 1
+
+    served = load_model("text-generator:latest", "cpu")
+    assert served.describe()["under_trained"] is False
+    guarded = {**served.metadata, "training": {**registered, "under_trained": True}}
+    assert replace(served, metadata=guarded).describe()["under_trained"] is True

@@ -28,4 +28,6 @@ if [ "$found" -eq 0 ]; then
         "(docs/DEPLOY.md), or build with --build-arg MODELS=volume" >&2
     exit 1
 fi
+# bentoml creates each version folder 0700: the serving user (not root) must read them all.
+chmod -R a+rX "$BENTOML_HOME/models"
 bentoml models list

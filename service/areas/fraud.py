@@ -1,7 +1,8 @@
 """Fraud scoring area: ``POST /v1/fraud/score``, its batch adapter, and the model it serves.
 
 The schema is the default fraud model's feature spec (``core.features.FRAUD_SPEC``); a stored
-model trained on another spec is refused at load by ``check_feature_spec``.
+model trained on another spec, or without a decision threshold, is refused at load by its
+contract (``FraudMetadata``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import JSONResponse
 
 from core.features import FRAUD_SPEC
-from core.model_store import ModelUnavailableError
 from service.area import (
     Area,
     BatchAdapter,
@@ -24,10 +24,12 @@ from service.area import (
     ReadyModel,
     ServedModels,
     TensorInputs,
+    rehearse_batched,
 )
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
 from service.errors import RequestInputError
+from service.model_contract import ModelMetadata
 from service.served_model import ModelReference, reference
 
 MAX_ROWS = 1000
@@ -127,16 +129,46 @@ def json_rows(frame: Any) -> list[dict[str, Any]]:
     return [Transaction.model_validate(row).model_dump() for row in rows]
 
 
-def check_feature_spec(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model whose feature spec differs from this route's schema."""
-    stored = metadata["preprocessing"]["feature_spec"]
-    expected = FRAUD_SPEC.to_dict()
-    for key in ("numeric", "categorical"):
-        if stored[key] != expected[key]:
-            raise ModelUnavailableError(
-                f"stored fraud model's {key} features {stored[key]} differ from the route's "
-                f"{expected[key]}; serve it with a matching schema or retrain on the default spec"
+class FeatureColumns(BaseModel):
+    numeric: list[str]
+    categorical: dict[str, list[str]]
+
+
+class Preprocessing(BaseModel):
+    feature_spec: FeatureColumns
+
+
+class Decision(BaseModel):
+    threshold: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+
+class FraudMetadata(ModelMetadata):
+    """What the fraud routes read of a stored model: its feature spec (the route's schema),
+    its decision threshold, ``numeric``/``categorical`` in and both scores out."""
+
+    preprocessing: Preprocessing
+    decision: Decision
+
+    @model_validator(mode="after")
+    def _fits_the_route(self) -> FraudMetadata:
+        expected = FRAUD_SPEC.to_dict()
+        stored = self.preprocessing.feature_spec.model_dump()
+        for key in ("numeric", "categorical"):
+            if stored[key] != expected[key]:
+                raise ValueError(
+                    f"stored fraud model's {key} features {stored[key]} differ from the "
+                    f"route's {expected[key]}; serve it with a matching schema or retrain on "
+                    "the default spec"
+                )
+        if self.input_names() != ["numeric", "categorical"] or not {
+            "fraud_probability",
+            "anomaly_score",
+        } <= set(self.output_names()):
+            raise ValueError(
+                f"takes {self.input_names()} and gives {self.output_names()}; the route needs "
+                "numeric and categorical in, fraud_probability and anomaly_score out"
             )
+        return self
 
 
 def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
@@ -161,11 +193,39 @@ def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
 MODEL = "fraud-scorer"
 
 
+def answer(ready: ReadyModel, outputs: Arrays) -> dict[str, Any]:
+    """The route's answer to the graph's outputs."""
+    contract: FraudMetadata = ready.contract
+    return {"model": reference(ready), "results": to_results(outputs, contract.decision.threshold)}
+
+
 async def score(models: ServedModels, transactions: Transactions) -> FraudScoreResponse:
     """Score 1 to 1,000 transactions: fraud probability, anomaly score, decision."""
     ready, outputs = await models.predict(MODEL, to_arrays(transactions))
-    results = to_results(outputs, ready.metadata["decision"]["threshold"])
-    return JSONResponse({"model": reference(ready), "results": results})
+    return JSONResponse(answer(ready, outputs))
+
+
+# The transaction a new version scores (through the route's encoding, threshold and answer,
+# and the /v2 check) before it serves.
+SAMPLE = Transaction(
+    amount=42.0,
+    merchant_category=MERCHANT_CATEGORIES[0],
+    hour=12,
+    card_present=True,
+    distance_from_home_km=3.0,
+    txn_count_1h=1,
+    txn_count_24h=3,
+    avg_amount_30d=50.0,
+    new_device=False,
+    foreign_merchant=False,
+    account_age_days=700,
+)
+
+
+def rehearse(ready: ReadyModel) -> None:
+    inputs = to_arrays([SAMPLE])
+    check_tensors(inputs, ready)
+    rehearse_batched(ready, inputs, answer)
 
 
 # Most transactions score near 0 and the decision threshold sits near 0.06: fine buckets there,
@@ -186,7 +246,8 @@ AREA = Area(
     models=(
         ModelSpec(
             MODEL,
-            check=check_feature_spec,
+            contract=FraudMetadata,
+            rehearse=rehearse,
             score_output="fraud_probability",
             tensors=TensorInputs(max_rows=MAX_ROWS, check=check_tensors),
             score_buckets=SCORE_BUCKETS,
@@ -203,7 +264,7 @@ AREA = Area(
             validate=lambda table, ready: COLUMN_RULES.validate(table),
             encode=lambda columns, ready: (columns_to_arrays(columns), {}),
             to_columns=lambda outputs, ready: to_columns(
-                outputs, ready.metadata["decision"]["threshold"]
+                outputs, ready.contract.decision.threshold
             ),
         ),
     ),

@@ -6,6 +6,8 @@ A request names a class (``label`` or ``class_id``, exactly one), how many image
 the same model version runs. Without a seed one is drawn and returned, so any answer can be
 reproduced. ``format`` is ``png`` (one base64 PNG per image) or ``grid`` (one PNG holding all,
 eight to a row). Concurrent requests are joined into one generator call by the micro-batcher.
+On ``/v2`` a client sends the noise itself: each value must lie within ``NOISE_LIMIT`` (a
+standard normal draw never comes near it; far beyond it the graph overflows to NaN).
 """
 
 from __future__ import annotations
@@ -19,20 +21,29 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.responses import JSONResponse
 
 from core.image_generation import SIZE, draw_noise, to_pixels
-from core.model_store import ModelUnavailableError
-from service.area import Area, Endpoint, ModelSpec, ReadyModel, ServedModels, TensorInputs
+from service.area import (
+    Area,
+    Endpoint,
+    ModelSpec,
+    ReadyModel,
+    ServedModels,
+    TensorInputs,
+    rehearse_batched,
+)
 from service.batching import Arrays
 from service.errors import RequestInputError
+from service.model_contract import ModelMetadata
 from service.served_model import ModelReference, reference
 
 MODEL = "image-generator"
 ROUTE = "/v1/images/generate"
 MAX_IMAGES = 64
 GRID_COLUMNS = 8
+NOISE_LIMIT = 100.0  # |noise| on /v2; seeded standard normal draws stay far below it
 
 
 class GeneratedImages(BaseModel):
@@ -44,17 +55,29 @@ class GeneratedImages(BaseModel):
     images: list[str] = Field(description="base64 PNGs: one per image, or one grid")
 
 
-def check_generator(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model that does not take noise and a class and give 28x28 images."""
-    names = [spec["name"] for spec in metadata["inputs"]]
-    outputs = metadata["outputs"]
-    fits = outputs and outputs[0]["shape"][1:] == [SIZE, SIZE]
-    if names != ["noise", "class_id"] or not fits or not metadata.get("labels"):
-        raise ModelUnavailableError(
-            f"model {metadata['name']!r} takes {names} and gives {outputs}; the route needs "
-            f"noise and class_id in, [batch, {SIZE}, {SIZE}] images out, and stored labels: "
-            "retrain with `python -m training gan`"
-        )
+class GeneratorMetadata(ModelMetadata):
+    """What the generation routes read of a stored model: ``noise_dim`` (the noise drawn per
+    image), its labels, noise and class ids in, ``[batch, 28, 28]`` images out."""
+
+    labels: list[str] = Field(min_length=1)
+    noise_dim: int = Field(strict=True, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _fits_the_route(self) -> GeneratorMetadata:
+        outputs = self.outputs
+        fits = outputs[0].name == "images" and outputs[0].shape[1:] == [SIZE, SIZE]
+        if self.input_names() != ["noise", "class_id"] or not fits:
+            raise ValueError(
+                f"takes {self.input_names()} and gives {self.output_names()}; the route needs "
+                f"noise and class_id in, [batch, {SIZE}, {SIZE}] images out: retrain with "
+                "`python -m training gan`"
+            )
+        if self.inputs[0].shape[1:] != [self.noise_dim]:
+            raise ValueError(
+                f"noise_dim {self.noise_dim} differs from the noise input's shape "
+                f"{self.inputs[0].shape}"
+            )
+        return self
 
 
 def resolve_class(labels: list[str], label: str | None, class_id: int | None) -> int:
@@ -111,37 +134,62 @@ async def generate(
 ) -> GeneratedImages:
     """Generate ``n`` images of one class; the same seed gives the same PNGs."""
     ready = models.ready(MODEL)
-    labels: list[str] = ready.metadata["labels"] if ready else []
-    chosen = resolve_class(labels, label, class_id) if ready else 0
+    contract: GeneratorMetadata | None = ready.contract if ready else None
+    chosen = resolve_class(contract.labels, label, class_id) if contract else 0
     used_seed = secrets.randbits(63) if seed is None else seed
-    noise_dim = int(ready.metadata["noise_dim"]) if ready else 1
-    inputs = {
-        "noise": draw_noise(used_seed, n, noise_dim),
-        "class_id": np.full(n, chosen, dtype=np.int64),
-    }
+    inputs = generator_inputs(contract.noise_dim if contract else 1, chosen, n, used_seed)
     ready, outputs = await models.predict(MODEL, inputs)
     pngs = await asyncio.to_thread(to_pngs, outputs["images"], format)
-    return JSONResponse(
-        {
-            "model": reference(ready),
-            "label": labels[chosen],
-            "class_id": chosen,
-            "seed": used_seed,
-            "format": format,
-            "images": pngs,
-        }
-    )
+    return JSONResponse(answer(ready, pngs, chosen, used_seed, format))
 
 
-def check_classes(inputs: Arrays, ready: ReadyModel) -> None:
-    """Open Inference Protocol inputs: every ``class_id`` names a stored label (the noise is
-    any finite number)."""
+def generator_inputs(noise_dim: int, chosen: int, n: int, seed: int) -> Arrays:
+    """The graph's inputs for ``n`` images of class ``chosen``, noise drawn from ``seed``."""
+    return {
+        "noise": draw_noise(seed, n, noise_dim),
+        "class_id": np.full(n, chosen, dtype=np.int64),
+    }
+
+
+def answer(
+    ready: ReadyModel, pngs: list[str], chosen: int, seed: int, layout: str
+) -> dict[str, Any]:
+    """The route's answer: the images and how to reproduce them."""
+    return {
+        "model": reference(ready),
+        "label": ready.contract.labels[chosen],
+        "class_id": chosen,
+        "seed": seed,
+        "format": layout,
+        "images": pngs,
+    }
+
+
+def check_tensors(inputs: Arrays, ready: ReadyModel) -> None:
+    """Open Inference Protocol inputs: every ``class_id`` names a stored label and every noise
+    value lies within ``NOISE_LIMIT`` (beyond it the graph's outputs overflow to NaN)."""
     classes = inputs["class_id"]
-    labels = len(ready.metadata["labels"])
+    labels = len(ready.contract.labels)
     if classes.min() < 0 or classes.max() >= labels:
         raise RequestInputError(
             ["class_id"], f"class ids must be from 0 to {labels - 1}", "unknown_class"
         )
+    if np.abs(inputs["noise"]).max() > NOISE_LIMIT:
+        raise RequestInputError(
+            ["noise"], f"values must lie from -{NOISE_LIMIT:g} to {NOISE_LIMIT:g}", "out_of_range"
+        )
+
+
+def rehearse(ready: ReadyModel) -> None:
+    """Two images of the last class through the route's encoding, PNGs and answer."""
+    chosen = len(ready.contract.labels) - 1
+    inputs = generator_inputs(ready.contract.noise_dim, chosen, 2, seed=0)
+    check_tensors(inputs, ready)
+    rehearse_batched(
+        ready,
+        inputs,
+        lambda ready, outputs: answer(ready, to_pngs(outputs["images"], "grid"), chosen, 0, "grid"),
+    )
 
 
 AREA = Area(
@@ -150,8 +198,9 @@ AREA = Area(
     models=(
         ModelSpec(
             MODEL,
-            check=check_generator,
-            tensors=TensorInputs(max_rows=MAX_IMAGES, check=check_classes),
+            contract=GeneratorMetadata,
+            rehearse=rehearse,
+            tensors=TensorInputs(max_rows=MAX_IMAGES, check=check_tensors),
         ),
     ),
     endpoints=(Endpoint(ROUTE, generate, models=(MODEL,)),),

@@ -31,10 +31,9 @@ import bentoml
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.responses import JSONResponse
 
-from core.model_store import ModelUnavailableError
 from service.abandon import stop_if_set, unless_client_leaves, until_client_leaves
 from service.area import (
     Area,
@@ -44,9 +43,12 @@ from service.area import (
     ReadyModel,
     ServedModels,
     TensorInputs,
+    rehearse_batched,
 )
 from service.batching import Arrays
 from service.errors import RequestInputError
+from service.model_contract import ModelMetadata, TensorSpec
+from service.request_numbers import bounded_int
 from service.served_model import ModelReference, reference
 from service.uploads import UploadedFile
 
@@ -214,16 +216,11 @@ K_PARAMETER = {
 
 
 def parse_k(raw: str | None) -> int:
-    """The ``k`` query parameter: an integer from 1 to ``MAX_K`` (default ``DEFAULT_K``)."""
+    """The ``k`` query parameter: an integer from 1 to ``MAX_K`` in ASCII digits (default
+    ``DEFAULT_K``); ``RequestInputError`` at ``query.k`` otherwise."""
     if raw is None:
         return DEFAULT_K
-    digits = raw.strip()
-    # str.isdigit() also accepts digits int() refuses ("²"): only ASCII 0-9 count.
-    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_K:
-        raise ImageInputError(
-            ["query", "k"], f"k must be an integer from 1 to {MAX_K}", "k_out_of_range"
-        )
-    return int(digits)
+    return bounded_int(raw, ["query", "k"], 1, MAX_K, "k_out_of_range")
 
 
 def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any]]:
@@ -237,15 +234,24 @@ def to_results(outputs: Arrays, labels: list[str], k: int) -> list[dict[str, Any
     return results
 
 
-def check_input(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model that does not take ``uint8 [batch, 28, 28]`` images."""
-    inputs = metadata["inputs"]
-    wanted = [{"name": "images", "dtype": "uint8", "shape": ["batch", SIZE, SIZE]}]
-    if inputs != wanted or len(metadata.get("labels", [])) < MAX_K:
-        raise ModelUnavailableError(
-            f"stored image model takes {inputs} with labels {metadata.get('labels')}; the route "
-            f"needs {wanted} and at least {MAX_K} labels: retrain with `python -m training image`"
-        )
+IMAGES_INPUT = TensorSpec(name="images", dtype="uint8", shape=["batch", SIZE, SIZE])
+
+
+class ClassifierMetadata(ModelMetadata):
+    """What the image routes read of a stored model: at least ``MAX_K`` labels (top-k names
+    them), ``uint8 [batch, 28, 28]`` images in, ``probabilities`` out."""
+
+    labels: list[str] = Field(min_length=MAX_K)
+
+    @model_validator(mode="after")
+    def _fits_the_route(self) -> ClassifierMetadata:
+        if self.inputs != [IMAGES_INPUT] or "probabilities" not in self.output_names():
+            raise ValueError(
+                f"takes {[spec.model_dump() for spec in self.inputs]} and gives "
+                f"{self.output_names()}; the route needs [{IMAGES_INPUT.model_dump()}] in and "
+                "probabilities out: retrain with `python -m training image`"
+            )
+        return self
 
 
 MODEL = "image-classifier"
@@ -301,7 +307,7 @@ async def _classify(
 
     arrays = await unless_client_leaves(ctx.request, work)
     ready, outputs = await until_client_leaves(ctx.request, models.predict(MODEL, arrays))
-    return ready, to_results(outputs, ready.metadata["labels"], k)
+    return ready, to_results(outputs, ready.contract.labels, k)
 
 
 async def classify(
@@ -320,6 +326,28 @@ async def classify_batch(
     return JSONResponse({"model": reference(ready), "results": results})
 
 
+def sample_image() -> bytes:
+    """A PNG file: a light square on black, what a new version classifies before it serves."""
+    image = Image.new("L", (SIZE, SIZE), 0)
+    image.paste(200, (7, 7, 21, 21))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def rehearse(ready: ReadyModel) -> None:
+    """The sample upload through the route's decoding, the graph and its top-``MAX_K`` answer."""
+    arrays = to_arrays([sample_image()], [["image"]], MAX_PIXELS, threading.Event())
+    rehearse_batched(
+        ready,
+        arrays,
+        lambda ready, outputs: {
+            "model": reference(ready),
+            "results": to_results(outputs, ready.contract.labels, MAX_K),
+        },
+    )
+
+
 # The top class's probability: at least 0.1 (10 classes), mostly near 1: fine buckets there.
 SCORE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
 
@@ -330,7 +358,8 @@ AREA = Area(
     models=(
         ModelSpec(
             MODEL,
-            check=check_input,
+            contract=ClassifierMetadata,
+            rehearse=rehearse,
             score_output="confidence",
             score_buckets=SCORE_BUCKETS,
             tensors=TensorInputs(max_rows=MAX_IMAGES),  # any uint8 [28, 28] is an image
@@ -347,7 +376,7 @@ AREA = Area(
             input_columns=("image",),
             validate=lambda table, ready: decode_column(table),
             encode=lambda columns, ready: ({"images": columns["images"]}, {}),
-            to_columns=lambda outputs, ready: to_columns(outputs, ready.metadata["labels"]),
+            to_columns=lambda outputs, ready: to_columns(outputs, ready.contract.labels),
         ),
     ),
 )

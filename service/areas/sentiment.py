@@ -12,13 +12,14 @@ column with the same rules and encoding.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
@@ -33,9 +34,11 @@ from service.area import (
     ReadyModel,
     ServedModels,
     TensorInputs,
+    rehearse_batched,
 )
 from service.batching import Arrays, concatenate_padded, sequence_length
 from service.errors import RequestInputError
+from service.model_contract import ModelMetadata
 from service.served_model import ModelReference, reference
 
 ROUTE = "/v1/sentiment"
@@ -46,9 +49,30 @@ LABELS = ("negative", "positive")
 TEXT_COLUMN = "text"
 
 
+NO_CONTENT = (
+    "must not be empty or whitespace-only, nor only control, format or combining characters "
+    "(the tokenizer's normalisation would leave nothing to read)"
+)
+# A character the tokenizers' normalisation keeps (BERT's: control and format characters and
+# U+FFFD dropped, accents stripped): not whitespace, not a control, format, private-use or
+# unassigned character (Unicode C*), not a combining mark (Mn). In RE2, for batch columns:
+CONTENT_CHARACTER = r"[^\p{Z}\p{C}\p{Mn}\x{FFFD}\t\n\v\f\r]"
+
+
+def has_content(text: str) -> bool:
+    """Whether ``text`` holds a character that survives normalisation (``CONTENT_CHARACTER``)."""
+    return any(
+        character != "\ufffd"
+        and not character.isspace()
+        and (category := unicodedata.category(character))[0] not in "ZC"
+        and category != "Mn"
+        for character in text
+    )
+
+
 def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text must not be empty or whitespace-only")
+    if not has_content(text):
+        raise ValueError(f"text {NO_CONTENT}")
     return text
 
 
@@ -64,7 +88,7 @@ Texts = Annotated[
         min_length=1,
         max_length=MAX_TEXTS,
         description=f"1 to {MAX_TEXTS} review texts, each 1 to {MAX_CHARACTERS} characters "
-        "and not only whitespace",
+        "and not only whitespace, control, format or combining characters",
     ),
 ]
 ModelChoice = Annotated[
@@ -84,31 +108,40 @@ class SentimentResponse(BaseModel):
     results: list[SentimentResult]
 
 
+class HeadlineMetrics(BaseModel):
+    test_accuracy: float = Field(ge=0, le=1, allow_inf_nan=False)
+
+
+class SentimentMetadata(ModelMetadata):
+    """What the sentiment route reads of a stored model: ``max_tokens`` (truncation), its test
+    accuracy (which model answers by default), the labels ``negative, positive``, token ids
+    and mask in, ``positive_probability`` out."""
+
+    max_tokens: int = Field(strict=True, ge=1, le=100_000)
+    headline_metrics: HeadlineMetrics
+
+    @model_validator(mode="after")
+    def _fits_the_route(self) -> SentimentMetadata:
+        if self.input_names() != ["input_ids", "attention_mask"]:
+            raise ValueError(f"takes {self.input_names()}, not [input_ids, attention_mask]")
+        if tuple(self.labels) != LABELS:
+            raise ValueError(f"has labels {self.labels}, not {list(LABELS)}")
+        if "positive_probability" not in self.output_names():
+            raise ValueError(f"gives {self.output_names()}, not positive_probability")
+        return self
+
+
 def stored_encoder(model: LoadedModel) -> TextEncoder:
-    """The tokenizer stored beside a model, with the model's ``max_tokens``."""
+    """The tokenizer stored beside a model, with the model's ``max_tokens`` (its contract
+    holds)."""
     try:
-        return TextEncoder.from_file(
-            model.directory / TOKENIZER_FILE, int(model.metadata["max_tokens"])
-        )
+        return TextEncoder.from_file(model.directory / TOKENIZER_FILE, model.metadata["max_tokens"])
     except Exception as exc:  # missing file or key; tokenizers raises plain Exception
         raise ModelUnavailableError(
             f"model {model.name!r} has no usable {TOKENIZER_FILE} or max_tokens "
             f"({type(exc).__name__}); re-train and register it with `python -m training "
             "sentiment`"
         ) from exc
-
-
-def check_text_model(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model that does not take token ids and a mask and answer P(positive)."""
-    names = [spec["name"] for spec in metadata["inputs"]]
-    if names != ["input_ids", "attention_mask"]:
-        raise ModelUnavailableError(
-            f"model {metadata['name']!r} takes {names}, not [input_ids, attention_mask]"
-        )
-    if tuple(metadata.get("labels", ())) != LABELS:
-        raise ModelUnavailableError(
-            f"model {metadata['name']!r} has labels {metadata.get('labels')}, not {list(LABELS)}"
-        )
 
 
 def default_model(models: ServedModels) -> str:
@@ -118,7 +151,7 @@ def default_model(models: ServedModels) -> str:
         ready = models.ready(STORE_NAMES[choice])
         if ready is None:
             return -1.0
-        return float(ready.metadata["headline_metrics"]["test_accuracy"])
+        return ready.contract.headline_metrics.test_accuracy
 
     return max(STORE_NAMES, key=accuracy)  # ties and no ready model: "transformer"
 
@@ -154,7 +187,8 @@ def to_results(outputs: Arrays, truncated: list[bool]) -> list[dict[str, Any]]:
 
 def validate_texts(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Batch jobs: the ``text`` column -> the texts and, per row, ``None`` or why the row is
-    refused, by the request's rules (a string of 1 to MAX_CHARACTERS characters, not blank)."""
+    refused, by the request's rules (a string of 1 to MAX_CHARACTERS characters with content,
+    ``has_content``)."""
     rows = table.num_rows
     reasons = np.full(rows, None, dtype=object)
     column = table.column(TEXT_COLUMN) if TEXT_COLUMN in table.column_names else None
@@ -170,9 +204,10 @@ def validate_texts(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
         )
         return {TEXT_COLUMN: np.full(rows, "", dtype=object)}, reasons
     lengths = pc.fill_null(pc.utf8_length(column), 0).to_numpy()
-    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(column), ""), True).to_numpy()
+    content = pc.match_substring_regex(column, CONTENT_CHARACTER)
+    blank = pc.invert(pc.fill_null(content, False)).to_numpy(zero_copy_only=False)
     reasons[lengths > MAX_CHARACTERS] = f"text: at most {MAX_CHARACTERS} characters"
-    reasons[blank] = "text: must not be empty or whitespace-only"
+    reasons[blank] = f"text: {NO_CONTENT}"
     reasons[pc.is_null(column).to_numpy(zero_copy_only=False)] = "text: missing"
     return {TEXT_COLUMN: column.to_numpy(zero_copy_only=False)}, reasons
 
@@ -222,8 +257,19 @@ async def classify(
     encode = ready.companion.encode if ready else lambda texts: ({}, [])
     arrays, truncated = await unless_client_leaves(ctx.request, lambda stop: encode(texts))
     ready, outputs = await until_client_leaves(ctx.request, models.predict(name, arrays))
-    results = to_results(outputs, truncated)
-    return JSONResponse({"model": reference(ready), "results": results})
+    return JSONResponse(answer(ready, outputs, truncated))
+
+
+def answer(ready: ReadyModel, outputs: Arrays, truncated: list[bool]) -> dict[str, Any]:
+    """The route's answer to the graph's outputs."""
+    return {"model": reference(ready), "results": to_results(outputs, truncated)}
+
+
+def rehearse(ready: ReadyModel) -> None:
+    """A sample review through the model's tokenizer, the graph and the route's answer."""
+    arrays, truncated = ready.companion.encode(["A warm, funny and moving film."])
+    check_tokens(arrays, ready)
+    rehearse_batched(ready, arrays, lambda ready, outputs: answer(ready, outputs, truncated))
 
 
 # Confident reviews crowd both ends: fine buckets at 0 and at 1.
@@ -238,8 +284,9 @@ AREA = Area(
     models=tuple(
         ModelSpec(
             store_name,
-            check=check_text_model,
+            contract=SentimentMetadata,
             prepare=stored_encoder,
+            rehearse=rehearse,
             score_output="positive_probability",
             score_buckets=SCORE_BUCKETS,
             join=concatenate_padded,

@@ -16,6 +16,7 @@ alone or batched with others. Batch jobs run the same program over a file's prom
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from starlette.responses import JSONResponse
 
 from core.model_store import LoadedModel, ModelUnavailableError
@@ -41,6 +42,7 @@ from core.text_generation import (
 from service.area import Area, BatchAdapter, Endpoint, ModelSpec, ReadyModel, ServedModels
 from service.batching import Arrays
 from service.errors import ErrorAnswer, RequestInputError, error_response, field_error
+from service.model_contract import ModelMetadata
 
 MODEL = "text-generator"
 ROUTE = "/v1/completions"
@@ -211,21 +213,53 @@ class TextCompanion:
     vocabulary: CharVocabulary
 
 
-def check_generator(metadata: dict[str, Any]) -> None:
-    """Refuse a stored model without the cache graph's inputs or its vocabulary."""
-    names = {spec["name"] for spec in metadata["inputs"]}
-    needed = {"input_ids", "position_ids", "attention_mask"}
-    if not needed <= names or "vocabulary" not in metadata or "context_length" not in metadata:
-        raise ModelUnavailableError(
-            f"model {metadata['name']!r} takes {sorted(names)} without {sorted(needed - names)} "
-            "or a stored vocabulary and context length: retrain with `python -m training text`"
-        )
+Size = Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+Character = Annotated[str, StringConstraints(min_length=1, max_length=1)]
+
+
+class GeneratorMetadata(ModelMetadata):
+    """What the completions route and its decoder read of a stored model: the vocabulary (one
+    token per character), the context length, the cache's layers, heads and head size, and
+    the cache graph's inputs."""
+
+    vocabulary: list[Character] = Field(min_length=1)
+    context_length: Size
+    layers: Size
+    heads: Size
+    head_dim: Size
+
+    @model_validator(mode="after")
+    def _fits_the_route(self) -> GeneratorMetadata:
+        needed = {"input_ids", "position_ids", "attention_mask"}
+        missing = needed - set(self.input_names())
+        if missing or "logits" not in self.output_names():
+            raise ValueError(
+                f"takes {self.input_names()} without {sorted(missing)} or gives no logits: "
+                "retrain with `python -m training text`"
+            )
+        return self
 
 
 def prepare(model: LoadedModel) -> TextCompanion:
-    return TextCompanion(
-        TextGenerator(model.session, model.metadata), CharVocabulary.from_metadata(model.metadata)
-    )
+    """The decoder and the vocabulary (the contract holds: their keys are there)."""
+    try:
+        vocabulary = CharVocabulary.from_metadata(model.metadata)
+        return TextCompanion(TextGenerator(model.session, model.metadata), vocabulary)
+    except ValueError as exc:  # repeated characters, a graph without its cache inputs
+        raise ModelUnavailableError(f"model {model.name!r}: {exc}") from exc
+
+
+def rehearse(ready: ReadyModel) -> None:
+    """A two-token greedy completion of the vocabulary's first character through the route's
+    encoding, prefill, one decode step and the answer's text."""
+    vocabulary: list[str] = ready.contract.vocabulary
+    request = encode_request(ready, vocabulary[0], 2, SamplingParams(0.0), seed=0)
+    program = Completions(ready)
+    state = program.start(request)
+    while not program.finished(state):
+        program.step([state])
+    text = "".join(output["text"] for output in program.take_outputs(state))
+    JSONResponse({"choices": [{"index": 0, "text": text, "finish_reason": state.finish_reason}]})
 
 
 def encode_request(
@@ -386,11 +420,30 @@ OPENAI_ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+# The names pydantic gives a union's members in an error's ``loc`` (``stop.constrained-str``,
+# ``stop.list[constrained-str].0``): not parameters.
+UNION_MEMBER = re.compile(
+    r"constrained-\w+|(function|lax|strict|json)-.*|\w+\[.*\]|str|int|float|bool"
+)
+
+
+def _param(loc: list[str | int]) -> str | None:
+    """The parameter an error's ``loc`` names, dotted (``stream_options.x``), without the
+    ``body`` prefix and cut before a union member's name."""
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, str) and UNION_MEMBER.fullmatch(part):
+            break
+        if part != "body":
+            parts.append(str(part))
+    return ".".join(parts) or None
+
+
 def openai_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
     """dlserve's error body -> OpenAI's ``{"error": {message, type, param, code}}``: the first
     detail names the parameter (``param``) and the rule (``message``, ``code``)."""
     detail = (body.get("detail") or [{}])[0]
-    param = ".".join(str(part) for part in detail.get("loc", []) if part != "body") or None
+    param = _param(detail.get("loc", []))
     message = f"{param}: {detail['msg']}" if param and detail.get("msg") else body["error"]
     kind = "invalid_request_error" if status < 500 else "server_error"
     if status == 429:
@@ -460,6 +513,13 @@ def prompt_seed(prompt: str) -> int:
     return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest()) >> 1
 
 
+def job_tokens(inputs: Arrays) -> int:
+    """What a batch job's valid rows ask for: each prompt's tokens (one per character) plus
+    its ``max_tokens``."""
+    prompt_tokens = sum(len(prompt) for prompt in inputs["prompt"])
+    return prompt_tokens + int(inputs["max_tokens"].sum())
+
+
 def complete_all(ready: ReadyModel, inputs: Arrays) -> Arrays:
     """Batch jobs: every row's completion, all rows decoded together step by step."""
     program = Completions(ready)
@@ -496,7 +556,15 @@ def complete_all(ready: ReadyModel, inputs: Arrays) -> Arrays:
 AREA = Area(
     name="text",
     description="text generation (character-level GPT on Shakespeare), OpenAI-compatible",
-    models=(ModelSpec(MODEL, check=check_generator, prepare=prepare, program=Completions),),
+    models=(
+        ModelSpec(
+            MODEL,
+            contract=GeneratorMetadata,
+            prepare=prepare,
+            rehearse=rehearse,
+            program=Completions,
+        ),
+    ),
     endpoints=(
         Endpoint(
             ROUTE,
@@ -515,6 +583,7 @@ AREA = Area(
             infer=complete_all,
             to_columns=lambda outputs, ready: outputs,
             batch_size=64,
+            tokens=job_tokens,
         ),
     ),
 )

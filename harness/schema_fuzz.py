@@ -14,6 +14,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from schemathesis import APIOperation, CheckFunction, GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.config._auth import AuthConfig  # not exported; the bearer key's config
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -44,10 +45,13 @@ def checks_for(operation: APIOperation) -> list[CheckFunction]:
     return CHECKS
 
 
-def load_schema(base_url: str) -> schemathesis.BaseSchema:
-    """The served document of the service at ``base_url``."""
+def load_schema(base_url: str, key: str | None = None) -> schemathesis.BaseSchema:
+    """The served document of the service at ``base_url``; ``key``: the API key its bearer
+    scheme takes (requests send it, and requests that leave it out must be refused)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/docs.json")
     schema.config.update(base_url=base_url, request_timeout=60)
+    if key is not None:
+        schema.config.auth = AuthConfig(openapi={"bearer": {"bearer": key}})
     return schema
 
 
@@ -65,8 +69,8 @@ def fuzz_operation(
     failures: list[dict[str, Any]],
 ) -> None:
     """Up to ``examples`` valid and invalid requests to ``operation`` (generated from ``seed``);
-    add each answer's status class to ``counts`` and each failed check (operation, status,
-    reason, its detail, the request body) to ``failures``."""
+    add each answer's status class (``401``, refused for its key, apart) to ``counts`` and each
+    failed check (operation, status, reason, its detail, the request body) to ``failures``."""
     label = f"{operation.method.upper()} {operation.path}"
     checks = checks_for(operation)
     modes = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
@@ -82,7 +86,8 @@ def fuzz_operation(
     )
     def send(case: Any) -> None:
         response = case.call()
-        counts[f"{response.status_code // 100}xx"] += 1
+        status = response.status_code
+        counts["401" if status == 401 else f"{status // 100}xx"] += 1
         try:
             case.validate_response(response, checks=checks)
         except FailureGroup as group:  # failed checks: recorded, the run goes on

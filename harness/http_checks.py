@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 
 def assert_names_field_and_rule(response: httpx.Response, loc: list, message: str) -> None:
@@ -28,10 +28,10 @@ def metric_value(server: LocalServer, name: str, **labels: str) -> float:
     return 0.0
 
 
-def batch_job_answer(server: LocalServer, task_id: str) -> httpx.Response:
-    """The final ``/get`` answer of batch job ``task_id`` (``/status`` polled until it is no
-    longer in progress, at most two minutes)."""
-    route = server.url + "/v1/batch/jobs"
+def batch_job_answer(server: LocalServer | str, task_id: str) -> httpx.Response:
+    """The final ``/get`` answer of batch job ``task_id`` on ``server`` (or its URL): ``/status``
+    polled until it is no longer in progress, at most two minutes."""
+    route = (server if isinstance(server, str) else server.url) + "/v1/batch/jobs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status = httpx.get(route + "/status", params={"task_id": task_id}, timeout=30).json()
