@@ -36,7 +36,9 @@ from tests.raw_http import read_response, request_head, wait_in_progress
 pytestmark = pytest.mark.http
 TOOLS = ("podman", "buildah", "mmdebstrap", "runc")
 PODMAN_HERE = REPOSITORY / "deploy" / "docker" / "podman-here.sh"
-IMAGE = "localhost/dlserve-ci"
+# Names of this run only: two suites on one machine (CI beside a developer) share podman.
+RUN = f"dlserve-ci-{os.getpid()}"
+IMAGE = f"localhost/{RUN}"
 UID = "10001"
 WRITABLE = (
     "/var/lib/dlserve/bentoml/tmp",
@@ -113,7 +115,8 @@ def images(
     size = podman("image", "inspect", built["image"], "--format", "{{.Size}}").stdout
     print(f"image size (MODELS=image): {int(size) / 1e6:.0f} MB")
     yield built
-    podman("image", "prune", "-f", check=False)  # earlier builds' untagged images
+    podman("rmi", *built.values(), check=False)
+    podman("image", "prune", "-f", check=False)  # the layers only these images used
 
 
 def test_buildah_resolves_the_default_runtime_stages() -> None:
@@ -213,7 +216,7 @@ def run_hardened(name: str, image: str, *extra: str) -> Container:
 
 @pytest.fixture(scope="module")
 def container(images: dict[str, str]) -> Iterator[Container]:
-    running = run_hardened("dlserve-ci", images["image"])
+    running = run_hardened(RUN, images["image"])
     try:
         print(f"/livez after {running.wait('/livez'):.1f} s")
         print(f"/readyz after {running.wait('/readyz'):.1f} s")
@@ -287,7 +290,7 @@ def test_a_volume_store_prepared_as_documented_is_served(
     shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", store, symlinks=True)
     subprocess.run(["chmod", "-R", "a+rX", str(store)], check=True)  # docs/DEPLOY.md
     running = run_hardened(
-        "dlserve-ci-volume", images["volume"], "-v", f"{store}:/var/lib/dlserve/bentoml/models:ro"
+        f"{RUN}-volume", images["volume"], "-v", f"{store}:/var/lib/dlserve/bentoml/models:ro"
     )
     try:
         running.wait("/readyz")
@@ -306,6 +309,7 @@ def test_podman_kube_play_runs_the_cpu_deployment(images: dict[str, str], tmp_pa
     }
     deployment = objects["Deployment"]
     deployment["spec"]["replicas"] = 1
+    deployment["metadata"]["name"] = RUN  # the pod is named after it: RUN-pod
     (server,) = deployment["spec"]["template"]["spec"]["containers"]
     server["image"] = images["image"]
     port = free_port()
@@ -317,7 +321,7 @@ def test_podman_kube_play_runs_the_cpu_deployment(images: dict[str, str], tmp_pa
     podman("kube", "play", str(pod_file), timeout=180)
     try:
         names = podman("ps", "--format", "{{.Names}}").stdout.split()
-        (name,) = [n for n in names if n.startswith("dlserve-pod") and n.endswith("-dlserve")]
+        (name,) = [n for n in names if n.startswith(f"{RUN}-pod") and n.endswith("-dlserve")]
         pod = Container(name, port)
         print(f"kube play: /readyz after {pod.wait('/readyz'):.1f} s")
         (info,) = json.loads(podman("inspect", pod.name).stdout)
