@@ -131,16 +131,15 @@ class SentimentMetadata(ModelMetadata):
         return self
 
 
-def stored_encoder(model: LoadedModel) -> TextEncoder:
+def stored_encoder(model: LoadedModel, area: str = "sentiment") -> TextEncoder:
     """The tokenizer stored beside a model, with the model's ``max_tokens`` (its contract
-    holds)."""
+    holds); ``area``: the training sub-command that registers the model."""
     try:
         return TextEncoder.from_file(model.directory / TOKENIZER_FILE, model.metadata["max_tokens"])
     except Exception as exc:  # missing file or key; tokenizers raises plain Exception
         raise ModelUnavailableError(
             f"model {model.name!r} has no usable {TOKENIZER_FILE} or max_tokens "
-            f"({type(exc).__name__}); re-train and register it with `python -m training "
-            "sentiment`"
+            f"({type(exc).__name__}); re-train and register it with `python -m training {area}`"
         ) from exc
 
 
