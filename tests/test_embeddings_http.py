@@ -107,6 +107,7 @@ def test_concurrent_requests_joined_in_one_call_give_the_vectors_of_one_alone(
         ({"input": []}, "input", "at least 1 item"),
         ({"input": ["fine", "  "]}, "input", "whitespace-only"),
         ({"input": [[101, 102]]}, "input", "valid string"),
+        ({"input": ["word " * 300] * 33}, "input", "at most 8192 tokens per request"),
         ({"input": "a", "dimensions": 385}, "dimensions", "at most 384"),
         ({"input": "a", "dimensions": 0}, "dimensions", "greater than or equal to 1"),
         ({"input": "a", "encoding_format": "int8"}, "encoding_format", "'float' or 'base64'"),

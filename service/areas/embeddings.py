@@ -31,7 +31,6 @@ from service.abandon import unless_client_leaves, until_client_leaves
 from service.area import (
     Area,
     BatchAdapter,
-    Budget,
     Endpoint,
     ModelSpec,
     ReadyModel,
@@ -46,10 +45,11 @@ from service.areas.sentiment import (
     check_tokens,
     encode_texts,
     stored_encoder,
+    token_budget,
     validate_texts,
 )
 from service.areas.text import OPENAI_ERROR_SCHEMA, openai_error
-from service.batching import Arrays, concatenate_padded, sequence_length
+from service.batching import Arrays, concatenate_padded
 from service.errors import ErrorAnswer, RequestInputError, error_response, field_error
 from service.model_contract import ModelMetadata
 
@@ -221,12 +221,7 @@ AREA = Area(
             rehearse=rehearse,
             join=concatenate_padded,
             tensors=TensorInputs(max_rows=MAX_INPUTS, check=check_tokens),
-            budget=Budget(
-                unit="tokens",
-                width=sequence_length("input_ids"),
-                loc=("input",),
-                counted="texts x the longest text's tokens, at most the model's max_tokens each",
-            ),
+            budget=token_budget("input"),
         ),
     ),
     endpoints=(
