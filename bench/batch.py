@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 
 from bench.ceiling import ceiling_rows_per_second
 from bench.transactions_file import write_transactions
+from harness.local_server import REPOSITORY
 from service.batch.adapter import find_adapter
 from service.batch.job import JobConfig, load_for_batch, run_local
-from tests.local_server import REPOSITORY
 
 # The command line's closing line (``Summary.line``): "batch MODEL:VERSION: N rows, S scored,
 # R rejected in 2.1s (2,332,284 rows/s); output ..."

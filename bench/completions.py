@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 
 from core.text_generation import SamplingParams
+from harness.local_server import LocalServer
 from service.areas.text import AREA, MODEL, ROUTE, Completions, encode_request
-from tests.local_server import LocalServer
 
 CONCURRENCY = (1, 4, 16)
 PROMPT = "ROMEO:\n"

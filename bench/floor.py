@@ -30,9 +30,9 @@ from bench.noop_area import ROUTE
 from bench.sidebyside import busy, wait_until_up
 from bench.workloads import Body, drive, v2_body
 from core.model_store import stored_model_exists
+from harness.local_server import REPOSITORY, LocalServer, free_port
 from service.areas import fraud
 from service.cpus import available_cpus
-from tests.local_server import REPOSITORY, LocalServer, free_port
 from training.fraud.simulator import simulate_transactions
 
 NOOP = "no-op"

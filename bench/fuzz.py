@@ -3,7 +3,7 @@
 Starts the service on 127.0.0.1 over the models of ``BENTOML_HOME`` (default: the operator's
 store), then sends valid and invalid requests generated from its ``/docs.json`` to every
 operation, round after round with a new seed, until at least ``--requests`` were sent. Every
-answer goes through the CI suite's checks (``tests/schema_fuzz.py``: no 5xx, status, content
+answer goes through the CI suite's checks (``harness/schema_fuzz.py``: no 5xx, status, content
 type and body as documented, invalid data refused). Prints the counts by status class and the
 failures, writes them as JSON, and exits 1 when any check failed.
 """
@@ -16,8 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.local_server import LocalServer
-from tests.schema_fuzz import fuzz_operation, load_schema, operations
+from harness.local_server import LocalServer
+from harness.schema_fuzz import fuzz_operation, load_schema, operations
 
 EXAMPLES_PER_ROUND = 200  # per operation, valid and invalid requests mixed
 

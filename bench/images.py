@@ -13,8 +13,8 @@ import json
 import httpx
 
 from bench.runner import Scenario, parse_args, run_benchmark
+from harness.images import b64, encode, load_test_images
 from service.areas.images import BATCH_ROUTE, MODEL, ROUTE
-from tests.images import b64, encode, load_test_images
 
 BATCH_SIZE = 64
 

@@ -21,8 +21,8 @@ import psutil
 from bench.noop_area import ROUTE as NOOP_ROUTE
 from bench.workloads import Body, image_upload
 from bench.wrk import start_wrk
-from tests.images import encode, load_test_images
-from tests.local_server import LocalServer
+from harness.images import encode, load_test_images
+from harness.local_server import LocalServer
 
 FRAUD_ROW = {
     "amount": 912.4,

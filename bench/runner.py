@@ -24,9 +24,9 @@ import numpy as np
 from bench.ceiling import ceiling_rows_per_second
 from bench.wrk import start_wrk
 from core.model_store import load_model
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
 from service.batching import Arrays
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
 
 CONCURRENCY = (1, 16, 64)
 

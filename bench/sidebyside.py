@@ -28,8 +28,8 @@ from bench import triton_server
 from bench.report import write_report
 from bench.workloads import Body, Workload, check_answer, drive, workloads
 from core.model_store import read_stored_model, stored_model_exists
+from harness.local_server import REPOSITORY, LocalServer, free_port
 from service.cpus import available_cpus
-from tests.local_server import REPOSITORY, LocalServer, free_port
 
 FRAUD, IMAGE = "fraud-scorer:latest", "image-classifier:latest"
 BENCH_HOME = REPOSITORY / "reports" / "bench" / "bentoml"

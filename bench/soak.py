@@ -38,11 +38,11 @@ import psutil
 from bench.workloads import Body, image_upload, v2_body
 from bench.wrk import WrkResult, start_wrk
 from core.progress import progress_bar
+from harness.images import encode, load_test_images
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.areas import fraud
 from service.cpus import available_cpus
-from tests.images import encode, load_test_images
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 
 PERIOD_MS = 25  # each connection's target time between requests: sets the connection count
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from bench.wrk import WrkResult, start_wrk
 from core.model_store import load_model
+from harness.images import encode, load_test_images
 from service.areas import fraud, images
 from service.batching import Arrays
-from tests.images import encode, load_test_images
 from training.fraud.simulator import simulate_transactions
 
 V2_TYPES = {np.dtype("float32"): "FP32", np.dtype("int64"): "INT64", np.dtype("uint8"): "UINT8"}

@@ -1,11 +1,18 @@
 """Admission: a bound on the requests one worker handles at once, refused at once beyond it.
 
-``AdmissionLimit`` counts the requests in flight (``Traffic.in_flight``). A request beyond
-``limit`` is answered 503 with ``Retry-After`` before its body is read: nothing queues, so the
+A request is counted (``Traffic.in_flight``) only once its whole body has arrived: a client
+that sends headers and then nothing holds no place (``service.read_deadline`` bounds how long
+it may take). Two middlewares share the count. ``AdmissionGate``, outside the body's reading,
+answers 503 with ``Retry-After`` while the worker is full, before the body is read (a refused
+upload is never received); ``AdmissionLimit``, once the body is in, refuses the same way if the
+worker filled meanwhile, else counts the request until it is answered. Nothing queues, so the
 requests that are accepted keep a latency bounded by the limit, whatever the offered load.
-Probes and ``/metrics`` are never counted nor refused. While the worker drains after SIGTERM
-(``Traffic.draining``, see ``service.shutdown``), every answer carries ``Connection: close``
-so clients open their next connection elsewhere.
+Probes, ``/metrics`` and the API documents (``service.paths``) are never counted nor refused,
+nor are the ``self_bounded`` routes: those of stepwise models, bounded by their step scheduler
+(``DLSERVE_MAX_ACTIVE_SEQUENCES`` + ``DLSERVE_MAX_WAITING_SEQUENCES``, 429 beyond, as OpenAI's
+clients expect), which the generic 503 would otherwise pre-empt.
+While the worker drains after SIGTERM (``Traffic.draining``, see ``service.shutdown``), every
+answer carries ``Connection: close`` so clients open their next connection elsewhere.
 """
 
 from __future__ import annotations
@@ -16,8 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_response, field_error
 from service.metrics import PREDICTIONS
-
-PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+from service.paths import uncounted
 
 
 @dataclass
@@ -28,52 +34,43 @@ class Traffic:
     draining: bool = False
 
 
-class AdmissionLimit:
-    """ASGI middleware: at most ``limit`` requests at once (paths of ``PROBE_PATHS`` aside);
-    the next one gets 503 with ``Retry-After: 1`` at once and counts as ``overloaded`` under
-    its route's model (``routes``: path -> model name, as ``RejectedRequestCounter``'s)."""
+class _Admission:
+    """What both admission middlewares share: the bound, the count and the exempt paths."""
 
-    def __init__(self, app: ASGIApp, limit: int, traffic: Traffic, routes: dict[str, str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        traffic: Traffic,
+        routes: dict[str, str],
+        self_bounded: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limit = limit
         self.traffic = traffic
         self.routes = routes
+        self.self_bounded = self_bounded
+
+    def exempt(self, path: str) -> bool:
+        """Whether ``path`` is never counted nor refused."""
+        return uncounted(path) or path in self.self_bounded
+
+
+class AdmissionGate(_Admission):
+    """ASGI middleware, outside the body's reading: while ``limit`` requests are in flight,
+    the next one (exempt paths aside) gets 503 with ``Retry-After: 1``
+    at once, its body unread, counted as ``overloaded`` under its route's model (``routes``:
+    path -> model name). Counts nothing itself; adds ``Connection: close`` while draining."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = self._closing(send) if self.traffic.draining else send
-        if scope["path"] in PROBE_PATHS:
-            await self.app(scope, receive, send)
+        if self.traffic.in_flight >= self.limit and not self.exempt(scope["path"]):
+            await refuse(self.limit, self.routes, scope, receive, send)
             return
-        if self.traffic.in_flight >= self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        self.traffic.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.traffic.in_flight -= 1
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = self.routes.get(scope["path"])
-        if model is not None:
-            PREDICTIONS.labels(model=model, outcome="overloaded").inc()
-        limit = self.limit
-        response = error_response(
-            503,
-            f"overloaded: {limit} requests already in progress on this worker; retry",
-            [
-                field_error(
-                    ["request"],
-                    f"at most {limit} requests at once (DLSERVE_MAX_CONCURRENT_REQUESTS)",
-                    "overloaded",
-                )
-            ],
-            headers={"Retry-After": "1"},
-        )
-        await response(scope, receive, send)
+        await self.app(scope, receive, send)
 
     @staticmethod
     def _closing(send: Send) -> Send:
@@ -86,3 +83,43 @@ class AdmissionLimit:
             await send(message)
 
         return closing
+
+
+class AdmissionLimit(_Admission):
+    """ASGI middleware, once the body has arrived: at most ``limit`` requests at once (exempt
+    paths aside); the next one is refused as ``AdmissionGate`` refuses."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.exempt(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.traffic.in_flight >= self.limit:
+            await refuse(self.limit, self.routes, scope, receive, send)
+            return
+        self.traffic.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.traffic.in_flight -= 1
+
+
+async def refuse(
+    limit: int, routes: dict[str, str], scope: Scope, receive: Receive, send: Send
+) -> None:
+    """Answer 503 "overloaded" with ``Retry-After: 1``, counted under the route's model."""
+    model = routes.get(scope["path"])
+    if model is not None:
+        PREDICTIONS.labels(model=model, outcome="overloaded").inc()
+    response = error_response(
+        503,
+        f"overloaded: {limit} requests already in progress on this worker; retry",
+        [
+            field_error(
+                ["request"],
+                f"at most {limit} requests at once (DLSERVE_MAX_CONCURRENT_REQUESTS)",
+                "overloaded",
+            )
+        ],
+        headers={"Retry-After": "1"},
+    )
+    await response(scope, receive, send)

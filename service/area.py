@@ -250,6 +250,8 @@ class BatchAdapter:
     distinct strings, read dictionary-encoded from Parquet. ``batch_size``: rows per chunk
     when the job does not say, sized to the model's memory per row. ``csv_output``: whether
     the output fields fit a CSV file (``False`` for a vector column; such a job writes Parquet).
+    ``tokens(inputs)``: for a model whose cost grows with tokens, what a chunk's valid rows ask
+    for (their inputs as ``encode`` made them); HTTP jobs stop past ``DLSERVE_BATCH_MAX_TOKENS``.
     """
 
     model: str
@@ -261,6 +263,7 @@ class BatchAdapter:
     categorical_columns: tuple[str, ...] = ()
     batch_size: int = 8192
     csv_output: bool = True
+    tokens: Callable[[Arrays], int] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import MIN_API_KEY_CHARS, Settings, SettingsError
 from service.errors import error_response, field_error
-
-# Probes, and what describes the API (no data): open even when keys are set.
-OPEN_PATHS = frozenset(
-    {"/livez", "/readyz", "/healthz", "/v2/health/live", "/v2/health/ready"}
-    | {"/docs.json", "/schema.json", "/"}
-)
-OPEN_PREFIXES = ("/static_content/", "/assets/")
+from service.paths import DOCUMENT_PREFIXES, METRICS_PATH, OPEN_PATHS
 
 
 def read_key_file(path: Path) -> tuple[str, ...]:
@@ -57,7 +51,7 @@ def configured_keys(settings: Settings) -> tuple[str, ...]:
 
 def open_paths(settings: Settings) -> frozenset[str]:
     """The paths that never need a key under ``settings``."""
-    return OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {"/metrics"}
+    return OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {METRICS_PATH}
 
 
 class ApiKeyGuard:
@@ -73,7 +67,7 @@ class ApiKeyGuard:
     def allows(self, scope: Scope) -> bool:
         """Whether the request may go on: an open path, or a valid bearer key."""
         path = scope.get("path", "")
-        if not self.digests or path in self.open_paths or path.startswith(OPEN_PREFIXES):
+        if not self.digests or path in self.open_paths or path.startswith(DOCUMENT_PREFIXES):
             return True
         header = dict(scope.get("headers", [])).get(b"authorization", b"")
         scheme, _, token = header.partition(b" ")

@@ -97,14 +97,32 @@ class Settings(BaseSettings):
     max_waiting_sequences: int = Field(
         64,
         ge=0,
-        description="stepwise models: requests waiting for a place; beyond this, 503 with "
-        "`Retry-After: 1`",
+        description="stepwise models: requests waiting for a place; beyond this, 429 with "
+        "`Retry-After: 1`; their routes are bounded by this and `DLSERVE_MAX_ACTIVE_SEQUENCES`, "
+        "not by `DLSERVE_MAX_CONCURRENT_REQUESTS`",
     )
     max_concurrent_requests: int = Field(
         64,
         ge=1,
-        description="requests one worker handles at once (probes and `/metrics` aside); the "
-        "next get 503 with `Retry-After: 1` at once, without queueing",
+        description="requests one worker handles at once, counted once their body has "
+        "arrived (probes, `/v2/health/*`, `/metrics`, the API documents and the stepwise routes "
+        "aside); the next get 503 with `Retry-After: 1`, without queueing",
+    )
+    request_read_timeout_s: int = Field(
+        30,
+        ge=1,
+        description="a new connection's first request head, and every request's body (from "
+        "its head), must arrive within this many seconds: else the connection is closed, or "
+        "the request answered 408; a request is counted by `DLSERVE_MAX_CONCURRENT_REQUESTS` "
+        "only once its body has arrived",
+    )
+    refusal_delay_ms: int = Field(
+        250,
+        ge=0,
+        le=5000,
+        description="a refusal (503 or 429 with `Retry-After`: admission bound, full queue, "
+        "full step scheduler) is answered this late, so clients retrying at once cannot make "
+        "refusals a worker's main work (0: at once; probes never wait)",
     )
     shutdown_delay_s: int = Field(
         2,
@@ -121,8 +139,9 @@ class Settings(BaseSettings):
     api_keys: SecretList = Field(
         (),
         description="comma list of API keys (at least 16 characters each) accepted as "
-        "`Authorization: Bearer KEY`; several for rotation; with none here nor in "
-        "`DLSERVE_API_KEYS_FILE`, no access control",
+        "`Authorization: Bearer KEY`; several for rotation; set but holding no key (blank, "
+        "commas only): refused at start; unset here and in `DLSERVE_API_KEYS_FILE`: no access "
+        "control",
     )
     api_keys_file: Path | None = Field(
         None,
@@ -164,11 +183,23 @@ class Settings(BaseSettings):
         ge=1024,
         description="an HTTP batch job stops with 413 once its scores and rejects pass this size",
     )
+    batch_max_tokens: int = Field(
+        500_000,
+        ge=1,
+        description="an HTTP batch job of a token model (text) stops with 413 once its rows ask "
+        "for more tokens than this (prompt tokens plus `max_tokens`, over every row)",
+    )
     batch_max_jobs: int = Field(
         2,
         ge=1,
         description="HTTP batch jobs running at once per worker (they share the worker's "
-        "models); beyond, a job answers 429",
+        "models); the next ones wait, see `DLSERVE_BATCH_MAX_QUEUED`",
+    )
+    batch_max_queued: int = Field(
+        64,
+        ge=0,
+        description="HTTP batch jobs waiting per worker (each keeps its upload on disk); "
+        "beyond, `/submit` answers 429",
     )
     model_poll_s: float = Field(
         10.0,
@@ -213,6 +244,8 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         keys = registry.split_names(value)
+        if not keys:  # set but blank (an empty secret templated in): not "no access control"
+            raise ValueError("holds no key; unset it to run without access control")
         if any(len(key) < MIN_API_KEY_CHARS for key in keys):
             raise ValueError(f"every key must have at least {MIN_API_KEY_CHARS} characters")
         return keys

@@ -12,9 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from service.config import Settings
+from service.paths import METRICS_PATH, PROBE_PATHS
 
-# BentoML's own default skip list (its access log and request metrics never count probes).
-PROBE_PATHS = ("/metrics", "/healthz", "/livez", "/readyz")
+# Never in BentoML's access log nor its request metrics (its own default: the probes and
+# /metrics).
+UNLOGGED_PATHS = (METRICS_PATH, *sorted(PROBE_PATHS))
 # OpenTelemetry's exclude list is a regular expression searched in the URL: "." matches all.
 EVERY_URL = "."
 
@@ -27,7 +29,7 @@ def service_config(settings: Settings, routes: Iterable[str]) -> dict[str, Any]:
     """
     access: dict[str, Any] = {"enabled": settings.access_log}
     if not settings.request_metrics:
-        access["skip_paths"] = [*PROBE_PATHS, *routes]
+        access["skip_paths"] = [*UNLOGGED_PATHS, *routes]
     config: dict[str, Any] = {"logging": {"access": access}}
     if not settings.tracing:
         config["tracing"] = {"excluded_urls": [EVERY_URL]}

@@ -80,6 +80,11 @@ CLIENT_DISCONNECTS = Counter(
     "dlserve_client_disconnects_total",
     "Requests whose client left before sending the whole body (answered 499, never run).",
 )
+SLOW_BODIES = Counter(
+    "dlserve_slow_bodies_total",
+    "Requests whose body did not arrive within DLSERVE_REQUEST_READ_TIMEOUT_S of their head "
+    "(answered 408, never run).",
+)
 
 
 def served_versions() -> dict[str, dict[str, str]]:

@@ -31,11 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, registry, timeouts, uploads
+from service import auth, open_inference, read_deadline, registry, timeouts, uploads
 from service.abandon import ClientGoneError
-from service.admission import AdmissionLimit, Traffic
+from service.admission import AdmissionGate, AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
 from service.batch import http as batch_http
+from service.batch.tasks import BatchTaskRoutes, document_cancel
 from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
@@ -55,6 +56,7 @@ from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
 from service.openapi_mounted import mounted_paths
+from service.refusal_pacing import PacedRefusals
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
@@ -65,6 +67,8 @@ timeouts.install()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
+STEPWISE = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
+STEPWISE_ROUTES = frozenset(e.route for e in ENDPOINTS if STEPWISE & set(e.models))  # streams
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
 TRAFFIC = Traffic()  # this worker's requests in flight and draining state
@@ -135,8 +139,9 @@ class DLServeBase:
     async def batch_job(
         self, file: Path, ctx: bentoml.Context, model: str = BATCH_MODEL_DEFAULT
     ) -> dict[str, Any]:
-        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get)."""
-        job_id = getattr(ctx.request.state, "task_id", None) or uuid.uuid4().hex
+        """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get,
+        /retry, /cancel; dlserve answers those, see service/batch/tasks.py)."""
+        job_id = uuid.uuid4().hex
         status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
         ctx.response.status_code = status
         return JSONResponse(body, status)
@@ -318,8 +323,7 @@ def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
 def dlserve_openapi() -> dict[str, Any]:
     """The OpenAPI document: BentoML's, with the answers dlserve really sends."""
     protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
-    stepwise = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
-    streams = frozenset(e.route for e in ENDPOINTS if stepwise & set(e.models))
+    streams = STEPWISE_ROUTES
     query = {e.route: e.query for e in ENDPOINTS if e.query}
     enabled = list(registry.model_specs(SETTINGS.models))
     mounted = mounted_paths(
@@ -327,7 +331,7 @@ def dlserve_openapi() -> dict[str, Any]:
         [spec.name for spec in enabled if spec.tensors is not None],
         list(batch_http.FILES),
     )
-    return openapi_document(
+    document = openapi_document(
         DLServe.openapi_spec.asdict(),
         protocol_errors,
         streams,
@@ -335,6 +339,7 @@ def dlserve_openapi() -> dict[str, Any]:
         mounted,
         auth.open_paths(SETTINGS) if API_KEYS else None,
     )
+    return document_cancel(document)
 
 
 v1_app = Starlette(
@@ -362,18 +367,30 @@ DLServe.add_asgi_middleware(
 # Every path but the open ones (probes, docs, /metrics unless protected) needs a key when keys
 # are set: routes added later are guarded without being listed here.
 DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.open_paths(SETTINGS))
-# Refused at once beyond the bound, before the body is read; counts what is in flight (a
-# refusal under the route's model; a plug-in route without a model is not counted).
+# Admission: refused at once while the worker is full, before the body is read (a refusal
+# under the route's model; a plug-in route without a model is not counted); counted only once
+# the body has arrived, within the read deadline, so slow bodies hold no place.
+# Stepwise routes are bounded by their step scheduler instead (429 beyond, as OpenAI's clients
+# expect), which the generic 503 would otherwise pre-empt.
+ADMISSION = {
+    "limit": SETTINGS.max_concurrent_requests,
+    "traffic": TRAFFIC,
+    "routes": {e.route: e.metric_model for e in ENDPOINTS if e.models},
+    "self_bounded": STEPWISE_ROUTES,
+}
+# Every refusal (503, 429) waits DLSERVE_REFUSAL_DELAY_MS: clients retrying at once cannot make
+# refusals the worker's main work.
+DLServe.add_asgi_middleware(PacedRefusals, delay_s=SETTINGS.refusal_delay_ms / 1000)
+DLServe.add_asgi_middleware(AdmissionGate, **ADMISSION)
 DLServe.add_asgi_middleware(
-    AdmissionLimit,
-    limit=SETTINGS.max_concurrent_requests,
-    traffic=TRAFFIC,
-    routes={e.route: e.metric_model for e in ENDPOINTS if e.models},
+    read_deadline.BodyReadDeadline, timeout_s=SETTINGS.request_read_timeout_s
 )
+read_deadline.install_head_deadline(SETTINGS.request_read_timeout_s)
 DLServe.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 # Behind the limit: a client that leaves mid-body never reaches BentoML (which would log a
 # traceback and record a 500).
 DLServe.add_asgi_middleware(BodyBeforeApp)
+DLServe.add_asgi_middleware(AdmissionLimit, **ADMISSION)
 # Behind the limit (it reads the body) and inside the counter: BentoML answers 500 to some
 # malformed bodies before the route runs, so a body's media type and an upload's structure are
 # checked first.
@@ -381,3 +398,8 @@ UPLOAD_FORMS, JSON_ROUTES = body_guards()
 DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
 DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
+# Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
+# own job records rather than BentoML's task store (see service/batch/tasks.py).
+DLServe.add_asgi_middleware(
+    BatchTaskRoutes, served=bentoml.get_current_service, default_model=BATCH_MODEL_DEFAULT
+)

@@ -1,5 +1,5 @@
 """Shared fixtures: a private BentoML model store holding every area's smoke-trained models, and
-a real ``bentoml serve`` process on a free port (``tests.local_server``).
+a real ``bentoml serve`` process on a free port (``harness.local_server``).
 
 The store location must be set before bentoml is first imported, hence the environment is
 prepared at import time of this module.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import tests.user_env  # noqa: F401  (captures the operator's store before the override below)
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="dlserve-tests-"))
 os.environ["BENTOML_HOME"] = str(SCRATCH / "bentoml")
@@ -44,6 +44,14 @@ def stored_models() -> dict[str, dict]:
         assert main([area.name, "--preset", SMOKE_PRESET, "--register", "--quiet"]) == 0
         stored |= {name: read_stored_model(f"{name}:latest")[0] for name in area.models}
     return stored
+
+
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``toy-sum`` and ``toy-counter`` in the private store (``tests.toy_models``)."""
+    from tests.toy_models import register_toy_models
+
+    register_toy_models(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from harness.http_checks import batch_job_answer
+from harness.images import b64, encode, load_test_images
+from harness.payloads import transactions
 from service import registry
 from service.areas import fraud
-from tests.http_checks import batch_job_answer
-from tests.images import b64, encode, load_test_images
-from tests.payloads import transactions
 
 Check = Callable[[dict[str, Any]], bool]
 

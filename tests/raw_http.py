@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 
 def in_progress(server: LocalServer, route: str) -> float:
@@ -20,19 +20,23 @@ def in_progress(server: LocalServer, route: str) -> float:
     return 0.0
 
 
-def wait_in_progress(server: LocalServer, route: str, count: int, timeout: float = 10) -> None:
-    """Block until ``count`` requests to ``route`` are in flight."""
+def wait_in_progress(
+    server: LocalServer, route: str, count: int, timeout: float = 10, at_most: bool = False
+) -> None:
+    """Block until at least (``at_most``: at most) ``count`` requests to ``route`` are in
+    flight."""
     deadline = time.monotonic() + timeout
-    while in_progress(server, route) < count:
-        assert time.monotonic() < deadline, f"{count} requests never got in flight"
+    while (in_progress(server, route) > count) if at_most else (in_progress(server, route) < count):
+        assert time.monotonic() < deadline, f"in flight: never {'<=' if at_most else '>='} {count}"
         time.sleep(0.1)
 
 
-def request_head(route: str, length: int) -> bytes:
-    """The head of a JSON POST of ``length`` bytes to ``route``."""
+def request_head(route: str, length: int, headers: dict[str, str] | None = None) -> bytes:
+    """The head of a JSON POST of ``length`` bytes to ``route`` (with ``headers``)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     return (
         f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n{extra}\r\n"
     ).encode()
 
 
@@ -41,7 +45,9 @@ def read_response(sock: socket.socket, timeout: float = 30) -> tuple[int, dict]:
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection without an answer (got {data!r})"
+        data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = int(

@@ -1,5 +1,6 @@
 """The admission limit, in-process: beyond the bound a request is refused at once with 503 and
-``Retry-After`` (nothing queues), probes always pass, and a draining worker closes connections."""
+``Retry-After`` (nothing queues), probes and documents always pass, a request whose body is still
+arriving holds no place, and a draining worker closes connections."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import httpx
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from service.admission import AdmissionLimit, Traffic
+from service.admission import AdmissionGate, AdmissionLimit, Traffic
+from service.disconnects import BodyBeforeApp
+from service.paths import UNCOUNTED_PATHS
+from service.read_deadline import BodyReadDeadline
 
 ROUTE = "/v1/toy"
 
@@ -38,14 +42,14 @@ async def overload_scenario() -> dict:
         started = time.monotonic()
         refused = await client.post(ROUTE, content=b"{}")
         refused_after = time.monotonic() - started
-        probe = await client.get("/readyz")
+        probes = [await client.get(path) for path in sorted(UNCOUNTED_PATHS)]
         release.set()
         answers = await asyncio.gather(*held)
         after = await client.post(ROUTE, content=b"{}")
     return {
         "refused": refused,
         "refused_after": refused_after,
-        "probe": probe,
+        "probes": probes,
         "answers": answers,
         "after": after,
         "in_flight": traffic.in_flight,
@@ -60,7 +64,9 @@ def test_beyond_the_bound_a_request_is_refused_at_once_with_retry_after() -> Non
     assert refused.json()["detail"][0]["loc"] == ["request"]
     assert "DLSERVE_MAX_CONCURRENT_REQUESTS" in refused.json()["detail"][0]["msg"]
     assert seen["refused_after"] < 0.5, "the refusal waited"
-    assert seen["probe"].status_code == 200, "a probe counted against the bound"
+    assert [p.status_code for p in seen["probes"]] == [200] * len(UNCOUNTED_PATHS), (
+        "a probe or a document was refused"
+    )
     assert [a.status_code for a in seen["answers"]] == [200, 200]
     assert seen["after"].status_code == 200, "the bound did not free its places"
     assert seen["in_flight"] == 0
@@ -70,7 +76,8 @@ async def draining_scenario() -> tuple[httpx.Response, httpx.Response]:
     release = asyncio.Event()
     release.set()
     traffic = Traffic()
-    app = AdmissionLimit(held_app(release), limit=4, traffic=traffic, routes={})
+    limit = AdmissionLimit(held_app(release), limit=4, traffic=traffic, routes={})
+    app = AdmissionGate(limit, limit=4, traffic=traffic, routes={})
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         before = await client.post(ROUTE)
@@ -84,3 +91,67 @@ def test_a_draining_worker_closes_each_connection_after_its_answer() -> None:
     assert before.status_code == during.status_code == 200
     assert "connection" not in before.headers
     assert during.headers["connection"] == "close"
+
+
+def test_the_probes_of_the_open_inference_protocol_are_never_counted() -> None:
+    assert {"/livez", "/readyz", "/v2/health/live", "/v2/health/ready"} <= UNCOUNTED_PATHS
+
+
+def service_stack(app, traffic: Traffic, limit: int) -> BodyReadDeadline:
+    """The service's order: gate, read deadline, whole body read, then counted."""
+    counted = AdmissionLimit(app, limit=limit, traffic=traffic, routes={ROUTE: "toy"})
+    reading = BodyReadDeadline(BodyBeforeApp(counted), timeout_s=60)
+    return AdmissionGate(reading, limit=limit, traffic=traffic, routes={ROUTE: "toy"})
+
+
+async def slow_body_scenario() -> dict:
+    release, arrived = asyncio.Event(), asyncio.Event()
+    release.set()
+    traffic = Traffic()
+    app = service_stack(held_app(release), traffic, limit=1)
+    sent_first = asyncio.Event()
+
+    async def slow_body():
+        yield b'{"a":'
+        sent_first.set()
+        await arrived.wait()
+        yield b"1}"
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        slow = asyncio.create_task(client.post(ROUTE, content=slow_body()))
+        await sent_first.wait()
+        in_flight_while_reading = traffic.in_flight
+        served = await client.post(ROUTE, content=b"{}")
+        arrived.set()
+        slow_answer = await slow
+    return {
+        "in_flight": in_flight_while_reading,
+        "served": served,
+        "slow": slow_answer,
+        "after": traffic.in_flight,
+    }
+
+
+def test_a_request_whose_body_is_still_arriving_holds_no_place() -> None:
+    seen = asyncio.run(slow_body_scenario())
+    assert seen["in_flight"] == 0
+    assert seen["served"].status_code == 200, "a slow body took the only place"
+    assert seen["slow"].status_code == 200
+    assert seen["after"] == 0
+
+
+async def self_bounded_scenario() -> list[int]:
+    release = asyncio.Event()
+    release.set()
+    traffic = Traffic(in_flight=1)  # full
+    app = AdmissionGate(
+        held_app(release), limit=1, traffic=traffic, routes={}, self_bounded=frozenset({ROUTE})
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return [(await client.post(path)).status_code for path in (ROUTE, "/v1/other")]
+
+
+def test_a_self_bounded_route_is_never_refused_by_the_generic_bound() -> None:
+    assert asyncio.run(self_bounded_scenario()) == [200, 503]

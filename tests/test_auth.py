@@ -95,6 +95,16 @@ def test_keys_come_from_the_variable_and_the_file(
     assert OLD not in str(settings.public()), "a key would be written to the log"
 
 
+@pytest.mark.parametrize("value", ["", " , ", ",,", "  "])
+def test_a_variable_holding_no_key_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DLSERVE_API_KEYS", value)
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env()
+    assert "DLSERVE_API_KEYS=" in str(raised.value) and "holds no key" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("content", "rule"),
     [(None, "cannot read it"), ("\n\n", "holds no key"), ("short\n", "at least 16 characters")],

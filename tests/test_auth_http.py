@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.auth import OPEN_PATHS
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.local_server import LocalServer
+from harness.payloads import transactions
+from service.paths import OPEN_PATHS
 
 pytestmark = pytest.mark.http
 ENV_KEY, FILE_KEY = "env-key-0123456789abcdef", "file-key-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Batch jobs over HTTP: the BentoML task at ``/v1/batch/jobs`` (submit, status, get, files)."""
+"""Batch jobs over HTTP: the task routes at ``/v1/batch/jobs`` (submit, status, get, files)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from harness.http_checks import batch_job_answer
+from harness.local_server import LocalServer
 from service.batch.http import FILES, jobs_dir
-from tests.http_checks import batch_job_answer
-from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 pytestmark = pytest.mark.http

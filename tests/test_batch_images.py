@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from harness.local_server import LocalServer
 from service.batch.__main__ import main
-from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from core.model_store import LoadedModel, warm_up_inputs
+from harness.local_server import LocalServer
 from service.area import run_graph
 from service.areas.fraud import COLUMN_RULES, Transaction
 from service.batch.__main__ import main
@@ -28,7 +29,6 @@ from service.batch.job import load_for_batch
 from service.batch.parts import MANIFEST, PAUSE_ENV
 from service.batch.readers import frame_to_table
 from service.config import Settings
-from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 FIELDS = list(Transaction.model_fields)

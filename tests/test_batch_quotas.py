@@ -1,10 +1,8 @@
-"""HTTP batch jobs have quotas (rows, output size, jobs at once), score with the service's own
-sessions, honour ``DLSERVE_MODELS``, and leave BentoML's task store to the retention setting."""
+"""HTTP batch jobs have quotas (rows, output size, jobs per worker), score with the service's own
+sessions and honour ``DLSERVE_MODELS``."""
 
 from __future__ import annotations
 
-import datetime
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +11,10 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from harness.http_checks import batch_job_answer
+from harness.local_server import LocalServer
 from service.batch import http as batch_http
-from service.batch.http import TASK_NAME
 from service.config import Settings
-from tests.http_checks import batch_job_answer
-from tests.local_server import LocalServer
 from training.fraud.simulator import simulate_transactions
 
 pytestmark = pytest.mark.http
@@ -79,33 +76,15 @@ def test_a_model_left_out_by_dlserve_models_is_refused(server: LocalServer) -> N
     assert detail["loc"] == ["body", "model"] and "not enabled (DLSERVE_MODELS)" in detail["msg"]
 
 
-def test_expired_tasks_leave_the_task_store_with_the_job_folders(server: LocalServer) -> None:
-    old_task, answer = _job(server, 20)
-    assert answer.status_code == 200, answer.text
-    store = server.home / "task_result.db"
-    two_days_ago = datetime.datetime.now(tz=datetime.UTC) - datetime.timedelta(days=2)
-    with sqlite3.connect(store) as connection:
-        updated = connection.execute(
-            "UPDATE result SET completed_at = ? WHERE task_id = ? AND name = ?",
-            (two_days_ago.isoformat(sep=" "), old_task, TASK_NAME),
-        )
-        assert updated.rowcount == 1
-    _, fresh = _job(server, 20)
-    assert fresh.status_code == 200, fresh.text
-    with sqlite3.connect(store) as connection:
-        left = connection.execute("SELECT count(*) FROM result WHERE task_id = ?", (old_task,))
-        assert left.fetchone()[0] == 0
-
-
-def test_a_job_beyond_the_running_jobs_limit_gets_429(tmp_path: Path) -> None:
+def test_a_job_beyond_the_worker_places_gets_429(tmp_path: Path) -> None:
     served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: None)
     held = 0
-    while batch_http._RUNNING.acquire(blocking=False):  # every place taken by other jobs
+    while batch_http.take_job_place(served.settings) is None:  # every place taken by other jobs
         held += 1
     try:
         status, body = batch_http.run_upload(tmp_path / "rows.csv", "fraud", "0" * 32, served)
     finally:
         for _ in range(held):
-            batch_http._RUNNING.release()
-    assert held == served.settings.batch_max_jobs
-    assert status == 429 and "(DLSERVE_BATCH_MAX_JOBS)" in body["error"]
+            batch_http.release_job_place()
+    assert held == served.settings.batch_max_jobs + served.settings.batch_max_queued
+    assert status == 429 and "(DLSERVE_BATCH_MAX_JOBS running" in body["error"]

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from harness.local_server import LocalServer
 from service.areas.sentiment import MAX_CHARACTERS, Texts, validate_texts
 from service.batch.__main__ import main
-from tests.local_server import LocalServer
 
 TEXTS = [
     "A warm, funny and beautifully acted film.",

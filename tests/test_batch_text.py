@@ -9,9 +9,9 @@ import httpx
 import pandas as pd
 import pytest
 
+from harness.local_server import LocalServer
 from service.areas.text import ROUTE
 from service.batch.__main__ import main
-from tests.local_server import LocalServer
 
 ROWS = [
     {"prompt": "ROMEO:\n", "seed": 1, "max_tokens": 8, "temperature": 1.0},

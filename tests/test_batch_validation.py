@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from harness.payloads import transactions
 from service.areas.fraud import COLUMN_RULES, Transaction, columns_to_arrays, to_arrays
 from service.batch.readers import frame_to_table
-from tests.payloads import transactions
 
 GOOD = transactions(40, seed=5)
 CHANGES: list[dict[str, Any]] = [

@@ -13,8 +13,8 @@ import pytest
 from bench import batch, text_cache
 from bench.runner import per_call, tiled
 from bench.saturation import bucket_percentiles, quarter_peaks
+from harness.local_server import REPOSITORY
 from service.batch.job import JobConfig, Summary
-from tests.local_server import REPOSITORY
 
 
 def test_the_batch_bench_runs_and_reports_a_ratio(stored_models: dict, tmp_path: Path) -> None:

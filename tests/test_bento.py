@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.local_server import REPOSITORY, LocalServer
 from service import registry
 from tests.every_route import check_every_route
-from tests.local_server import REPOSITORY, LocalServer
 
 pytestmark = pytest.mark.http
 

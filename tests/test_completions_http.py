@@ -14,9 +14,9 @@ import pytest
 
 from core.model_store import load_model
 from core.text_generation import CharVocabulary, TextGenerator, generate
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
 from service.areas.text import MODEL, ROUTE
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 PROMPT = "ROMEO:\n"

@@ -29,6 +29,8 @@ CASES = {
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
+    "request_read_timeout_s": ("5", 5, "0", "greater than or equal to 1"),
+    "refusal_delay_ms": ("0", 0, "5001", "less than or equal to 5000"),
     "shutdown_delay_s": ("0", 0, "-1", "greater than or equal to 0"),
     "shutdown_grace_s": ("5", 5, "0", "greater than or equal to 1"),
     "api_keys": (
@@ -45,7 +47,9 @@ CASES = {
     "batch_retention_s": ("7200", 7200, "60", "greater than or equal to 3600"),
     "batch_max_rows": ("500", 500, "0", "greater than or equal to 1"),
     "batch_max_output_bytes": ("4096", 4096, "100", "greater than or equal to 1024"),
+    "batch_max_tokens": ("1000", 1000, "0", "greater than or equal to 1"),
     "batch_max_jobs": ("4", 4, "0", "greater than or equal to 1"),
+    "batch_max_queued": ("0", 0, "-1", "greater than or equal to 0"),
     "model_poll_s": ("0.5", 0.5, "-1", "greater than or equal to 0"),
     "pinned_models": (
         "fraud-scorer:abc, image-classifier:def",

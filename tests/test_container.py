@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.local_server import REPOSITORY, free_port
+from harness.payloads import transactions
 from tests.deploy_k8s import K8S, render
 from tests.every_route import check_every_route
-from tests.local_server import REPOSITORY, free_port
 from tests.needs import require_tools
-from tests.payloads import transactions
 from tests.raw_http import read_response, request_head, wait_in_progress
 
 pytestmark = pytest.mark.http

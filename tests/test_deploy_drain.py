@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from tests.raw_http import read_response, request_head, wait_in_progress
 
 pytestmark = pytest.mark.http
@@ -55,29 +55,47 @@ def test_sigterm_lets_the_request_in_flight_finish(fraud_server: LocalServer) ->
 
 class Load:
     """``CLIENTS`` threads sending one-row requests on keep-alive connections until stopped,
-    as a load balancer would until it sees ``/readyz`` fail; every outcome is kept."""
+    as a load balancer would until it sees ``/readyz`` fail, or until a new connection is
+    refused (``REFUSED``: the server listens no more); every outcome is kept. Entered once
+    every client has had an answer."""
+
+    REFUSED = "refused"
 
     def __init__(self, server: LocalServer) -> None:
         self.url = server.url + ROUTE
         self.body = {"transactions": transactions(1)}
         self.stop = threading.Event()
         self.outcomes: list[tuple[float, int | str]] = []  # (time sent, status or error)
+        self.answered = threading.Barrier(CLIENTS + 1)
         self.threads = [threading.Thread(target=self._run) for _ in range(CLIENTS)]
 
     def _run(self) -> None:
+        first = True
         with httpx.Client(timeout=30) as client:
             while not self.stop.is_set():
                 sent = time.monotonic()
                 try:
                     outcome: int | str = client.post(self.url, json=self.body).status_code
+                except httpx.ConnectError:
+                    self.outcomes.append((sent, self.REFUSED))
+                    return
                 except httpx.HTTPError as error:
                     outcome = f"{type(error).__name__}: {error}"
                 self.outcomes.append((sent, outcome))
+                if first:
+                    first = False
+                    self.answered.wait(timeout=30)
 
     def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
+        self.answered.wait(timeout=30)
         return self
+
+    def wait_refused(self) -> None:
+        """Block until every client has been refused a connection."""
+        for thread in self.threads:
+            thread.join(timeout=60)
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
@@ -98,8 +116,6 @@ def test_sigterm_under_load_loses_no_accepted_request(fraud_server: LocalServer)
         held.sendall(request_head(ROUTE, len(body)) + body[: len(body) // 2])
         wait_in_progress(fraud_server, ROUTE, 1)
         with Load(fraud_server) as load:
-            while len(load.outcomes) < 50:
-                time.sleep(0.05)
             signalled = time.monotonic()
             os.kill(fraud_server.process.pid, signal.SIGTERM)
             readiness = readyz_status(fraud_server)
@@ -118,3 +134,15 @@ def test_sigterm_under_load_loses_no_accepted_request(fraud_server: LocalServer)
     assert not failed, f"{len(failed)} of {len(load.outcomes)} requests lost: {failed[:5]}"
     assert held_status == 200 and len(held_answer["results"]) == 20
     assert exited_after < GRACE_S
+
+
+def test_after_sigterm_no_keep_alive_client_is_reset(fraud_server: LocalServer) -> None:
+    with Load(fraud_server) as load:
+        os.kill(fraud_server.process.pid, signal.SIGTERM)
+        load.wait_refused()  # the clients send until the server listens no more
+    fraud_server.process.wait(timeout=GRACE_S)
+
+    outcomes = [outcome for _, outcome in load.outcomes]
+    assert outcomes.count(Load.REFUSED) == CLIENTS, outcomes[-20:]
+    failed = [o for o in outcomes if o not in (200, Load.REFUSED)]
+    assert not failed, f"{len(failed)} of {len(outcomes)} requests reset: {failed[:5]}"

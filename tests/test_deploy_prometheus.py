@@ -29,12 +29,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.images import b64, encode, load_test_images
+from harness.local_server import LocalServer, free_port
+from harness.payloads import transactions
 from service.areas.fraud import SCORE_BUCKETS
 from tests.deploy_dockerfile import stage
 from tests.deploy_k8s import K8S, render
-from tests.images import b64, encode, load_test_images
-from tests.local_server import LocalServer, free_port
-from tests.payloads import transactions
 
 pytestmark = pytest.mark.http
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from tests.raw_http import request_head
 
 pytestmark = pytest.mark.http

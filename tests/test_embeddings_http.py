@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from core.text_encoding import TOKENIZER_FILE, TextEncoder
+from harness.local_server import LocalServer
 from service.areas.embeddings import MAX_INPUTS, MODEL, ROUTE
 from service.areas.sentiment import MAX_CHARACTERS
 from service.batch.__main__ import main as batch_main
-from tests.local_server import LocalServer
 from training.sentiment.models import minilm_dir
 
 pytestmark = pytest.mark.http

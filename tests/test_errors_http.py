@@ -12,9 +12,9 @@ import jsonschema
 import pydantic
 import pytest
 
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
 from service.areas import sentiment
-from tests.http_checks import metric_value
-from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 JSON = {"content-type": "application/json"}

@@ -7,7 +7,7 @@ import pytest
 from opentelemetry.util.http import ExcludeList
 
 from service.config import ENV_PREFIX, Settings
-from service.extras import EVERY_URL, PROBE_PATHS, service_config
+from service.extras import EVERY_URL, UNLOGGED_PATHS, service_config
 
 ROUTES = ("/v1/fraud/score", "/v1/images/classify")
 
@@ -36,7 +36,7 @@ def test_request_metrics_off_skips_the_routes_and_the_probes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = service_config(settings(monkeypatch, request_metrics="false"), ROUTES)
-    assert config["logging"]["access"]["skip_paths"] == [*PROBE_PATHS, *ROUTES]
+    assert config["logging"]["access"]["skip_paths"] == [*UNLOGGED_PATHS, *ROUTES]
     assert config["tracing"]["excluded_urls"] == [EVERY_URL]
 
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.http_checks import assert_names_field_and_rule
+from harness.local_server import LocalServer
 from service.areas.gan import MAX_IMAGES, ROUTE
-from tests.http_checks import assert_names_field_and_rule
-from tests.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from harness.images import b64, encode, load_test_images
 from service.areas.images import (
     MAX_PIXELS,
     ImageInputError,
@@ -15,7 +16,6 @@ from service.areas.images import (
     to_results,
 )
 from service.errors import RequestInputError
-from tests.images import b64, encode, load_test_images
 
 IMAGES, _ = load_test_images(200)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from core.model_store import load_model
-from tests.images import b64, encode, load_test_images
-from tests.local_server import LocalServer
+from harness.images import b64, encode, load_test_images
+from harness.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 ROUTE, BATCH_ROUTE = "/v1/images/classify", "/v1/images/classify_batch"

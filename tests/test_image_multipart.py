@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.http_checks import assert_names_field_and_rule
-from tests.images import encode, load_test_images
-from tests.local_server import LocalServer
+from harness.http_checks import assert_names_field_and_rule
+from harness.images import encode, load_test_images
+from harness.local_server import LocalServer
 from tests.multipart_bodies import MULTIPART, form_body, form_part
 
 pytestmark = pytest.mark.http

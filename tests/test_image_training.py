@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.model_store import load_model
-from tests.images import load_test_images
+from harness.images import load_test_images
 from training.cli import main
 from training.image.augment import random_erase, shift_and_flip
 from training.image.data import CLASSES, DataError, default_dir, load_splits, read_idx

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.http_checks import metric_value
+from harness.local_server import REPOSITORY, LocalServer
+from harness.payloads import transactions
 from tests import model_versions as mv
-from tests.http_checks import metric_value
-from tests.local_server import REPOSITORY, LocalServer
-from tests.payloads import transactions
 
 pytestmark = pytest.mark.http
 FRAUD = "fraud-scorer"

@@ -18,13 +18,13 @@ from prometheus_client import REGISTRY
 
 from core import training_status
 from core.model_store import ModelUnavailableError, load_model
+from harness.payloads import transactions
 from service import registry
 from service.areas import text
 from service.areas.fraud import Transaction, to_arrays
 from service.config import Settings, SettingsError
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from tests import model_versions as mv
-from tests.payloads import transactions
 
 NAME = "fraud-scorer"
 SPEC = registry.area_of(NAME).spec_by_name[NAME]

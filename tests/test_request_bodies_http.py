@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from harness.local_server import LocalServer
 from service.multipart_guard import MAX_FILENAME_BYTES
-from tests.local_server import LocalServer
 from tests.multipart_bodies import MULTIPART, form_body, form_part
 
 pytestmark = pytest.mark.http

@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.http_checks import assert_names_field_and_rule
-from tests.images import b64, encode
-from tests.local_server import LocalServer
+from harness.http_checks import assert_names_field_and_rule
+from harness.images import b64, encode
+from harness.local_server import LocalServer
 
 pytestmark = pytest.mark.http
 LONG_TEXT = "good film " * 500  # far over 128 tokens: truncated to the model's maximum

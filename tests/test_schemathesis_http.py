@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import schemathesis
 
+from harness.local_server import LocalServer
+from harness.schema_fuzz import fuzz_operation, load_schema, operations
 from service.auth import open_paths
 from service.config import Settings
 from service.service import dlserve_openapi
-from tests.local_server import LocalServer
-from tests.schema_fuzz import fuzz_operation, load_schema, operations
 
 pytestmark = pytest.mark.http
 EXAMPLES = 100  # per operation, valid and invalid mixed

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from core.model_store import load_model
+from harness.http_checks import assert_names_field_and_rule
+from harness.local_server import LocalServer
 from service.areas import sentiment
-from tests.http_checks import assert_names_field_and_rule
-from tests.local_server import LocalServer
 from tests.sentiment_sentences import review_sentences
 
 pytestmark = pytest.mark.http

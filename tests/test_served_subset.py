@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from core.model_store import load_model
+from harness.http_checks import metric_value
+from harness.images import b64, encode, load_test_images
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.areas import sentiment
-from tests.http_checks import metric_value
-from tests.images import b64, encode, load_test_images
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 from tests.sentiment_sentences import review_sentences
 
 pytestmark = pytest.mark.http

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.http_checks import assert_names_field_and_rule, metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
+from harness.http_checks import assert_names_field_and_rule, metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/fraud/score"

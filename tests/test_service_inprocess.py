@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from core.model_store import load_model
+from harness.images import encode, load_test_images
+from harness.payloads import transactions
 from service.areas.fraud import FraudScoreResponse, Transaction, to_arrays
 from tests import model_versions as mv
-from tests.images import encode, load_test_images
-from tests.payloads import transactions
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,20 @@ def test_scores_come_back_in_input_order_and_match_the_stored_model(
     np.testing.assert_allclose(got, expected["fraud_probability"], atol=1e-6)
     threshold = fraud_model["decision"]["threshold"]
     assert [r.is_fraud for r in body.results] == [p >= threshold for p in got.tolist()]
+
+
+def test_a_schema_400_logs_one_short_line_without_a_traceback(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = client.post("/v1/fraud/score", json={"transactions": [{"amount": 1}]})
+    assert response.status_code == 400, response.text
+    server = [r for r in caplog.records if not r.name.startswith("httpx")]  # not the client's
+    logged = [r for r in server if "/v1/fraud/score" in r.getMessage()]
+    assert len(logged) <= 1, [r.getMessage() for r in logged]
+    assert all(r.levelno <= logging.WARNING for r in server), caplog.text
+    assert not any(r.exc_info for r in server), "a traceback was logged"
+    assert all(len(r.getMessage()) < 200 for r in logged)
 
 
 def test_models_route_lists_the_loaded_model(client: TestClient, fraud_model: dict) -> None:

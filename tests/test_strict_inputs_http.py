@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.http_checks import assert_names_field_and_rule
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.service import ENDPOINTS, DLServe
-from tests.http_checks import assert_names_field_and_rule
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 
 ROW = transactions(1)[0]
 

@@ -9,10 +9,10 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from harness.payloads import transactions
 from service import tensors
 from service.areas import fraud
 from service.errors import RequestInputError
-from tests.payloads import transactions
 
 SPECS = [
     {"name": "numeric", "dtype": "float32", "shape": ["batch", 10]},

@@ -13,65 +13,18 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
-import onnx
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper
 
+from harness.http_checks import assert_names_field_and_rule, metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
 from service.batch.__main__ import main as batch_main
-from tests.http_checks import assert_names_field_and_rule, metric_value
-from tests.local_server import LocalServer
-from tests.payloads import transactions
 from tests.toy_counter_area import MODEL as COUNTER
+from tests.toy_models import PLUGINS
 from tests.toy_sum_area import MODEL as SUM
-from training.registry import register_model
 
 pytestmark = pytest.mark.http
-PLUGINS = "tests.toy_sum_area,tests.toy_counter_area"
-
-
-def _register(name: str, graph: onnx.GraphProto, tmp: Path, inputs: list, outputs: list) -> None:
-    path = tmp / f"{name}.onnx"
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, path)
-    register_model(name, path, {"task": "toy", "inputs": inputs, "outputs": outputs})
-
-
-@pytest.fixture(scope="module")
-def toy_models(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """``toy-sum`` (``total = x.sum(1)``) and ``toy-counter`` (``next = value + 1``) stored."""
-    tmp = tmp_path_factory.mktemp("toy")
-    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
-    one = helper.make_tensor("one", TensorProto.INT64, [], [1])
-    summing = helper.make_graph(
-        [helper.make_node("ReduceSum", ["x", "axes"], ["total"], keepdims=0)],
-        "toy_sum",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"])],
-        [axes],
-    )
-    counting = helper.make_graph(
-        [helper.make_node("Add", ["value", "one"], ["next"])],
-        "toy_counter",
-        [helper.make_tensor_value_info("value", TensorProto.INT64, ["batch"])],
-        [helper.make_tensor_value_info("next", TensorProto.INT64, ["batch"])],
-        [one],
-    )
-    _register(
-        SUM,
-        summing,
-        tmp,
-        [{"name": "x", "dtype": "float32", "shape": ["batch", 3]}],
-        [{"name": "total", "dtype": "float32", "shape": ["batch"]}],
-    )
-    _register(
-        COUNTER,
-        counting,
-        tmp,
-        [{"name": "value", "dtype": "int64", "shape": ["batch"]}],
-        [{"name": "next", "dtype": "int64", "shape": ["batch"]}],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -513,6 +513,13 @@ def prompt_seed(prompt: str) -> int:
     return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=8).digest()) >> 1
 
 
+def job_tokens(inputs: Arrays) -> int:
+    """What a batch job's valid rows ask for: each prompt's tokens (one per character) plus
+    its ``max_tokens``."""
+    prompt_tokens = sum(len(prompt) for prompt in inputs["prompt"])
+    return prompt_tokens + int(inputs["max_tokens"].sum())
+
+
 def complete_all(ready: ReadyModel, inputs: Arrays) -> Arrays:
     """Batch jobs: every row's completion, all rows decoded together step by step."""
     program = Completions(ready)
@@ -576,6 +583,7 @@ AREA = Area(
             infer=complete_all,
             to_columns=lambda outputs, ready: outputs,
             batch_size=64,
+            tokens=job_tokens,
         ),
     ),
 )

@@ -1,33 +1,34 @@
-"""Batch jobs over HTTP: ``POST /v1/batch/jobs/submit`` (a BentoML task) with a file and a model.
+"""Batch jobs over HTTP: one uploaded file scored by the worker's own ready model into a folder
+per job under ``DLSERVE_BATCH_DIR`` (default: the system temp folder).
 
-``run_upload`` runs one uploaded file through the local engine into a folder per job under
-``DLSERVE_BATCH_DIR`` (default: the system temp folder) and answers the job's summary, or a 400
-naming the problem when the file cannot be read. ``/status`` and ``/get`` (BentoML's task
-sub-routes) report progress and that answer; ``GET /v1/batch/jobs/{job_id}/scores`` and
+``run_job`` scores a job's input (kept in its folder) within the job quotas and gives the job's
+answer: its summary, a 400 naming the problem when the file cannot be read, 413 past a quota,
+409 when it was canceled. ``run_upload`` runs one upload at once (BentoML's synchronous
+``POST /v1/batch/jobs``); ``service/batch/tasks.py`` runs them in the background
+(``/submit``, ``/status``, ``/get``, ``/retry``, ``/cancel``). Both take turns on the worker's
+``RUNNER`` (``DLSERVE_BATCH_MAX_JOBS`` threads). ``GET /v1/batch/jobs/{job_id}/scores`` and
 ``.../rejects`` download the Parquet files. Uploads obey the service's body size limit (413).
 
-Retention: a job folder expires once its last write (the folder's or a direct entry's mtime)
-is older than ``DLSERVE_BATCH_RETENTION_S`` (default one day). A running job is never old: each
-chunk it commits writes its parts folder and output file. Every submit first deletes the expired
-folders; the download route answers 404 for an expired job, deleted yet or not.
+Retention: a job folder (its input, record and outputs) expires once its last write (the
+folder's or a direct entry's mtime) is older than ``DLSERVE_BATCH_RETENTION_S`` (default one
+day). A running job is never old: each chunk it commits writes its parts folder and output file.
+Every submit first deletes the expired folders; the download route answers 404 for an expired
+job, deleted yet or not.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import os
 import re
 import shutil
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from bentoml._internal.configuration.containers import BentoMLContainer
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -35,16 +36,19 @@ from core.model_store import ModelUnavailableError
 from service import registry
 from service.area import ReadyModel, ServedModels
 from service.batch.adapter import UnknownModelError, find_adapter
-from service.batch.job import JobConfig, JobLimits, QuotaError, run_local
+from service.batch.job import JobCanceled, JobConfig, JobLimits, QuotaError, run_local
 from service.batch.readers import InputError
+from service.batch.records import CANCEL, RECORD
 from service.config import Settings
 from service.errors import error_response, field_error
 
 ROUTE = "/v1/batch/jobs"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FILES = {"scores": "scores.parquet", "rejects": "scores.rejects.parquet"}
-TASK_NAME = "batch_job"  # the service's task method: its entries in BentoML's task store
-_RUNNING = threading.BoundedSemaphore(Settings.from_env().batch_max_jobs)
+_SETTINGS = Settings.from_env()
+# Jobs accepted by this worker and not ended: DLSERVE_BATCH_MAX_JOBS run, the next ones wait.
+_PLACES = threading.BoundedSemaphore(_SETTINGS.batch_max_jobs + _SETTINGS.batch_max_queued)
+RUNNER = ThreadPoolExecutor(_SETTINGS.batch_max_jobs, thread_name_prefix="batch-job")
 
 
 def jobs_dir() -> Path:
@@ -77,29 +81,13 @@ def _written_before(entry: os.DirEntry[str], cutoff: float) -> bool:
 
 
 def delete_expired_jobs() -> None:
-    """Delete the job folders under ``jobs_dir()`` that expired (job-id names only), and the
-    task store's entries (each holds its uploaded file) of the jobs completed before then."""
+    """Delete the job folders under ``jobs_dir()`` that expired (job-id names only)."""
     cutoff = _expiry_cutoff()
     with os.scandir(jobs_dir()) as entries:
         for entry in entries:
             folder = Path(entry.path)
             if JOB_ID.match(entry.name) and entry.is_dir() and _is_expired(folder, cutoff):
                 shutil.rmtree(folder, ignore_errors=True)
-    delete_expired_tasks(cutoff)
-
-
-def delete_expired_tasks(cutoff: float) -> None:
-    """Delete this route's entries completed before ``cutoff`` from BentoML's task store
-    (``BENTOML_RESULT_STORE``, default ``$BENTOML_HOME/task_result.db``)."""
-    store = BentoMLContainer.result_store_file.get()
-    if store == ":memory:" or not Path(store).exists():
-        return
-    before = datetime.datetime.fromtimestamp(cutoff, tz=datetime.UTC).isoformat(sep=" ")
-    with contextlib.closing(sqlite3.connect(store, timeout=30)) as connection, connection:
-        connection.execute(
-            "DELETE FROM result WHERE name = ? AND completed_at IS NOT NULL AND completed_at < ?",
-            (TASK_NAME, before),
-        )
 
 
 def sniff_suffix(upload: Path) -> str:
@@ -111,49 +99,79 @@ def sniff_suffix(upload: Path) -> str:
     return ".jsonl" if head.lstrip().startswith(b"{") else ".csv"
 
 
+def take_job_place(settings: Settings) -> str | None:
+    """Take one of this worker's places for a job (``DLSERVE_BATCH_MAX_JOBS`` running and
+    ``DLSERVE_BATCH_MAX_QUEUED`` waiting; ``release_job_place`` gives it back): ``None``, or when
+    every one is taken why the job is refused (a 429)."""
+    if _PLACES.acquire(blocking=False):
+        return None
+    return (
+        f"{settings.batch_max_jobs + settings.batch_max_queued} batch jobs are running or "
+        "waiting in this worker, the most it takes (DLSERVE_BATCH_MAX_JOBS running, "
+        "DLSERVE_BATCH_MAX_QUEUED waiting); retry later"
+    )
+
+
+def release_job_place() -> None:
+    _PLACES.release()
+
+
+def keep_upload(upload: Path, folder: Path) -> Path:
+    """``upload`` copied into the new job ``folder`` as ``input.<format>``; its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"input{sniff_suffix(upload)}"
+    shutil.copyfile(upload, source)
+    return source
+
+
 def run_upload(
     upload: Path, model: str, job_id: str, served: ServedModels
 ) -> tuple[int, dict[str, Any]]:
-    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id`` on the
-    service's own ready model, after deleting the expired jobs' folders and tasks. 429 when
-    ``DLSERVE_BATCH_MAX_JOBS`` jobs run in this worker, 413 past a quota."""
-    settings = served.settings
-    if not _RUNNING.acquire(blocking=False):
-        message = (
-            f"{settings.batch_max_jobs} batch jobs are running in this worker, the most at once "
-            "(DLSERVE_BATCH_MAX_JOBS); retry later"
-        )
-        return 429, {"error": message, "detail": []}
+    """``(status, body)`` of scoring ``upload`` with ``model`` as job ``job_id`` (``run_job``,
+    in its turn among the worker's jobs); 429 when the worker takes no more jobs."""
+    refusal = take_job_place(served.settings)
+    if refusal is not None:
+        return 429, {"error": refusal, "detail": []}
     try:
-        return _run(upload, model, job_id, served)
+        source = keep_upload(upload, jobs_dir() / job_id)
+        return RUNNER.submit(run_job, source, model, served).result()
     finally:
-        _RUNNING.release()
+        release_job_place()
 
 
-def _run(upload: Path, model: str, job_id: str, served: ServedModels) -> tuple[int, dict[str, Any]]:
+def run_job(
+    source: Path, model: str, served: ServedModels, stop: Callable[[], bool] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """``(status, body)`` of scoring the job input ``source`` (in its job folder, named by the
+    job's id) with ``model`` on the service's own ready model, after deleting the expired jobs'
+    folders: 400 for an unknown model or unreadable file, 413 past a quota, 409 once ``stop``
+    said so (between two chunks). A job that did not finish keeps only its input and record."""
+    folder = source.parent
     try:
         ready = _ready_model(model, served)
     except (UnknownModelError, ModelUnavailableError) as exc:
         return 400, _problem("model", str(exc), "unknown_model")
-    folder = jobs_dir() / job_id
-    folder.mkdir(parents=True, exist_ok=True)
     delete_expired_jobs()
-    source = folder / f"input{sniff_suffix(upload)}"
-    shutil.copyfile(upload, source)
     config = JobConfig(model=model, input=source, output=folder / FILES["scores"], quiet=True)
     settings = served.settings
-    limits = JobLimits(settings.batch_max_rows, settings.batch_max_output_bytes)
+    limits = JobLimits(
+        settings.batch_max_rows, settings.batch_max_output_bytes, settings.batch_max_tokens
+    )
     try:
-        summary = run_local(config, ready, limits)
+        summary = run_local(config, ready, limits, stop)
     except QuotaError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
+        _drop_outputs(source)
         return 413, _problem("file", str(exc), "job_too_large")
+    except JobCanceled as exc:
+        _drop_outputs(source)
+        return 409, {"error": f"{exc} (PUT /cancel)", "detail": []}
     except (InputError, ValueError, pa.ArrowException) as exc:
+        _drop_outputs(source)
         message = f"not a readable {source.suffix[1:]} file of the model's columns"
         return 400, _problem("file", f"{message} ({type(exc).__name__})", "invalid_file")
     finally:
-        source.unlink(missing_ok=True)
         ready.model.release_arena()  # the chunks kept it; online calls would give it back later
+    job_id = folder.name
     return 200, {
         "job_id": job_id,
         "model": {"name": summary.model, "version": summary.version},
@@ -162,6 +180,17 @@ def _run(upload: Path, model: str, job_id: str, served: ServedModels) -> tuple[i
         "rejected": summary.rejected,
         "files": {name: f"{ROUTE}/{job_id}/{name}" for name in FILES},
     }
+
+
+def _drop_outputs(source: Path) -> None:
+    """Delete what an unfinished job wrote beside its input and record."""
+    for path in source.parent.iterdir():
+        if path.name in (source.name, RECORD, CANCEL):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _ready_model(model: str, served: ServedModels) -> ReadyModel:

@@ -8,7 +8,7 @@ share.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,16 +87,23 @@ class QuotaError(InputError):
     """A job passed one of its ``JobLimits``; the message names the limit and its setting."""
 
 
+class JobCanceled(Exception):
+    """The job was asked to stop (``run_local``'s ``stop``); it stopped between two chunks."""
+
+
 @dataclass(frozen=True)
 class JobLimits:
-    """Quotas of a job (HTTP jobs: ``DLSERVE_BATCH_MAX_ROWS``, ``DLSERVE_BATCH_MAX_OUTPUT_BYTES``);
-    the command line has none."""
+    """Quotas of a job (HTTP jobs: ``DLSERVE_BATCH_MAX_ROWS``, ``DLSERVE_BATCH_MAX_OUTPUT_BYTES``,
+    and for a model whose adapter counts tokens ``DLSERVE_BATCH_MAX_TOKENS``); the command line
+    has none."""
 
     max_rows: int
     max_output_bytes: int
+    max_tokens: int
 
-    def check(self, rows: int, output_bytes: int) -> None:
-        """``QuotaError`` once ``rows`` read or ``output_bytes`` written pass a limit."""
+    def check(self, rows: int, output_bytes: int, tokens: int = 0) -> None:
+        """``QuotaError`` once ``rows`` read, ``output_bytes`` written or ``tokens`` asked for
+        pass a limit."""
         if rows > self.max_rows:
             raise QuotaError(
                 f"the file has more than {self.max_rows} rows, the most a job may score "
@@ -106,6 +113,11 @@ class JobLimits:
             raise QuotaError(
                 f"the job's output passed {self.max_output_bytes} bytes, the most a job may "
                 "write (DLSERVE_BATCH_MAX_OUTPUT_BYTES)"
+            )
+        if tokens > self.max_tokens:
+            raise QuotaError(
+                f"the file's rows ask for more than {self.max_tokens} tokens (prompt tokens plus "
+                "max_tokens, over every row), the most a job may use (DLSERVE_BATCH_MAX_TOKENS)"
             )
 
 
@@ -236,14 +248,19 @@ def open_store(
 
 
 def run_local(
-    config: JobConfig, model: ReadyModel | None = None, limits: JobLimits | None = None
+    config: JobConfig,
+    model: ReadyModel | None = None,
+    limits: JobLimits | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> Summary:
     """Score ``config.input`` into ``config.output`` chunk by chunk, resumable.
 
     ``model``: the ready model to score with (the HTTP service's own session; default: load
     it as the service would). ``limits``: quotas, checked as chunks are read and committed
-    (``QuotaError``). Three stages overlap: reading and validating (read-ahead thread), ONNX
-    Runtime (this thread), building and committing the output tables (write-behind thread).
+    (``QuotaError``; tokens counted by the adapter's ``tokens``). ``stop``: asked before each
+    chunk's inference; ``True`` ends the job with ``JobCanceled`` (the committed parts stay).
+    Three stages overlap: reading and validating (read-ahead thread), ONNX Runtime (this
+    thread), building and committing the output tables (write-behind thread).
     """
     started = time.perf_counter()
     adapter = find_adapter(config.model)
@@ -253,15 +270,19 @@ def run_local(
     store = open_store(config, adapter, source.fingerprint, model)
 
     def prepared() -> Iterator[tuple[int, Chunk | None]]:
-        rows = 0
+        rows = tokens = 0
         for index, table in enumerate(source.chunks):
             rows += table.num_rows
             if limits is not None:
                 limits.check(rows, store.bytes_written)
             if store.done(index):
                 yield table.num_rows, None
-            else:
-                yield table.num_rows, prepare(adapter, model, table, index, config)
+                continue
+            chunk = prepare(adapter, model, table, index, config)
+            if limits is not None and adapter.tokens is not None:
+                tokens += adapter.tokens(chunk.inputs)
+                limits.check(rows, store.bytes_written, tokens)
+            yield table.num_rows, chunk
 
     def commit(chunk: Chunk, outputs: Arrays) -> None:
         store.commit(chunk.index, *to_tables(adapter, model, chunk, outputs, config.id_column))
@@ -269,11 +290,15 @@ def run_local(
             limits.check(0, store.bytes_written)
 
     bar = progress_bar(source.rows, f"batch {model.name}", config.quiet, unit="row")
+    done = 0
     with bar, WriteBehind() as writer:
         for rows, chunk in read_ahead(prepared()):
+            if stop is not None and stop():
+                raise JobCanceled(f"the job was canceled after {done} rows")
             if chunk is not None:
                 writer.submit(commit, chunk, adapter.infer(model, chunk.inputs))
             bar.update(rows)
+            done += rows
     return close_job(config, store, model, started)
 
 

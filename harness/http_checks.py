@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from tests.local_server import LocalServer
+from harness.local_server import LocalServer
 
 
 def assert_names_field_and_rule(response: httpx.Response, loc: list, message: str) -> None:
