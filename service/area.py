@@ -248,9 +248,10 @@ class BatchAdapter:
     ``to_columns(outputs, ready)``: outputs -> the output fields, one array each.
     ``input_columns``: the columns to read; ``categorical_columns``: those holding a few
     distinct strings, read dictionary-encoded from Parquet. ``batch_size``: rows per chunk
-    when the job does not say, sized to the model's memory per row. ``tokens(inputs)``: for a
-    model whose cost grows with tokens, what a chunk's valid rows ask for (their inputs as
-    ``encode`` made them); HTTP jobs stop past ``DLSERVE_BATCH_MAX_TOKENS``.
+    when the job does not say, sized to the model's memory per row. ``csv_output``: whether
+    the output fields fit a CSV file (``False`` for a vector column; such a job writes Parquet).
+    ``tokens(inputs)``: for a model whose cost grows with tokens, what a chunk's valid rows ask
+    for (their inputs as ``encode`` made them); HTTP jobs stop past ``DLSERVE_BATCH_MAX_TOKENS``.
     """
 
     model: str
@@ -261,6 +262,7 @@ class BatchAdapter:
     infer: Callable[[ReadyModel, Arrays], Arrays] = run_graph
     categorical_columns: tuple[str, ...] = ()
     batch_size: int = 8192
+    csv_output: bool = True
     tokens: Callable[[Arrays], int] | None = None
 
 

@@ -75,9 +75,9 @@ class Settings(BaseSettings):
     max_request_tokens: int = Field(
         8192,
         ge=1,
-        description="token-sequence models (`/v1/sentiment`): most tokens in one request, "
-        "counted as texts x the longest text's tokens (after truncation to the model's "
-        "maximum); a request over it gets 400 naming `texts` and the limit",
+        description="token-sequence models (`/v1/sentiment`, `/v1/embeddings`): most tokens in "
+        "one request, counted as texts x the longest text's tokens (after truncation to the "
+        "model's maximum); a request over it gets 400 naming `texts` (`input`) and the limit",
     )
     max_batch_tokens: int = Field(
         8192,

@@ -79,6 +79,12 @@ def text_model(stored_models: dict[str, dict]) -> dict:
 
 
 @pytest.fixture(scope="session")
+def embedder_model(stored_models: dict[str, dict]) -> dict:
+    """Stored metadata of the exported (smoke-preset) sentence embedder."""
+    return stored_models["text-embedder"]
+
+
+@pytest.fixture(scope="session")
 def server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
     """A real HTTP server over the private store with every model loaded and ready."""
     with LocalServer() as running:

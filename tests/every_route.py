@@ -51,6 +51,16 @@ def route_requests() -> dict[str, tuple[dict[str, Any], Check]]:
             {"json": {"prompt": "A", "max_tokens": 3}},
             lambda a: a["object"] == "text_completion" and a["usage"]["completion_tokens"] == 3,
         ),
+        "/v1/embeddings": (
+            {"json": {"model": "text-embedder", "input": ["A fine film.", "Dull."]}},
+            lambda a: (
+                [d["index"] for d in a["data"]] == [0, 1]
+                and all(
+                    math.isclose(math.hypot(*d["embedding"]), 1.0, rel_tol=1e-5) for d in a["data"]
+                )
+                and a["usage"]["prompt_tokens"] == 10
+            ),
+        ),
         "/v1/images/generate": (
             {"json": {"label": "Bag", "seed": 1}},
             lambda a: len(a["images"]) == 1 and isinstance(a["images"][0], str),

@@ -131,16 +131,15 @@ class SentimentMetadata(ModelMetadata):
         return self
 
 
-def stored_encoder(model: LoadedModel) -> TextEncoder:
+def stored_encoder(model: LoadedModel, area: str = "sentiment") -> TextEncoder:
     """The tokenizer stored beside a model, with the model's ``max_tokens`` (its contract
-    holds)."""
+    holds); ``area``: the training sub-command that registers the model."""
     try:
         return TextEncoder.from_file(model.directory / TOKENIZER_FILE, model.metadata["max_tokens"])
     except Exception as exc:  # missing file or key; tokenizers raises plain Exception
         raise ModelUnavailableError(
             f"model {model.name!r} has no usable {TOKENIZER_FILE} or max_tokens "
-            f"({type(exc).__name__}); re-train and register it with `python -m training "
-            "sentiment`"
+            f"({type(exc).__name__}); re-train and register it with `python -m training {area}`"
         ) from exc
 
 
@@ -272,6 +271,16 @@ def rehearse(ready: ReadyModel) -> None:
     rehearse_batched(ready, arrays, lambda ready, outputs: answer(ready, outputs, truncated))
 
 
+def token_budget(field: str) -> Budget:
+    """A token-sequence model's request and call budget; ``field`` carries the texts."""
+    return Budget(
+        unit="tokens",
+        width=sequence_length("input_ids"),
+        loc=(field,),
+        counted="texts x the longest text's tokens, at most the model's max_tokens each",
+    )
+
+
 # Confident reviews crowd both ends: fine buckets at 0 and at 1.
 SCORE_BUCKETS = (
     *(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0),
@@ -291,12 +300,7 @@ AREA = Area(
             score_buckets=SCORE_BUCKETS,
             join=concatenate_padded,
             tensors=TensorInputs(max_rows=MAX_TEXTS, check=check_tokens),
-            budget=Budget(
-                unit="tokens",
-                width=sequence_length("input_ids"),
-                loc=("texts",),
-                counted="texts x the longest text's tokens, at most the model's max_tokens each",
-            ),
+            budget=token_budget("texts"),
         )
         for store_name in STORE_NAMES.values()
     ),

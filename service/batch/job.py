@@ -43,7 +43,13 @@ class JobConfig:
     column_map: tuple[tuple[str, str], ...] = ()  # (model input column, file column) pairs
 
     def resolved(self, adapter: BatchAdapter) -> JobConfig:
-        """This config with the adapter's batch size when none was given."""
+        """This config with the adapter's batch size when none was given; ``InputError`` for
+        a CSV output of a model whose fields CSV cannot hold (``BatchAdapter.csv_output``)."""
+        if not adapter.csv_output and self.output.suffix.lower() == ".csv":
+            raise InputError(
+                f"model {adapter.model!r} writes vector columns, which CSV cannot hold: "
+                "write a .parquet output"
+            )
         return replace(self, batch_size=self.batch_size or adapter.batch_size)
 
     def file_columns(self, adapter: BatchAdapter) -> list[str]:
