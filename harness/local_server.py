@@ -24,7 +24,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _status(url: str) -> int | None:
+def status(url: str) -> int | None:
+    """The HTTP status of ``GET url``; ``None`` when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return response.status
@@ -95,7 +96,7 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.logs()}")
-            if _status(self.url + probe) == 200:
+            if status(self.url + probe) == 200:
                 return self
             time.sleep(0.3)
         raise TimeoutError(f"{probe} did not answer 200 within {timeout}s:\n{self.logs()}")

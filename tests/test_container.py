@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.local_server import REPOSITORY, free_port
+from harness.local_server import REPOSITORY, free_port, status
 from harness.payloads import transactions
 from tests.deploy_k8s import K8S, render
 from tests.every_route import check_every_route
@@ -168,16 +167,6 @@ class Container:
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
-
-
-def status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
 
 
 def run_hardened(name: str, image: str, *extra: str) -> Container:
