@@ -28,14 +28,17 @@ def metric_value(server: LocalServer, name: str, **labels: str) -> float:
     return 0.0
 
 
+UNFINISHED = frozenset({"pending", "in_progress"})
+
+
 def batch_job_answer(server: LocalServer | str, task_id: str) -> httpx.Response:
     """The final ``/get`` answer of batch job ``task_id`` on ``server`` (or its URL): ``/status``
-    polled until it is no longer in progress, at most two minutes."""
+    polled until the job has ended (neither ``pending`` nor ``in_progress``), at most two minutes."""
     route = (server if isinstance(server, str) else server.url) + "/v1/batch/jobs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status = httpx.get(route + "/status", params={"task_id": task_id}, timeout=30).json()
-        if status["status"] != "in_progress":
+        if status["status"] not in UNFINISHED:
             break
         time.sleep(0.2)
     return httpx.get(route + "/get", params={"task_id": task_id}, timeout=30)
