@@ -10,14 +10,17 @@ requests that are accepted keep a latency bounded by the limit, whatever the off
 Probes, ``/metrics`` and the API documents (``service.paths``) are never counted nor refused,
 nor are the ``self_bounded`` routes: those of stepwise models, bounded by their step scheduler
 (``DLSERVE_MAX_ACTIVE_SEQUENCES`` + ``DLSERVE_MAX_WAITING_SEQUENCES``, 429 beyond, as OpenAI's
-clients expect), which the generic 503 would otherwise pre-empt.
+clients expect), which the generic 503 would otherwise pre-empt. While a stepwise model's
+waiting queue is full (``Traffic.full_queues``, kept by its scheduler's counts), the gate
+answers its routes that 429 itself, before the body is read or parsed: at three times the
+bound, refusals parsed and validated by the route took the CPU the step loop needed.
 While the worker drains after SIGTERM (``Traffic.draining``, see ``service.shutdown``), every
 answer carries ``Connection: close`` so clients open their next connection elsewhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,10 +35,19 @@ class Traffic:
 
     in_flight: int = 0
     draining: bool = False
+    full_queues: set[str] = field(default_factory=set)  # stepwise models refusing newcomers
+
+    def queue_filled(self, model: str, full: bool) -> None:
+        """Record whether stepwise ``model``'s waiting queue is full (its scheduler's counts)."""
+        if full:
+            self.full_queues.add(model)
+        else:
+            self.full_queues.discard(model)
 
 
 class _Admission:
-    """What both admission middlewares share: the bound, the count and the exempt paths."""
+    """What both admission middlewares share: the bound, the count and the exempt paths
+    (``self_bounded``: a stepwise route -> the model whose scheduler bounds it)."""
 
     def __init__(
         self,
@@ -43,13 +55,13 @@ class _Admission:
         limit: int,
         traffic: Traffic,
         routes: dict[str, str],
-        self_bounded: frozenset[str] = frozenset(),
+        self_bounded: dict[str, str] | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self.traffic = traffic
         self.routes = routes
-        self.self_bounded = self_bounded
+        self.self_bounded = self_bounded or {}
 
     def exempt(self, path: str) -> bool:
         """Whether ``path`` is never counted nor refused."""
@@ -60,14 +72,20 @@ class AdmissionGate(_Admission):
     """ASGI middleware, outside the body's reading: while ``limit`` requests are in flight,
     the next one (exempt paths aside) gets 503 with ``Retry-After: 1``
     at once, its body unread, counted as ``overloaded`` under its route's model (``routes``:
-    path -> model name). Counts nothing itself; adds ``Connection: close`` while draining."""
+    path -> model name); while a stepwise model's queue is full, its routes get 429 the same
+    way. Counts nothing itself; adds ``Connection: close`` while draining."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         send = self._closing(send) if self.traffic.draining else send
-        if self.traffic.in_flight >= self.limit and not self.exempt(scope["path"]):
+        path = scope["path"]
+        stepwise = self.self_bounded.get(path)
+        if stepwise is not None and stepwise in self.traffic.full_queues:
+            await refuse_queue_full(stepwise, scope, receive, send)
+            return
+        if self.traffic.in_flight >= self.limit and not self.exempt(path):
             await refuse(self.limit, self.routes, scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -107,19 +125,25 @@ async def refuse(
     limit: int, routes: dict[str, str], scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Answer 503 "overloaded" with ``Retry-After: 1``, counted under the route's model."""
-    model = routes.get(scope["path"])
+    message = f"overloaded: {limit} requests already in progress on this worker; retry"
+    rule = f"at most {limit} requests at once (DLSERVE_MAX_CONCURRENT_REQUESTS)"
+    await _refusal(503, routes.get(scope["path"]), message, rule)(scope, receive, send)
+
+
+async def refuse_queue_full(model: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer 429 with ``Retry-After: 1`` (stepwise ``model``'s waiting queue is full), counted
+    as ``overloaded`` under the model, as its scheduler refuses inside the route."""
+    message = f"model {model!r} is busy: its waiting queue is full; retry"
+    rule = (
+        "at most DLSERVE_MAX_WAITING_SEQUENCES requests wait for a place among the "
+        "DLSERVE_MAX_ACTIVE_SEQUENCES being generated"
+    )
+    await _refusal(429, model, message, rule)(scope, receive, send)
+
+
+def _refusal(status: int, model: str | None, message: str, rule: str) -> ASGIApp:
+    """The refusal's answer (``Retry-After: 1``), counted as ``overloaded`` under ``model``."""
     if model is not None:
         PREDICTIONS.labels(model=model, outcome="overloaded").inc()
-    response = error_response(
-        503,
-        f"overloaded: {limit} requests already in progress on this worker; retry",
-        [
-            field_error(
-                ["request"],
-                f"at most {limit} requests at once (DLSERVE_MAX_CONCURRENT_REQUESTS)",
-                "overloaded",
-            )
-        ],
-        headers={"Retry-After": "1"},
-    )
-    await response(scope, receive, send)
+    detail = [field_error(["request"], rule, "overloaded")]
+    return error_response(status, message, detail, headers={"Retry-After": "1"})

@@ -144,6 +144,8 @@ class ServedModel:
     The constructor loads the wanted version at once (``refresh``); later versions come from
     further ``refresh`` calls. ``alone()``: whether a request is the only one in the worker,
     the condition for the spec's ``inline_rows`` (``None``: no inline calls).
+    ``on_queue_full(name, full)``: told whenever a stepwise model's waiting queue fills or
+    frees (the admission gate refuses newcomers with 429 while it is full).
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class ServedModel:
         settings: Settings,
         in_training: Callable[[str], str | None] = training_state,
         alone: Callable[[], bool] | None = None,
+        on_queue_full: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.spec = spec
         self.pinned = settings.pinned_version(spec.name)
@@ -160,6 +163,7 @@ class ServedModel:
         self._settings = settings
         self._in_training = in_training
         self._alone = alone
+        self._on_queue_full = on_queue_full
         self._current: Generation | None = None
         self._loading: str | None = None
         self._failures = 0  # consecutive failed loads of ``last_load.version``
@@ -497,3 +501,5 @@ class ServedModel:
     def _record_sequences(self, active: int, waiting: int) -> None:
         REQUESTS_RUNNING.labels(model=self.name).set(active)
         REQUESTS_WAITING.labels(model=self.name).set(waiting)
+        if self._on_queue_full is not None:
+            self._on_queue_full(self.name, waiting >= self._settings.max_waiting_sequences)

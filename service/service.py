@@ -68,7 +68,7 @@ SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
 STEPWISE = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}
-STEPWISE_ROUTES = frozenset(e.route for e in ENDPOINTS if STEPWISE & set(e.models))  # streams
+STEPWISE_ROUTES = {e.route: e.metric_model for e in ENDPOINTS if STEPWISE & set(e.models)}
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
 TRAFFIC = Traffic()  # this worker's requests in flight and draining state
@@ -85,7 +85,9 @@ class DLServeBase:
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
         self.served = {
-            spec.name: ServedModel(spec, SETTINGS, alone=timeouts.alone)
+            spec.name: ServedModel(
+                spec, SETTINGS, alone=timeouts.alone, on_queue_full=TRAFFIC.queue_filled
+            )
             for spec in registry.model_specs(SETTINGS.models)
         }
         for served in self.served.values():
@@ -323,7 +325,7 @@ def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
 def dlserve_openapi() -> dict[str, Any]:
     """The OpenAPI document: BentoML's, with the answers dlserve really sends."""
     protocol_errors = {e.route: e.error_schema for e in ENDPOINTS if e.error_schema is not None}
-    streams = STEPWISE_ROUTES
+    streams = frozenset(STEPWISE_ROUTES)
     query = {e.route: e.query for e in ENDPOINTS if e.query}
     enabled = list(registry.model_specs(SETTINGS.models))
     mounted = mounted_paths(
@@ -371,7 +373,8 @@ DLServe.add_asgi_middleware(auth.ApiKeyGuard, keys=API_KEYS, open_paths=auth.ope
 # under the route's model; a plug-in route without a model is not counted); counted only once
 # the body has arrived, within the read deadline, so slow bodies hold no place.
 # Stepwise routes are bounded by their step scheduler instead (429 beyond, as OpenAI's clients
-# expect), which the generic 503 would otherwise pre-empt.
+# expect), which the generic 503 would otherwise pre-empt; the gate answers that 429 while the
+# scheduler's queue is full, before the body is parsed.
 ADMISSION = {
     "limit": SETTINGS.max_concurrent_requests,
     "traffic": TRAFFIC,

@@ -146,7 +146,7 @@ async def self_bounded_scenario() -> list[int]:
     release.set()
     traffic = Traffic(in_flight=1)  # full
     app = AdmissionGate(
-        held_app(release), limit=1, traffic=traffic, routes={}, self_bounded=frozenset({ROUTE})
+        held_app(release), limit=1, traffic=traffic, routes={}, self_bounded={ROUTE: "toy"}
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -155,3 +155,32 @@ async def self_bounded_scenario() -> list[int]:
 
 def test_a_self_bounded_route_is_never_refused_by_the_generic_bound() -> None:
     assert asyncio.run(self_bounded_scenario()) == [200, 503]
+
+
+async def full_queue_scenario() -> list[tuple[int, bool]]:
+    """A stepwise route while its model's queue is full, then once it has freed: each answer's
+    status and whether the app saw the request (its body was read)."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["path"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    traffic = Traffic()
+    gate = AdmissionGate(app, limit=8, traffic=traffic, routes={}, self_bounded={ROUTE: "toy"})
+    transport = httpx.ASGITransport(app=gate)
+    answers = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for full in (True, False):
+            traffic.queue_filled("toy", full)
+            before = len(seen)
+            response = await client.post(ROUTE, content=b"{}")
+            answers.append((response.status_code, len(seen) > before))
+            if full:
+                assert response.headers["retry-after"] == "1"
+                assert "DLSERVE_MAX_WAITING_SEQUENCES" in response.json()["detail"][0]["msg"]
+    return answers
+
+
+def test_a_full_step_queue_is_refused_with_429_before_the_route_reads_the_body() -> None:
+    assert asyncio.run(full_queue_scenario()) == [(429, False), (200, True)]

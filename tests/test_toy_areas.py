@@ -247,8 +247,13 @@ def test_beyond_the_running_and_waiting_bounds_a_stream_gets_429(toy_server: Loc
         refused = httpx.post(toy_server.url + "/v1/toy/count", json=body, timeout=10)
         assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
         assert "waiting" in refused.json()["error"]
+        # refused at the gate, before the body is parsed: an invalid body gets the same 429
+        unparsed = httpx.post(toy_server.url + "/v1/toy/count", json={"steps": 0}, timeout=10)
+        assert unparsed.status_code == 429
     finally:
         for response in held:
             response.__exit__(None, None, None)
         client.close()
     _wait_for_counts(toy_server, (0, 0))
+    after = httpx.post(toy_server.url + "/v1/toy/count", json={"start": 0, "steps": 1}, timeout=10)
+    assert after.status_code == 200, "the queue freed but the gate still refuses"
