@@ -18,12 +18,18 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from service.errors import InferenceError
+
 T = TypeVar("T")
 POLL_S = 0.05
 
 
-class ClientGoneError(Exception):
-    """The client disconnected before its answer was ready; its work was abandoned."""
+class ClientGoneError(InferenceError):
+    """The client disconnected before its answer was ready; its work was abandoned (499, as
+    nginx records a client that closed its request)."""
+
+    status = 499
+    kind = "client_closed_request"
 
 
 def stop_if_set(stop: threading.Event) -> None:

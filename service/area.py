@@ -163,8 +163,9 @@ class ModelSpec:
 
 
 class ServedModels(Protocol):
-    """What a route handler may ask of the service (its first argument); ``settings``: the
-    service's settings (request budgets, ...)."""
+    """What a route handler may ask of the service (its first argument: the worker's data
+    plane, ``service.inference.DataPlane``); ``settings``: the service's settings (request
+    budgets, ...)."""
 
     settings: Settings
 
@@ -174,11 +175,13 @@ class ServedModels(Protocol):
         swapped in meanwhile (its metadata and companion stay valid for the request)."""
 
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
-        """Batched inference; ``ErrorAnswer`` (404 disabled, 503 unavailable or overloaded)."""
+        """Batched inference; ``ModelNotFoundError`` (404, disabled), ``ModelNotReadyError``
+        or ``OverloadedError`` (503) from ``service.errors``."""
 
     async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        """Admit a stepwise request; its outputs as produced. ``ErrorAnswer`` as ``predict``;
-        leaving the iteration early frees the request's place at the next step."""
+        """Admit a stepwise request; its outputs as produced. Errors as ``predict``, but a full
+        queue is ``QueueFullError`` (429); leaving the iteration early frees the request's
+        place at the next step."""
 
 
 @dataclass(frozen=True)
@@ -190,10 +193,11 @@ class Endpoint:
     the route's schema, its 400s and its OpenAPI entry, as for any ``@bentoml.api``); a
     parameter named ``ctx`` gets the ``bentoml.Context``. It returns a response, or an async
     iterator of JSON-ready events to stream as server-sent events. It may raise ``ErrorAnswer``
-    or ``RequestInputError``. ``models``: the model-store names the route answers with (each
-    lists the route in ``/v1/models``); ``counted_as(models, body)``: for a route answering
-    with several models, the ``model`` label of a request the route's code did not count (a
-    4xx, a 500), from the service and the request's JSON object (``None`` when the body is not
+    (a ready-made answer) or any ``InferenceError`` (``RequestInputError``, ...). ``models``:
+    the model-store names the route answers with (each lists the route in ``/v1/models``);
+    ``counted_as(models, body)``: for a route answering with several models, the ``model``
+    label of a request the route's code did not count (a 4xx, a 500), from the data plane and
+    the request's JSON object (``None`` when the body is not
     one); default: the route's first model. ``errors(status, body)``: for a route that
     speaks another protocol, turns dlserve's error body (``{"error", "detail"}``) into that
     protocol's, for every error the route answers (BentoML's validation errors included);

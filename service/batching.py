@@ -33,11 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.errors import OverloadedError
+
 Arrays = dict[str, np.ndarray]
-
-
-class OverloadedError(RuntimeError):
-    """Too many rows are already waiting; the caller should retry later (HTTP 503)."""
 
 
 Join = Callable[[list[Arrays]], Arrays]

@@ -40,23 +40,81 @@ class ErrorAnswer(Exception):
         self.response = response
 
 
-class RequestInputError(ValueError):
+class InferenceError(Exception):
+    """A request the data plane refuses (``service.inference``), whatever protocol asked.
+
+    ``status`` is its HTTP status, ``loc`` (when it is one input's fault) names the input, the
+    message states the rule, ``kind`` is the error type and ``retry_after_s`` the hint of a
+    refusal worth retrying. Each protocol renders it at its edge: ``answer()`` in dlserve's
+    shape, ``summary`` for the protocols that carry one message.
+    """
+
+    status = 500
+    kind = "error"
+    retry_after_s: int | None = None
+
+    def __init__(self, message: str, loc: list[str | int] | None = None) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+    @property
+    def summary(self) -> str:
+        """The message, prefixed with the input it names (``image: ...``)."""
+        if not self.loc:
+            return str(self)
+        return f"{'.'.join(str(part) for part in self.loc)}: {self}"
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
+    def answer(self) -> JSONResponse:
+        """The answer in dlserve's shape (``detail`` names the input and the rule, if any)."""
+        detail = [field_error(self.loc, str(self), self.kind)] if self.loc else []
+        return error_response(self.status, self.summary, detail, self.headers)
+
+
+class RequestInputError(InferenceError, ValueError):
     """An input the route's schema accepted but its content does not (answered 400).
 
     ``loc`` names the input (``["image"]``, ``["images", 3]``, ``["query", "k"]``), the message
     states the rule, ``kind`` is the error type.
     """
 
-    def __init__(self, loc: list[str | int], message: str, kind: str) -> None:
-        super().__init__(message)
-        self.loc, self.kind = loc, kind
+    status = 400
 
-    def answer(self) -> JSONResponse:
-        """The 400 answer naming the input and the rule."""
-        where = ".".join(str(part) for part in self.loc)
-        return error_response(
-            400, f"{where}: {self}", [field_error(self.loc, str(self), self.kind)]
-        )
+    def __init__(self, loc: list[str | int], message: str, kind: str) -> None:
+        super().__init__(message, loc)
+        self.kind = kind
+
+
+class ModelNotFoundError(InferenceError):
+    """No such model here, or it is not enabled (404)."""
+
+    status = 404
+    kind = "not_found"
+
+
+class ModelNotReadyError(InferenceError, RuntimeError):
+    """The model is enabled but no version of it is loaded (503 with the reason; retry)."""
+
+    status = 503
+    kind = "unavailable"
+    retry_after_s = 1
+
+
+class OverloadedError(InferenceError, RuntimeError):
+    """Too many rows are already waiting; the caller should retry later (503)."""
+
+    status = 503
+    kind = "overloaded"
+    retry_after_s = 1
+
+
+class QueueFullError(OverloadedError):
+    """A stepwise model's waiting queue is full (429, as OpenAI's and vLLM's clients expect)."""
+
+    status = 429
 
 
 class BodyLimitMiddleware:

@@ -9,22 +9,22 @@ area declares it, and these routes serve it with no other code.
 - ``GET /v2/models/{name}[/versions/{version}]/ready``: 200 when the model is ready
   (``ServedModel.ready``), 503 otherwise;
 - ``POST /v2/models/{name}[/versions/{version}]/infer``: JSON tensors or the binary-tensor
-  extension (``service.tensors``), then ``predict``, the same micro-batcher, metrics and
-  errors as the model's named routes.
+  extension (``service.tensors``), then the data plane's ``infer_tensors``
+  (``service.inference``): the same micro-batcher, metrics and errors as the model's named
+  routes.
 
-Errors are the protocol's ``{"error": message}``: 400 for a bad request (naming the input and
-the rule), 404 for an unknown model, version or path, 503 (with ``Retry-After``) for a model
-that is not ready or a full queue. The version is the served model-store version.
+Errors are the protocol's ``{"error": message}``, rendered here from the data plane's typed
+errors: 400 for a bad request (naming the input and the rule), 404 for an unknown model,
+version or path, 503 (with ``Retry-After``) for a model that is not ready or a full queue.
+The version is the served model-store version.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any
 
-import bentoml
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,8 +33,8 @@ from starlette.routing import Match, Route
 
 from service import registry, tensors
 from service.area import ReadyModel
-from service.errors import ErrorAnswer, RequestInputError, final_error
-from service.served_model import ServedModel, request_scope
+from service.errors import InferenceError, RequestInputError, final_error
+from service.inference import CurrentPlane, DataPlane
 from service.version import VERSION
 
 SERVER = {
@@ -45,7 +45,7 @@ SERVER = {
 PLATFORM = "onnx_onnxv1"
 ROOT = "/v2"  # every route of the protocol lies under it; its errors are {"error": message}
 HEADER_LENGTH = "Inference-Header-Content-Length"
-TENSOR_MODELS = frozenset(spec.name for spec in registry.model_specs() if spec.tensors)
+TENSOR_MODELS = registry.tensor_model_names()
 INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?/infer")
 
 
@@ -58,80 +58,26 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
 
 
-def _reshaped(answer: Response) -> Response:
-    """A dlserve error answer (``{"error", "detail"}``) in the protocol's shape, keeping its
-    status and ``Retry-After``."""
-    try:
-        message = orjson.loads(answer.body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        message = None
-    retry = answer.headers.get("retry-after")
-    return protocol_error(
-        answer.status_code,
-        message if isinstance(message, str) else HTTPStatus(answer.status_code).phrase,
-        {"Retry-After": retry} if retry else None,
-    )
-
-
 def protocol_route(
-    handler: Callable[[Request], Awaitable[Response]],
+    handler: Callable[[DataPlane, Request], Awaitable[Response]], plane: CurrentPlane
 ) -> Callable[[Request], Awaitable[Response]]:
-    """``handler`` with every refusal answered in the protocol's shape."""
+    """``handler`` called with the worker's data plane, its typed errors answered in the
+    protocol's shape (status, message, ``Retry-After``)."""
 
     async def route(request: Request) -> Response:
         try:
-            return await handler(request)
-        except ErrorAnswer as answer:
-            return _reshaped(answer.response)
-        except RequestInputError as exc:
-            where = ".".join(str(part) for part in exc.loc)
-            return protocol_error(400, f"{where}: {exc}")
+            return await handler(plane(), request)
+        except InferenceError as exc:
+            return protocol_error(exc.status, exc.summary, exc.headers)
 
     return route
 
 
-def _not_found(message: str) -> ErrorAnswer:
-    return ErrorAnswer(protocol_error(404, message))
-
-
-def _service() -> Any:
-    """The running ``DLServe`` instance of this worker."""
-    return bentoml.get_current_service()
-
-
-def _tensor_model(request: Request) -> ServedModel:
-    """The enabled tensor model named by the path; 404 otherwise."""
-    name = request.path_params["name"]
-    served = _service().served
-    model = served.get(name)
-    if model is None and name in TENSOR_MODELS:
-        raise _not_found(f"model {name!r} is not enabled (DLSERVE_MODELS)")
-    if model is None or model.spec.tensors is None:
-        known = [m.name for m in served.values() if m.spec.tensors is not None]
-        raise _not_found(f"unknown model {name!r}; the tensor models served here are {known}")
-    return model
-
-
-def _at_version(
-    served: ServedModel, ready: ReadyModel | None, request: Request
-) -> ReadyModel | None:
-    """``ready`` (``None`` when no version is loaded); 404 for a version in the path that it
-    is not."""
-    version = request.path_params.get("version")
-    if ready is not None and version is not None and version != ready.version:
-        raise _not_found(
-            f"model {served.name!r} has no version {version!r}; it serves {ready.version!r}"
-        )
-    return ready
-
-
-@protocol_route
-async def server_metadata(_: Request) -> Response:
+async def server_metadata(_: DataPlane, __: Request) -> Response:
     return _json(SERVER)
 
 
-@protocol_route
-async def server_live(_: Request) -> Response:
+async def server_live(_: DataPlane, __: Request) -> Response:
     return _json({"live": True})
 
 
@@ -140,18 +86,17 @@ def _readiness(body: dict[str, Any], ready: bool) -> Response:
     return _json(body) if ready else final_error(_json(body, 503))
 
 
-@protocol_route
-async def server_ready(_: Request) -> Response:
-    ready = _service().__is_ready__()
+async def server_ready(plane: DataPlane, _: Request) -> Response:
+    ready = plane.is_ready()
     return _readiness({"ready": ready}, ready)
 
 
-@protocol_route
-async def model_metadata(request: Request) -> Response:
-    served = _tensor_model(request)
-    ready = _at_version(served, served.ready, request)
+async def model_metadata(plane: DataPlane, request: Request) -> Response:
+    name, version = request.path_params["name"], request.path_params.get("version")
+    ready = plane.tensor_version(name, version)
     if ready is None:
-        return protocol_error(503, f"model {served.name!r} is not loaded: {served.reason}")
+        reason = plane.tensor_model(name).reason
+        return protocol_error(503, f"model {name!r} is not loaded: {reason}")
     return _json(
         {
             "name": ready.name,
@@ -163,50 +108,37 @@ async def model_metadata(request: Request) -> Response:
     )
 
 
-@protocol_route
-async def model_ready(request: Request) -> Response:
-    served = _tensor_model(request)
-    ready = _at_version(served, served.ready, request) is not None
-    return _readiness({"name": served.name, "ready": ready}, ready)
+async def model_ready(plane: DataPlane, request: Request) -> Response:
+    name = request.path_params["name"]
+    ready = plane.tensor_version(name, request.path_params.get("version")) is not None
+    return _readiness({"name": name, "ready": ready}, ready)
 
 
-@protocol_route
-async def infer(request: Request) -> Response:
-    served = _tensor_model(request)
+async def infer(plane: DataPlane, request: Request) -> Response:
     encoding = request.headers.get("content-encoding", "identity")
     if encoding != "identity":
         raise RequestInputError(
             ["Content-Encoding"], f"{encoding!r} is not supported", "unsupported"
         )
-    with request_scope():  # the version decoded against is the one predict runs
-        return await _infer(
-            served, _at_version(served, served.ready_for_request(), request), request
-        )
+    body = await request.body()
 
-
-async def _infer(served: ServedModel, ready: ReadyModel | None, request: Request) -> Response:
-    tensor_inputs = served.spec.tensors
-    assert tensor_inputs is not None
-    parsed = None
-    if ready is not None:
-        parsed = tensors.parse_request(
-            await request.body(),
+    def decode(ready: ReadyModel, max_rows: int) -> tensors.InferRequest:
+        return tensors.parse_request(
+            body,
             request.headers.get(HEADER_LENGTH),
             ready.metadata["inputs"],
             ready.model.output_names,
-            tensor_inputs.max_rows,
+            max_rows,
         )
-        if tensor_inputs.check is not None:
-            tensor_inputs.check(parsed.inputs, ready)
-    # Without a ready model there is nothing to decode against: ``predict`` refuses the
-    # request (503, counted as unavailable) before it reads the inputs, as for a named route.
-    ready, outputs = await _service().predict(served.name, parsed.inputs if parsed else {})
+
+    name, version = request.path_params["name"], request.path_params.get("version")
+    ready, parsed, outputs = await plane.infer_tensors(name, version, decode)
     assert parsed is not None
-    body, header_length = tensors.encode_response(ready.name, ready.version, parsed, outputs)
+    answer, header_length = tensors.encode_response(ready.name, ready.version, parsed, outputs)
     if header_length is None:
-        return Response(body, media_type="application/json")
+        return Response(answer, media_type="application/json")
     return Response(
-        body,
+        answer,
         headers={HEADER_LENGTH: str(header_length)},
         media_type="application/octet-stream",
     )
@@ -248,17 +180,22 @@ def counted_model(path: str) -> str | None:
     return match["name"] if match and match["name"] in TENSOR_MODELS else None
 
 
-def build_app() -> Starlette:
-    """The ``/v2`` routes, with full paths (mounted at ``/``, so that ``GET /v2`` is one)."""
+def build_app(plane: CurrentPlane) -> Starlette:
+    """The ``/v2`` routes, with full paths (mounted at ``/``, so that ``GET /v2`` is one), each
+    calling the worker's data plane (``plane()``)."""
     model = f"{ROOT}/models/{{name}}"
     version = f"{ROOT}/models/{{name}}/versions/{{version}}"
+    served = [
+        (ROOT, server_metadata, "GET"),
+        (f"{ROOT}/health/live", server_live, "GET"),
+        (f"{ROOT}/health/ready", server_ready, "GET"),
+        *((path, model_metadata, "GET") for path in (model, version)),
+        *((f"{path}/ready", model_ready, "GET") for path in (model, version)),
+        *((f"{path}/infer", infer, "POST") for path in (model, version)),
+    ]
     routes = [
-        Route(ROOT, server_metadata, methods=["GET"]),
-        Route(f"{ROOT}/health/live", server_live, methods=["GET"]),
-        Route(f"{ROOT}/health/ready", server_ready, methods=["GET"]),
-        *(Route(path, model_metadata, methods=["GET"]) for path in (model, version)),
-        *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, version)),
-        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, version)),
+        Route(path, protocol_route(handler, plane), methods=[method])
+        for path, handler, method in served
     ]
     fallback = Route(f"{ROOT}/{{path:path}}", not_a_route(routes), methods=ANY_METHOD)
     return Starlette(routes=[*routes, fallback])

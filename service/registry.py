@@ -76,6 +76,12 @@ def model_specs(area_names: Iterable[str] | None = None) -> list[ModelSpec]:
     return [spec for name in names for spec in declared[name].models]
 
 
+def tensor_model_names() -> frozenset[str]:
+    """Every declared model that the Open Inference Protocol serves (``ModelSpec.tensors``),
+    enabled or not."""
+    return frozenset(spec.name for spec in model_specs() if spec.tensors)
+
+
 def batch_adapters() -> list[BatchAdapter]:
     """Every area's batch adapters, in area order then declaration order."""
     return [adapter for area in all_areas().values() for adapter in area.batch]

@@ -39,9 +39,9 @@ from pydantic import BaseModel
 from core.model_store import ModelUnavailableError, latest_version, missing_model_error
 from core.training_status import training_state
 from service.area import ModelSpec, ReadyModel
-from service.batching import Arrays, MicroBatcher, OverloadedError
+from service.batching import Arrays, MicroBatcher
 from service.config import Settings, variable
-from service.errors import RequestInputError
+from service.errors import ModelNotReadyError, OverloadedError, RequestInputError
 from service.metrics import (
     BATCH_ROWS,
     INFERENCE_SECONDS,
@@ -74,10 +74,6 @@ class ModelReference(BaseModel):
 def reference(ready: ReadyModel) -> dict[str, str]:
     """``{"name", "version"}`` of the model that answered, as every response's ``model``."""
     return {"name": ready.name, "version": ready.version}
-
-
-class ModelNotReadyError(RuntimeError):
-    """The model is enabled but no version of it is loaded (HTTP 503 with the reason)."""
 
 
 class Generation:

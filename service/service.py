@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +34,22 @@ from core.model_store import stored_model_exists
 from service import auth, open_inference, read_deadline, registry, timeouts, uploads
 from service.abandon import ClientGoneError
 from service.admission import AdmissionGate, AdmissionLimit, Traffic
-from service.area import Endpoint, ReadyModel
+from service.area import Endpoint
 from service.batch import http as batch_http
 from service.batch.tasks import BatchTaskRoutes, document_cancel
-from service.batching import Arrays, OverloadedError
 from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
+    InferenceError,
     ProtocolErrors,
-    RequestInputError,
     error_response,
     field_error,
     message_only,
 )
 from service.extras import service_config
+from service.inference import CurrentPlane, DataPlane
 from service.logs import configure_logging
 from service.metrics import CLIENT_DISCONNECTS, RejectedRequestCounter, served_versions
 from service.model_watcher import ModelWatcher
@@ -57,7 +57,7 @@ from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
 from service.openapi_mounted import mounted_paths
 from service.refusal_pacing import PacedRefusals
-from service.served_model import ModelNotReadyError, ServedModel, request_scope
+from service.served_model import request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.strict_input import strict_input
@@ -72,29 +72,26 @@ STEPWISE_ROUTES = {e.route: e.metric_model for e in ENDPOINTS if STEPWISE & set(
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
 TRAFFIC = Traffic()  # this worker's requests in flight and draining state
+PLANE = CurrentPlane()  # this worker's data plane, once __init__ has loaded it
 
 
 class DLServeBase:
-    """Loads the enabled areas' models once per worker and answers for them (``ServedModels``).
+    """Loads the enabled areas' models once per worker into its data plane
+    (``service.inference.DataPlane``), which every route calls.
 
     The routes are attached from the registry below; this class holds what they share.
     """
 
     def __init__(self) -> None:
-        self.settings = SETTINGS
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
-        self.served = {
-            spec.name: ServedModel(
-                spec, SETTINGS, alone=timeouts.alone, on_queue_full=TRAFFIC.queue_filled
-            )
-            for spec in registry.model_specs(SETTINGS.models)
-        }
-        for served in self.served.values():
+        self.plane = DataPlane.load(SETTINGS, TRAFFIC, alone=timeouts.alone)
+        PLANE.set(self.plane)
+        for served in self.plane.served.values():
             state = f"ready on {served.ready.model.provider}" if served.ready else served.state
             log.info("model %s: %s", served.name, state)
         if SETTINGS.model_poll_s > 0:
-            self.watcher = ModelWatcher(self.served.values(), SETTINGS.model_poll_s).start()
+            self.watcher = ModelWatcher(self.plane.served.values(), SETTINGS.model_poll_s).start()
         shutdown = GracefulShutdown(TRAFFIC, SETTINGS.shutdown_delay_s, SETTINGS.shutdown_grace_s)
         if shutdown.install():
             log.info("SIGTERM drains this worker (up to %ss)", SETTINGS.shutdown_grace_s)
@@ -106,36 +103,7 @@ class DLServeBase:
 
     def __is_ready__(self) -> bool:
         """Every enabled model is ready and the worker is not draining (after SIGTERM)."""
-        ready = all(served.ready is not None for served in self.served.values())
-        return ready and not TRAFFIC.draining
-
-    def _served(self, name: str) -> ServedModel:
-        served = self.served.get(name)
-        if served is None:
-            raise ErrorAnswer(
-                error_response(404, f"model {name!r} is not enabled (DLSERVE_MODELS)")
-            )
-        return served
-
-    def ready(self, name: str) -> ReadyModel | None:
-        served = self.served.get(name)
-        return served.ready_for_request() if served is not None else None
-
-    async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
-        served = self._served(name)
-        try:
-            return await served.predict(inputs)
-        except (ModelNotReadyError, OverloadedError) as exc:
-            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
-
-    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        served = self._served(name)
-        try:
-            return served.stream(request)
-        except ModelNotReadyError as exc:
-            raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
-        except OverloadedError as exc:  # as OpenAI and vLLM clients expect: 429, then retry
-            raise ErrorAnswer(error_response(429, str(exc), headers={"Retry-After": "1"})) from exc
+        return self.plane.is_ready()
 
     @bentoml.task(route=batch_http.ROUTE)
     async def batch_job(
@@ -144,7 +112,9 @@ class DLServeBase:
         """Score an uploaded CSV, Parquet or JSON Lines file (task: /submit, /status, /get,
         /retry, /cancel; dlserve answers those, see service/batch/tasks.py)."""
         job_id = uuid.uuid4().hex
-        status, body = await asyncio.to_thread(batch_http.run_upload, file, model, job_id, self)
+        status, body = await asyncio.to_thread(
+            batch_http.run_upload, file, model, job_id, self.plane
+        )
         ctx.response.status_code = status
         return JSONResponse(body, status)
 
@@ -167,15 +137,16 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
     async def route(self: DLServeBase, ctx: bentoml.Context, **kwargs: Any) -> Any:
         try:
             with request_scope():  # ready() and predict() see the same version
-                result = await handler(self, **kwargs, **({"ctx": ctx} if passes_ctx else {}))
+                extra = {"ctx": ctx} if passes_ctx else {}
+                result = await handler(self.plane, **kwargs, **extra)
         except ErrorAnswer as answer:
             result = answer.response
-        except RequestInputError as exc:
-            result = exc.answer()
         except ClientGoneError:
             CLIENT_DISCONNECTS.inc()
             log.info("%s: the client left; its work was abandoned", endpoint.route)
             result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
+        except InferenceError as exc:
+            result = exc.answer()
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
             result = EventStreamResponse(result)
         if isinstance(result, Response):  # BentoML answers with ctx's status code
@@ -253,7 +224,7 @@ async def list_models(_: Request) -> JSONResponse:
     """``GET /v1/models``: every enabled model, loaded or not, with its provider, routes and the
     version each live worker serves (``workers``: pid -> version);
     ``object``/``data`` repeat the names in OpenAI's list shape (``client.models.list()``)."""
-    served = list(bentoml.get_current_service().served.values())
+    served = list(PLANE().served.values())
     listed = [
         {"id": m.name, "object": "model", "created": STARTED, "owned_by": "dlserve"} for m in served
     ]
@@ -268,7 +239,7 @@ async def load_model_now(request: Request) -> JSONResponse:
     their next poll. 200 with the model's entry when it serves that version, else 503 with the
     reason (the served version, if any, keeps serving)."""
     name = request.path_params["name"]
-    enabled = bentoml.get_current_service().served
+    enabled = PLANE().served
     served = enabled.get(name)
     if served is None:
         detail = [field_error(["path", "name"], f"enabled models: {sorted(enabled)}", "not_found")]
@@ -316,8 +287,7 @@ def counted_model(endpoint: Endpoint) -> Callable[[bytes], str]:
             parsed = json.loads(body)
         except (ValueError, RecursionError):  # not JSON (a form, a truncated body), too deep
             parsed = None
-        service = bentoml.get_current_service()
-        return counted_as(service, parsed if isinstance(parsed, dict) else None)
+        return counted_as(PLANE(), parsed if isinstance(parsed, dict) else None)
 
     return model_of
 
@@ -352,7 +322,7 @@ v1_app = Starlette(
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
-DLServe.mount_asgi_app(open_inference.build_app(), path="/")  # its routes only (PassiveMount)
+DLServe.mount_asgi_app(open_inference.build_app(PLANE), path="/")  # its routes only (PassiveMount)
 # The first middleware added is the outermost: every error gets dlserve's shape (routes of
 # other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
 # the limit.
@@ -403,6 +373,4 @@ DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
 # Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
 # own job records rather than BentoML's task store (see service/batch/tasks.py).
-DLServe.add_asgi_middleware(
-    BatchTaskRoutes, served=bentoml.get_current_service, default_model=BATCH_MODEL_DEFAULT
-)
+DLServe.add_asgi_middleware(BatchTaskRoutes, served=PLANE, default_model=BATCH_MODEL_DEFAULT)

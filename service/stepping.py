@@ -3,7 +3,7 @@
 A ``StepProgram`` says how one model starts a sequence (``start``, e.g. a prompt's prefill,
 run as its own call) and advances a list of them by one step in one batched call (``step``).
 The ``StepScheduler`` owns the loop: between steps it admits waiting requests (at most
-``max_active`` advance together; at most ``max_waiting`` wait, beyond that ``OverloadedError``),
+``max_active`` advance together; at most ``max_waiting`` wait, beyond that ``QueueFullError``),
 drops sequences that finished or whose client left, and hands each step's outputs to each
 request's stream as they are produced. Model calls run in one dedicated thread (ONNX Runtime
 releases the GIL), never on the event loop.
@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from service.batching import OverloadedError, cancel_from_any_thread
+from service.batching import cancel_from_any_thread
+from service.errors import QueueFullError
 
 State = TypeVar("State")
 
@@ -87,10 +88,10 @@ class StepScheduler(Generic[State]):
         return len(self._active), len(self._waiting)
 
     def admit(self, request: Any) -> AsyncIterator[Any]:
-        """Queue ``request`` now (``OverloadedError`` when the waiting queue is full) and return
+        """Queue ``request`` now (``QueueFullError`` when the waiting queue is full) and return
         the iterator of its outputs; closing the iterator early frees its place."""
         if len(self._waiting) >= self._max_waiting:
-            raise OverloadedError(
+            raise QueueFullError(
                 f"{len(self._waiting)} requests already waiting (limit {self._max_waiting})"
             )
         sequence: _Sequence[State] = _Sequence(request)
