@@ -20,29 +20,12 @@ answer carries ``Connection: close`` so clients open their next connection elsew
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import error_response, field_error
 from service.metrics import PREDICTIONS
 from service.paths import uncounted
-
-
-@dataclass
-class Traffic:
-    """One worker's traffic state, shared by the admission limit, readiness and shutdown."""
-
-    in_flight: int = 0
-    draining: bool = False
-    full_queues: set[str] = field(default_factory=set)  # stepwise models refusing newcomers
-
-    def queue_filled(self, model: str, full: bool) -> None:
-        """Record whether stepwise ``model``'s waiting queue is full (its scheduler's counts)."""
-        if full:
-            self.full_queues.add(model)
-        else:
-            self.full_queues.discard(model)
+from service.traffic import Traffic
 
 
 class _Admission:

@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from service import registry
-from service.admission import Traffic
 from service.area import ReadyModel
 from service.batching import Arrays
 from service.config import Settings
 from service.errors import ModelNotFoundError
 from service.served_model import ServedModel, request_scope
+from service.traffic import Traffic
 
 
 class TensorRequest(Protocol):

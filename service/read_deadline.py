@@ -1,7 +1,7 @@
 """Read deadlines: a client may not hold a connection or a request open by sending slowly.
 
 uvicorn waits for a request's head as long as the client likes, and only BentoML's 60 s
-request timeout (``service.timeouts``) ended a body that never comes.
+request timeout (``service.bentoml_compat``) ended a body that never comes.
 ``DLSERVE_REQUEST_READ_TIMEOUT_S`` bounds both:
 
 - ``install_head_deadline`` (uvicorn's HTTP protocols): a new connection whose first request

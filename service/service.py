@@ -31,9 +31,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, read_deadline, registry, timeouts, uploads
+from service import auth, bentoml_compat, open_inference, read_deadline, registry, uploads
 from service.abandon import ClientGoneError
-from service.admission import AdmissionGate, AdmissionLimit, Traffic
+from service.admission import AdmissionGate, AdmissionLimit
 from service.area import Endpoint
 from service.batch import http as batch_http
 from service.batch.tasks import BatchTaskRoutes, document_cancel
@@ -61,9 +61,9 @@ from service.served_model import request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
 from service.strict_input import strict_input
+from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
-timeouts.install()  # BentoML's, without its leak: see service/timeouts.py
 SETTINGS = Settings.from_env()
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
@@ -71,7 +71,8 @@ STEPWISE = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.
 STEPWISE_ROUTES = {e.route: e.metric_model for e in ENDPOINTS if STEPWISE & set(e.models)}
 BATCH_MODEL_DEFAULT = next((area.name for area in AREAS.values() if area.batch), "")
 API_KEYS = auth.configured_keys(SETTINGS)  # a key file that cannot be read stops the start
-TRAFFIC = Traffic()  # this worker's requests in flight and draining state
+TRAFFIC = Traffic()  # this worker's request accounting (service/traffic.py)
+bentoml_compat.install(TRAFFIC)  # BentoML's request timeout, without its leak; counts requests
 PLANE = CurrentPlane()  # this worker's data plane, once __init__ has loaded it
 
 
@@ -85,7 +86,7 @@ class DLServeBase:
     def __init__(self) -> None:
         configure_logging(SETTINGS.log_level, SETTINGS.log_format)
         log.info("settings: %s", SETTINGS.public())
-        self.plane = DataPlane.load(SETTINGS, TRAFFIC, alone=timeouts.alone)
+        self.plane = DataPlane.load(SETTINGS, TRAFFIC, alone=TRAFFIC.alone)
         PLANE.set(self.plane)
         for served in self.plane.served.values():
             state = f"ready on {served.ready.model.provider}" if served.ready else served.state

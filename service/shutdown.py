@@ -27,7 +27,7 @@ import socket
 from types import FrameType
 from typing import Any
 
-from service.admission import Traffic
+from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
 SETTLE_S = 0.5  # between no longer listening and closing the connections without a request

@@ -11,10 +11,11 @@ import httpx
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
-from service.admission import AdmissionGate, AdmissionLimit, Traffic
+from service.admission import AdmissionGate, AdmissionLimit
 from service.disconnects import BodyBeforeApp
 from service.paths import UNCOUNTED_PATHS
 from service.read_deadline import BodyReadDeadline
+from service.traffic import Traffic
 
 ROUTE = "/v1/toy"
 

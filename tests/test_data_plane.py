@@ -13,7 +13,6 @@ import pytest
 
 from harness.payloads import transactions
 from service import registry
-from service.admission import Traffic
 from service.area import ReadyModel
 from service.areas.fraud import Transaction, to_arrays
 from service.batching import Arrays
@@ -26,6 +25,7 @@ from service.errors import (
 )
 from service.inference import CurrentPlane, DataPlane
 from service.served_model import ServedModel
+from service.traffic import Traffic
 
 NAME = "fraud-scorer"
 INPUTS = to_arrays([Transaction(**row) for row in transactions(3)])

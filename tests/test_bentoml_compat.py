@@ -1,15 +1,30 @@
-"""BentoML's request timeout as dlserve installs it: a request that answers in time leaves no
-timer behind (BentoML's kept one per request alive for the whole timeout), and a request that
-does not gets BentoML's 504."""
+"""BentoML as dlserve patches it: the patched code is the code the patch was written against;
+a request that answers in time leaves no timer behind (BentoML's kept one per request alive for
+the whole timeout), a request that does not gets BentoML's 504, and the worker's traffic
+counts the requests started."""
 
 from __future__ import annotations
 
 import asyncio
 
+import bentoml
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.timeouts import alone, install
+from service.bentoml_compat import (
+    PATCHED_SOURCE_SHA256,
+    WRITTEN_AGAINST,
+    install,
+    patched_source_sha256,
+)
+from service.traffic import Traffic
+
+
+def test_the_patched_bentoml_code_is_the_code_the_patch_was_written_against() -> None:
+    assert patched_source_sha256() == PATCHED_SOURCE_SHA256, (
+        f"BentoML's TimeoutMiddleware changed since {WRITTEN_AGAINST} "
+        f"(now {bentoml.__version__}): review service/bentoml_compat.py"
+    )
 
 
 def answering_after(seconds: float) -> ASGIApp:
@@ -35,7 +50,7 @@ async def call(middleware: TimeoutMiddleware) -> list[Message]:
 
 
 def test_an_answered_request_leaves_no_timer() -> None:
-    install()
+    install(Traffic())
 
     async def scenario() -> list[asyncio.TimerHandle]:
         await call(TimeoutMiddleware(answering_after(0), timeout=60))
@@ -46,18 +61,19 @@ def test_an_answered_request_leaves_no_timer() -> None:
 
 
 def test_a_late_request_gets_504() -> None:
-    install()
+    install(Traffic())
     sent = asyncio.run(call(TimeoutMiddleware(answering_after(5), timeout=0.05)))
     assert sent[0]["status"] == 504
     assert b"0.05 seconds" in sent[1]["body"]
 
 
 def test_a_request_is_alone_only_while_no_other_one_has_started() -> None:
-    install()
+    counts = Traffic()
+    install(counts)
     seen: list[bool] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(alone())
+        seen.append(counts.alone())
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
@@ -67,4 +83,4 @@ def test_a_request_is_alone_only_while_no_other_one_has_started() -> None:
         await asyncio.gather(call(middleware), call(middleware))  # both started before either ran
 
     asyncio.run(scenario())
-    assert seen == [True, False, False] and alone()
+    assert seen == [True, False, False] and counts.alone() and counts.started == 0
