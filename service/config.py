@@ -7,6 +7,7 @@ variable and the rule, which stops the start. docs/OPERATIONS.md's settings tabl
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,13 +15,23 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service import registry
 from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 MIN_API_KEY_CHARS = 16
+
+
+def split_names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def plugin_modules() -> tuple[str, ...]:
+    """``DLSERVE_AREA_MODULES`` as the environment holds it, for the area registry, which is
+    read before the settings are (the only place the variable is read outside ``Settings``)."""
+    return split_names(os.environ.get(f"{ENV_PREFIX}AREA_MODULES", ""))
 
 
 class SettingsError(ValueError):
@@ -236,14 +247,14 @@ class Settings(BaseSettings):
     @field_validator("models", "area_modules", "pinned_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        return registry.split_names(value) if isinstance(value, str) else value
+        return split_names(value) if isinstance(value, str) else value
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _key_list(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        keys = registry.split_names(value)
+        keys = split_names(value)
         if not keys:  # set but blank (an empty secret templated in): not "no access control"
             raise ValueError("holds no key; unset it to run without access control")
         if any(len(key) < MIN_API_KEY_CHARS for key in keys):
@@ -271,28 +282,6 @@ class Settings(BaseSettings):
         ``max_request_<unit>`` and ``max_batch_<unit>`` (``tokens``: ``DLSERVE_MAX_REQUEST_TOKENS``,
         ``DLSERVE_MAX_BATCH_TOKENS``)."""
         return getattr(self, f"max_request_{unit}"), getattr(self, f"max_batch_{unit}")
-
-    @model_validator(mode="after")
-    def _known_areas(self) -> Settings:
-        try:
-            areas = registry.all_areas(self.area_modules)
-        except registry.RegistryError as exc:
-            raise ValueError(f"DLSERVE_AREA_MODULES: {exc}") from exc
-        known = tuple(areas)
-        if self.models is None:
-            object.__setattr__(self, "models", known)
-        unknown = sorted(set(self.models) - set(known))
-        if unknown:
-            raise ValueError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
-        names = {spec.name for area in areas.values() for spec in area.models}
-        for pin in self.pinned_models:
-            name, _, version = pin.partition(":")
-            if name not in names or not version:
-                raise ValueError(
-                    f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
-                    f"({sorted(names)})"
-                )
-        return self
 
     def pinned_version(self, name: str) -> str | None:
         """The version ``DLSERVE_PINNED_MODELS`` pins model ``name`` to, if any."""

@@ -10,23 +10,16 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import pkgutil
 from collections.abc import Iterable
 
 from service import areas as areas_package
 from service.area import Area, BatchAdapter, ModelSpec
-
-PLUGINS_ENV = "DLSERVE_AREA_MODULES"
+from service.config import Settings, SettingsError, plugin_modules
 
 
 class RegistryError(RuntimeError):
     """Two areas clash (same area, model or route), or a module declares no ``AREA``."""
-
-
-def split_names(text: str) -> tuple[str, ...]:
-    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _package_modules() -> list[str]:
@@ -66,7 +59,37 @@ def _check_unique(declared: Iterable[Area]) -> None:
 
 def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
     """Every declared area by name: ``service/areas/`` first (by module name), then plug-ins."""
-    return _areas(split_names(os.environ.get(PLUGINS_ENV, "")) if plugins is None else plugins)
+    return _areas(plugin_modules() if plugins is None else plugins)
+
+
+def checked_settings(settings: Settings) -> Settings:
+    """``settings`` checked against the declared areas, as the service runs it once at start:
+    the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
+    (``models`` defaults to every area) and every pin names a served model; ``SettingsError``
+    naming the variable otherwise."""
+    try:
+        areas = all_areas(settings.area_modules)
+    except RegistryError as exc:
+        raise SettingsError(f"DLSERVE_AREA_MODULES: {exc}") from exc
+    known = tuple(areas)
+    models = known if settings.models is None else settings.models
+    unknown = sorted(set(models) - set(known))
+    if unknown:
+        raise SettingsError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
+    names = {spec.name for area in areas.values() for spec in area.models}
+    for pin in settings.pinned_models:
+        name, _, version = pin.partition(":")
+        if name not in names or not version:
+            raise SettingsError(
+                f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
+                f"({sorted(names)})"
+            )
+    return settings.model_copy(update={"models": models})
+
+
+def settings_from_env() -> Settings:
+    """The service's settings: ``Settings.from_env()`` then ``checked_settings``."""
+    return checked_settings(Settings.from_env())
 
 
 def model_specs(area_names: Iterable[str] | None = None) -> list[ModelSpec]:

@@ -37,7 +37,6 @@ from service.admission import AdmissionGate, AdmissionLimit
 from service.area import Endpoint
 from service.batch import http as batch_http
 from service.batch.tasks import BatchTaskRoutes, document_cancel
-from service.config import Settings
 from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
@@ -64,7 +63,7 @@ from service.strict_input import strict_input
 from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
-SETTINGS = Settings.from_env()
+SETTINGS = registry.settings_from_env()  # the settings, checked against the declared areas
 AREAS = registry.all_areas(SETTINGS.area_modules)
 ENDPOINTS = [endpoint for area in AREAS.values() for endpoint in area.endpoints]
 STEPWISE = {spec.name for spec in registry.model_specs(SETTINGS.models) if spec.stepwise}

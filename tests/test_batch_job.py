@@ -20,6 +20,7 @@ import pytest
 
 from core.model_store import LoadedModel, warm_up_inputs
 from harness.local_server import LocalServer
+from service import registry
 from service.area import run_graph
 from service.areas.fraud import COLUMN_RULES, Transaction
 from service.batch.__main__ import main
@@ -28,7 +29,6 @@ from service.batch.http import run_upload
 from service.batch.job import load_for_batch
 from service.batch.parts import MANIFEST, PAUSE_ENV
 from service.batch.readers import frame_to_table
-from service.config import Settings
 from training.fraud.simulator import simulate_transactions
 
 FIELDS = list(Transaction.model_fields)
@@ -252,7 +252,7 @@ def test_an_http_job_gives_the_arena_back_when_it_ends(
     upload = tmp_path / "rows.csv"
     simulate_transactions(2500, seed=3).to_csv(upload, index=False)
     model = load_for_batch(find_adapter("fraud"))
-    served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: model)
+    served = SimpleNamespace(settings=registry.settings_from_env(), ready=lambda name: model)
     released = arena_releases(monkeypatch)
     status, body = run_upload(upload, "fraud", uuid.uuid4().hex, served)
     assert status == 200 and body["scored"] == 2500

@@ -13,8 +13,8 @@ import pytest
 
 from harness.http_checks import batch_job_answer
 from harness.local_server import LocalServer
+from service import registry
 from service.batch import http as batch_http
-from service.config import Settings
 from training.fraud.simulator import simulate_transactions
 
 pytestmark = pytest.mark.http
@@ -77,7 +77,7 @@ def test_a_model_left_out_by_dlserve_models_is_refused(server: LocalServer) -> N
 
 
 def test_a_job_beyond_the_worker_places_gets_429(tmp_path: Path) -> None:
-    served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: None)
+    served = SimpleNamespace(settings=registry.settings_from_env(), ready=lambda name: None)
     held = 0
     while batch_http.take_job_place(served.settings) is None:  # every place taken by other jobs
         held += 1

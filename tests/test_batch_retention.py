@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from service import registry
 from service.batch.adapter import find_adapter
 from service.batch.http import FILES, jobs_dir, run_upload
 from service.batch.job import load_for_batch
-from service.config import Settings
 from training.fraud.simulator import simulate_transactions
 
 TWO_DAYS_AGO = time.time() - 2 * 86400
@@ -50,7 +50,7 @@ def test_a_submit_deletes_expired_job_folders_only(
 
     job_id = uuid.uuid4().hex
     model = load_for_batch(find_adapter("fraud"))
-    served = SimpleNamespace(settings=Settings.from_env(), ready=lambda name: model)
+    served = SimpleNamespace(settings=registry.settings_from_env(), ready=lambda name: model)
     status, body = run_upload(upload, "fraud", job_id, served)
 
     assert status == 200, body

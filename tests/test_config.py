@@ -74,7 +74,7 @@ def test_every_setting_is_tested() -> None:
 
 
 def test_defaults_without_environment() -> None:
-    settings = Settings.from_env()
+    settings = registry.settings_from_env()
     assert settings.provider == "auto" and settings.workers == available_cpus()
     assert not settings.access_log and not settings.tracing and settings.request_metrics
     assert settings.models == tuple(registry.all_areas()) and "fraud" in settings.models
@@ -86,7 +86,7 @@ def test_defaults_without_environment() -> None:
 def test_a_good_value_is_read(monkeypatch: pytest.MonkeyPatch, field: str) -> None:
     raw, expected, _, _ = CASES[field]
     monkeypatch.setenv(ENV_PREFIX + field.upper(), raw)
-    assert getattr(Settings.from_env(), field) == expected
+    assert getattr(registry.settings_from_env(), field) == expected
 
 
 @pytest.mark.parametrize("field", sorted(CASES))
@@ -97,12 +97,12 @@ def test_a_bad_value_names_the_variable_and_the_rule(
     variable = ENV_PREFIX + field.upper()
     monkeypatch.setenv(variable, bad)
     with pytest.raises(SettingsError) as raised:
-        Settings.from_env()
+        registry.settings_from_env()
     assert rule in str(raised.value) and variable in str(raised.value)
 
 
 def test_public_lists_every_setting_by_variable() -> None:
-    shown = Settings.from_env().public()
+    shown = registry.settings_from_env().public()
     assert set(shown) == {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
 
@@ -112,4 +112,4 @@ def test_a_batch_token_budget_below_the_request_budget_is_refused(
     monkeypatch.setenv(ENV_PREFIX + "MAX_REQUEST_TOKENS", "4096")
     monkeypatch.setenv(ENV_PREFIX + "MAX_BATCH_TOKENS", "2048")
     with pytest.raises(SettingsError, match=r"DLSERVE_MAX_BATCH_TOKENS \(2048\) must be at least"):
-        Settings.from_env()
+        registry.settings_from_env()

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from service import registry
+from service.config import split_names
 from tests.deploy_dockerfile import parse, stage
 from tests.deploy_k8s import K8S, pod_templates, render
 from tests.needs import require, require_tools
@@ -308,8 +309,8 @@ def test_service_monitor_pdb_hpa_policy_select_the_deployment() -> None:
 def settings_error(env: dict[str, str]) -> str | None:
     """The service's settings read from ``env`` in a clean process: None or the error."""
     code = (
-        "from service.config import Settings\n"
-        "try:\n    Settings.from_env()\nexcept Exception as exc:\n    print(exc)\n"
+        "from service.registry import settings_from_env\n"
+        "try:\n    settings_from_env()\nexcept Exception as exc:\n    print(exc)\n"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DLSERVE_")}
     result = subprocess.run(
@@ -340,7 +341,7 @@ def test_the_configmap_serves_every_declared_area() -> None:
     models are exported by deploy/docker/export-models.sh from the same list)."""
     for overlay in ("cpu", "gpu"):
         data = by_kind(render(K8S / overlay))["ConfigMap"]["data"]
-        served = registry.split_names(data["DLSERVE_MODELS"])
+        served = split_names(data["DLSERVE_MODELS"])
         assert sorted(served) == sorted(registry.all_areas(())) and len(set(served)) == len(served)
 
 
