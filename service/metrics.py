@@ -80,6 +80,11 @@ CLIENT_DISCONNECTS = Counter(
     "dlserve_client_disconnects_total",
     "Requests whose client left before sending the whole body (answered 499, never run).",
 )
+IMAGE_PIXELS_DECODED = Counter(
+    "dlserve_image_pixels_decoded_total",
+    "Pixels of uploaded image files decoded (image routes and batch jobs): the decoding work "
+    "done, which the per-request pixel budget bounds.",
+)
 SLOW_BODIES = Counter(
     "dlserve_slow_bodies_total",
     "Requests whose body did not arrive within DLSERVE_REQUEST_READ_TIMEOUT_S of their head "

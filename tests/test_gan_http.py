@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.model_store import load_model
 from harness.http_checks import assert_names_field_and_rule
 from harness.local_server import LocalServer
 from service.areas.gan import MAX_IMAGES, ROUTE
+from service.areas.images import decode
 
 pytestmark = pytest.mark.http
 
@@ -70,9 +72,24 @@ def test_the_grid_holds_every_image(server: LocalServer, n: int, columns: int, r
 
 
 def test_generated_images_go_through_the_classifier_route(server: LocalServer) -> None:
+    """The classifier route reads each generated PNG as the generator wrote it: its answers
+    are the stored classifier's on the PNGs' own pixels, image by image."""
     images = _generate(server, label="Trouser", n=8, seed=1).json()["images"]
     answer = httpx.post(server.url + "/v1/images/classify_batch", json={"images": images})
-    assert answer.status_code == 200 and len(answer.json()["results"]) == 8
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    pixels = np.stack([np.asarray(_image(text)) for text in images])
+    assert all(
+        np.array_equal(decode(base64.b64decode(text), ["images", i]), pixels[i])
+        for i, text in enumerate(images)
+    ), "the route would not classify the generated pixels as they are"
+    probabilities = load_model("image-classifier:latest", "cpu").run({"images": pixels})[
+        "probabilities"
+    ]
+    assert [r["class_id"] for r in results] == probabilities.argmax(axis=1).tolist()
+    np.testing.assert_allclose(
+        [r["top_k"][0]["probability"] for r in results], probabilities.max(axis=1), rtol=1e-5
+    )
 
 
 def test_concurrent_requests_answer_as_alone(server: LocalServer) -> None:

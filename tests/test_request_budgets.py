@@ -15,11 +15,12 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.http_checks import assert_names_field_and_rule
+from harness.http_checks import assert_names_field_and_rule, metric_value
 from harness.images import b64, encode
 from harness.local_server import LocalServer
 
 pytestmark = pytest.mark.http
+DECODED = "dlserve_image_pixels_decoded_total"
 LONG_TEXT = "good film " * 500  # far over 128 tokens: truncated to the model's maximum
 
 
@@ -99,9 +100,11 @@ def _blank_png(side: int) -> str:
 
 def test_images_over_the_pixel_budget_are_refused_before_decoding(server: LocalServer) -> None:
     body = {"images": [_blank_png(4000)] * 4}  # 64M pixels, each image within its own limit
+    decoded = metric_value(server, DECODED)
     response = httpx.post(server.url + "/v1/images/classify_batch", json=body, timeout=60)
     assert_names_field_and_rule(response, ["images"], "at most 50000000 pixels per request")
     assert "64000000 pixels" in response.text
+    assert metric_value(server, DECODED) == decoded, "a refused image was decoded"
 
 
 def test_decoding_stops_when_the_client_leaves(server: LocalServer) -> None:
@@ -112,6 +115,7 @@ def test_decoding_stops_when_the_client_leaves(server: LocalServer) -> None:
         f"POST /v1/images/classify_batch HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
+    decoded = metric_value(server, DECODED)
     with socket.create_connection(("127.0.0.1", server.port)) as client:
         client.sendall(head + body)
         time.sleep(0.15)
@@ -119,3 +123,6 @@ def test_decoding_stops_when_the_client_leaves(server: LocalServer) -> None:
     while "the client left; its work was abandoned" not in server.logs():
         assert time.monotonic() < deadline, server.logs()
         time.sleep(0.1)
+    # the decoding thread stops before its next image: at most one more after the log line
+    images = (metric_value(server, DECODED) - decoded) / 2000**2
+    assert images < 12, f"all {images:.0f} images were decoded for a client that had left"

@@ -47,6 +47,7 @@ from service.area import (
 )
 from service.batching import Arrays
 from service.errors import RequestInputError
+from service.metrics import IMAGE_PIXELS_DECODED
 from service.model_contract import ModelMetadata, TensorSpec
 from service.request_numbers import bounded_int
 from service.served_model import ModelReference, reference
@@ -126,6 +127,7 @@ def convert(image: Image.Image, loc: list[str | int]) -> np.ndarray:
     corrupt file."""
     try:
         image.load()
+        IMAGE_PIXELS_DECODED.inc(image.width * image.height)
         return _to_model_input(image)
     except Exception as exc:  # truncated data, bad chunks, broken EXIF: never a 500
         raise ImageInputError(loc, "truncated or corrupt image file", "corrupt_image") from exc
