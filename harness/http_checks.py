@@ -33,7 +33,8 @@ UNFINISHED = frozenset({"pending", "in_progress"})
 
 def batch_job_answer(server: LocalServer | str, task_id: str) -> httpx.Response:
     """The final ``/get`` answer of batch job ``task_id`` on ``server`` (or its URL): ``/status``
-    polled until the job has ended (neither ``pending`` nor ``in_progress``), at most two minutes."""
+    polled until the job has ended (neither ``pending`` nor ``in_progress``), at most two
+    minutes."""
     route = (server if isinstance(server, str) else server.url) + "/v1/batch/jobs"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
