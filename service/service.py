@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, open_inference, read_deadline, registry, timeouts, uploads
+from service import auth, open_inference, read_deadline, registry, timeouts, try_page, uploads
 from service.abandon import ClientGoneError
 from service.admission import AdmissionGate, AdmissionLimit, Traffic
 from service.area import Endpoint, ReadyModel
@@ -351,6 +351,7 @@ v1_app = Starlette(
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
 DLServe.mount_asgi_app(open_inference.build_app(), path="/")  # its routes only (PassiveMount)
+DLServe.mount_asgi_app(try_page.build_app(), path="/")  # /ui: the try-it page, its files only
 # The first middleware added is the outermost: every error gets dlserve's shape (routes of
 # other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
 # the limit.
