@@ -45,12 +45,22 @@ def chromium(width: int = 1200, height: int = 900):  # -> selenium WebDriver
     return webdriver.Chrome(service=service, options=options)
 
 
-def screenshot(element, name: str) -> None:  # element: a selenium WebElement
-    """Save ``element`` as ``<DLSERVE_UI_SCREENSHOTS>/<name>.png`` when that variable is set."""
+def screenshot(shown, name: str) -> None:  # shown: a selenium WebElement, or the WebDriver
+    """Save ``shown`` (an element, whole; or the driver: its viewport) as
+    ``<DLSERVE_UI_SCREENSHOTS>/<name>.png`` when that variable is set."""
     folder = os.environ.get(SCREENSHOTS)
     if not folder:
         return
-    image = Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB")
+    if hasattr(shown, "get_screenshot_as_png"):
+        png = shown.get_screenshot_as_png()
+    else:  # an element is cut at the viewport's edge: make the window as tall as the page
+        driver = shown.parent
+        size = driver.get_window_size()
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], height + 200)
+        png = shown.screenshot_as_png
+        driver.set_window_size(size["width"], size["height"])
+    image = Image.open(io.BytesIO(png)).convert("RGB")
     small = image.quantize(colors=64, method=Image.Quantize.MEDIANCUT)
     Path(folder).mkdir(parents=True, exist_ok=True)
     small.save(Path(folder) / f"{name}.png", optimize=True)

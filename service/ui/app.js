@@ -134,6 +134,14 @@ function showStatus(list) {
     return row;
   });
   $("status-table").tBodies[0].replaceChildren(...rows);
+  for (const section of document.querySelectorAll("section[data-models]")) {
+    const notReady = section.dataset.models.split(" ").map((name) => {
+      const model = models[name];
+      if (!model) return `${name} is not enabled on this service`;
+      return model.status === "ready" ? null : `${name} is ${model.status}`;
+    }).filter(Boolean);
+    section.querySelector(".availability").textContent = notReady.join("; ");
+  }
 }
 
 function cell(tag, content, attributes = {}) {
