@@ -39,8 +39,9 @@ def test_the_page_loads_nothing_from_elsewhere() -> None:
     page = ASSETS["index.html"].body.decode()
     referenced = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert "/ui/app.js" in referenced and "/ui/style.css" in referenced
-    for reference in referenced:  # this origin's paths or in-page anchors: no CDN
-        assert reference.startswith(("/", "#")) and not reference.startswith("//"), reference
+    for reference in referenced:  # this origin's paths, in-page anchors, no icon: no CDN
+        local = reference.startswith(("/", "#")) and not reference.startswith("//")
+        assert local or reference == "data:,", reference
     for name, asset in ASSETS.items():
         assert b"http://" not in asset.body and b"https://" not in asset.body, name
 
