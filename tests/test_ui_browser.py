@@ -25,6 +25,7 @@ from core import training_status
 from core.model_store import load_model
 from harness.images import encode, load_test_images
 from harness.local_server import LocalServer
+from harness.payloads import SUSPICIOUS_TRANSACTION
 from tests.browser import chromium, screenshot
 
 pytestmark = pytest.mark.http
@@ -174,20 +175,7 @@ def test_a_transaction_gets_its_probability_threshold_and_anomaly_score(
     by_id(browser, "fraud-suspicious").click()
     all_by_css(browser, "#fraud-form button[type=submit]")[0].click()
     wait_for(browser, lambda d: by_id(d, "fraud-result").is_displayed(), "the score")
-    transaction = {
-        "amount": 912.4,
-        "merchant_category": "electronics",
-        "hour": 3,
-        "card_present": False,
-        "distance_from_home_km": 4200,
-        "txn_count_1h": 4,
-        "txn_count_24h": 9,
-        "avg_amount_30d": 61,
-        "new_device": True,
-        "foreign_merchant": True,
-        "account_age_days": 1400,
-    }
-    body = {"transactions": [transaction]}
+    body = {"transactions": [SUSPICIOUS_TRANSACTION]}
     answer = httpx.post(ui_server.url + "/v1/fraud/score", json=body, timeout=30).json()
     result = answer["results"][0]
     assert by_id(browser, "fraud-probability").text == f"{result['fraud_probability']:.4f}"
