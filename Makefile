@@ -35,9 +35,10 @@ setup: system-packages $(STAMP) ## virtual environment with training, serving an
 # Debian packages: Fashion-MNIST (the image area's data); prometheus (promtool and a real
 # Prometheus for the deploy tests: tests/test_deploy_prometheus.py); wrk (the benches' load,
 # tests/test_bench_*.py); podman, buildah, mmdebstrap and runc (the image built and run,
-# tests/test_container.py, deploy/docker/podman-here.sh)
+# tests/test_container.py, deploy/docker/podman-here.sh); chromium and chromium-driver (the
+# try-it page in a real browser, tests/test_ui_browser.py)
 DEBIAN_PACKAGES := dataset-fashion-mnist prometheus wrk podman buildah mmdebstrap runc uidmap \
-	fuse-overlayfs slirp4netns
+	fuse-overlayfs slirp4netns chromium chromium-driver
 
 system-packages: ## Debian packages the areas and the deploy tests need; installs as root when missing
 	dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES))

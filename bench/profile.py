@@ -23,20 +23,8 @@ from bench.workloads import Body, image_upload
 from bench.wrk import start_wrk
 from harness.images import encode, load_test_images
 from harness.local_server import LocalServer
+from harness.payloads import SUSPICIOUS_TRANSACTION
 
-FRAUD_ROW = {
-    "amount": 912.4,
-    "merchant_category": "electronics",
-    "hour": 3,
-    "card_present": False,
-    "distance_from_home_km": 4200,
-    "txn_count_1h": 4,
-    "txn_count_24h": 9,
-    "avg_amount_30d": 61.0,
-    "new_device": True,
-    "foreign_merchant": True,
-    "account_age_days": 1400,
-}
 # route name -> its request and the server's settings
 ROUTES: dict[str, tuple[Body, dict[str, str]]] = {
     "noop": (
@@ -44,7 +32,7 @@ ROUTES: dict[str, tuple[Body, dict[str, str]]] = {
         {"DLSERVE_AREA_MODULES": "bench.noop_area", "DLSERVE_MODELS": "noop"},
     ),
     "fraud": (
-        Body("/v1/fraud/score", json.dumps({"transactions": [FRAUD_ROW]}).encode()),
+        Body("/v1/fraud/score", json.dumps({"transactions": [SUSPICIOUS_TRANSACTION]}).encode()),
         {"DLSERVE_MODELS": "fraud"},
     ),
     "image": (image_upload(encode(load_test_images(1)[0][0])), {"DLSERVE_MODELS": "image"}),

@@ -31,7 +31,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.model_store import stored_model_exists
-from service import auth, bentoml_compat, open_inference, read_deadline, registry, uploads
+from service import (
+    auth,
+    bentoml_compat,
+    open_inference,
+    read_deadline,
+    registry,
+    try_page,
+    uploads,
+)
 from service.abandon import ClientGoneError
 from service.admission import AdmissionGate, AdmissionLimit
 from service.area import Endpoint
@@ -323,6 +331,7 @@ v1_app = Starlette(
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
 DLServe.mount_asgi_app(open_inference.build_app(PLANE), path="/")  # its routes only (PassiveMount)
+DLServe.mount_asgi_app(try_page.build_app(), path="/")  # /ui: the try-it page, its files only
 # The first middleware added is the outermost: every error gets dlserve's shape (routes of
 # other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
 # the limit.

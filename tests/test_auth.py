@@ -67,7 +67,9 @@ def test_every_configured_key_is_accepted(key: str) -> None:
     assert lower_scheme.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz", "/docs.json", "/metrics"])
+@pytest.mark.parametrize(
+    "path", ["/livez", "/readyz", "/healthz", "/docs.json", "/metrics", "/ui", "/ui/app.js"]
+)
 def test_probes_docs_and_metrics_stay_open(path: str) -> None:
     assert client((OLD,)).get(path).status_code == 200
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -42,6 +43,8 @@ def test_the_bento_holds_the_serving_code_and_every_model(bento: str) -> None:
     assert packed == {spec.name for spec in registry.model_specs()}
     sources = {path.relative_to(root / "src").parts[0] for path in (root / "src").rglob("*.py")}
     assert sources == {"service", "core"}  # no training code, no torch
+    page = {path.name for path in (root / "src" / "service" / "ui").iterdir()}
+    assert {"index.html", "app.js", "style.css"} <= page  # the try-it page (GET /ui)
     requirements = (root / "env" / "python" / "requirements.txt").read_text()
     assert "torch" not in requirements and "onnxruntime" in requirements
 
@@ -55,3 +58,5 @@ def served_bento(bento: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def test_the_served_bento_answers_every_route(served_bento: LocalServer) -> None:
     check_every_route(served_bento.url)
+    for path in ("/ui", "/ui/app.js", "/ui/style.css"):
+        assert httpx.get(served_bento.url + path, timeout=10).status_code == 200, path

@@ -73,6 +73,9 @@ class FraudResult(BaseModel):
 
 class FraudScoreResponse(BaseModel):
     model: ModelReference
+    decision_threshold: float = Field(
+        description="The served version's threshold: is_fraud is fraud_probability >= it."
+    )
     results: list[FraudResult]
 
 
@@ -196,7 +199,12 @@ MODEL = "fraud-scorer"
 def answer(ready: ReadyModel, outputs: Arrays) -> dict[str, Any]:
     """The route's answer to the graph's outputs."""
     contract: FraudMetadata = ready.contract
-    return {"model": reference(ready), "results": to_results(outputs, contract.decision.threshold)}
+    threshold = contract.decision.threshold
+    return {
+        "model": reference(ready),
+        "decision_threshold": threshold,
+        "results": to_results(outputs, threshold),
+    }
 
 
 async def score(models: ServedModels, transactions: Transactions) -> FraudScoreResponse:
