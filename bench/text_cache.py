@@ -2,11 +2,14 @@
 
 Reads ``text-generator`` from the BentoML model store and runs ONNX Runtime on one thread.
 
-1. Greedy generation of ``--new`` characters after a prompt, in the same run: with the cache
-   (``core.text_generation.generate``: one prefill, then one position per call) and by
-   recomputing the whole window every step (a prefill of all positions so far per character,
-   the same window rule). Both must produce the same characters; prints both rates and the
-   ratio.
+1. Greedy generation of ``--new`` characters (default 1,024, eight times the context) after a
+   prompt, in the same run, three ways: with the cache (``core.text_generation.generate``:
+   one prefill, then one position per call, and past the context a prefill of the last half
+   context each time the cache is full); recomputing the same windows every step (a prefill of
+   every id the cached model sees, per character: it must give the same characters); and
+   nanoGPT's ``generate``, which crops to the last ``context_length`` ids and recomputes them
+   every step. Prints the rates and the cache's speed-up over each (the issue asks at least 4x
+   over recomputing).
 2. Batched decode (``TextGenerator.decode``) at batch 1, 4 and 16, prompts of different
    lengths: aggregate new tokens per second and the ratio to batch 1.
 """
@@ -25,36 +28,17 @@ import numpy as np
 
 from core.model_store import read_stored_model
 from core.runtime import create_session
-from core.text_generation import CharVocabulary, KVCache, TextGenerator, generate
+from core.text_generation import (
+    CharVocabulary,
+    KVCache,
+    Recompute,
+    TextGenerator,
+    crop_to_context,
+    generate,
+)
 
 PROMPT = "ROMEO\n"
 BATCHES = (1, 4, 16)
-
-
-class Recompute:
-    """``TextGenerator``'s interface without a cache: every step prefills the whole window."""
-
-    def __init__(self, generator: TextGenerator) -> None:
-        self.generator = generator
-        self.context_length = generator.context_length
-
-    def prefill(self, prompt_ids: list[int]) -> tuple[np.ndarray, _Ids]:
-        logits, _ = self.generator.prefill(prompt_ids)
-        return logits, _Ids(list(prompt_ids))
-
-    def decode(self, tokens: list[int], caches: list[_Ids]) -> tuple[np.ndarray, list[_Ids]]:
-        (token,), (window,) = tokens, caches
-        logits, grown = self.prefill([*window.ids, token])
-        return logits[None], [grown]
-
-
-class _Ids:
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = ids
-
-    @property
-    def length(self) -> int:
-        return len(self.ids)
 
 
 def timed_generation(decoder: object, prompt: list[int], new: int, repeats: int) -> tuple:
@@ -90,7 +74,7 @@ def batched_rate(generator: TextGenerator, batch: int, steps: int, repeats: int)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.text_cache", description=__doc__)
     parser.add_argument("--model", default="text-generator:latest", help="model store tag")
-    parser.add_argument("--new", type=int, default=256, help="characters to generate")
+    parser.add_argument("--new", type=int, default=1024, help="characters to generate")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median/best)")
     parser.add_argument("--steps", type=int, default=64, help="batched decode calls per run")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
@@ -104,17 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     prompt = CharVocabulary.from_metadata(metadata).encode(PROMPT)
     generate(generator, prompt, 16)  # warm-up
 
+    def last_logits(ids: list[int]) -> np.ndarray:
+        return generator.prefill(ids)[0]
+
+    context = generator.context_length
     cached_s, cached_ids = timed_generation(generator, prompt, args.new, args.repeats)
-    recompute_s, recompute_ids = timed_generation(
-        Recompute(generator), prompt, args.new, args.repeats
+    same_window_s, same_window_ids = timed_generation(
+        Recompute(last_logits, context), prompt, args.new, args.repeats
     )
-    same = cached_ids == recompute_ids
-    cached_rate, recompute_rate = args.new / cached_s, args.new / recompute_s
-    print(f"model {metadata['name']}:{metadata['version']}, context {generator.context_length}, "
+    crop_s, _ = timed_generation(
+        Recompute(last_logits, context, crop_to_context), prompt, args.new, args.repeats
+    )
+    same = cached_ids == same_window_ids
+    cached_rate, same_window_rate, crop_rate = (
+        args.new / s for s in (cached_s, same_window_s, crop_s)
+    )
+    print(f"model {metadata['name']}:{metadata['version']}, context {context}, "
           f"{args.threads} ONNX Runtime thread(s), {args.new} new characters")  # fmt: skip
-    print(f"with cache      {cached_rate:10.1f} chars/s")
-    print(f"recompute       {recompute_rate:10.1f} chars/s")
-    print(f"speed-up        {cached_rate / recompute_rate:10.2f}x (same characters: {same})")
+    print(f"with cache                   {cached_rate:10.1f} chars/s")
+    print(f"recompute, the same windows  {same_window_rate:10.1f} chars/s "
+          f"(cache {cached_rate / same_window_rate:.2f}x; same characters: {same})")  # fmt: skip
+    print(f"recompute, nanoGPT's crop    {crop_rate:10.1f} chars/s "
+          f"(cache {cached_rate / crop_rate:.2f}x)")  # fmt: skip
 
     rates = {batch: batched_rate(generator, batch, args.steps, args.repeats) for batch in BATCHES}
     for batch, rate in rates.items():
@@ -132,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "new_characters": args.new,
                 "cached_chars_per_s": round(cached_rate, 1),
-                "recompute_chars_per_s": round(recompute_rate, 1),
-                "speed_up": round(cached_rate / recompute_rate, 2),
+                "recompute_same_windows_chars_per_s": round(same_window_rate, 1),
+                "recompute_nanogpt_crop_chars_per_s": round(crop_rate, 1),
+                "speed_up_over_same_windows": round(cached_rate / same_window_rate, 2),
+                "speed_up_over_nanogpt_crop": round(cached_rate / crop_rate, 2),
                 "same_characters": same,
                 "batched_tokens_per_s": {str(b): round(r, 1) for b, r in rates.items()},
                 "batched_ratio_to_batch_1": {

@@ -11,15 +11,25 @@ call: each past is left-padded to the longest and the padding is masked out; eac
 positions count from 0 at its own first token. ``sample`` draws one token from one row of logits
 with the sequence's own ``numpy.random.Generator`` (one uniform draw per token), so a seeded
 sequence gives the same text whatever else shares its batch. ``generate`` is the simple
-one-sequence loop; when a cache reaches the context length it re-reads the last half context
-(``window_after_full``) and goes on.
+one-sequence loop.
+
+Generation goes past the context with a window that restarts (``visible_after``). The model's
+position embeddings are absolute and learned for positions 0 to ``context_length - 1``, and a
+cached key carries the position it was computed at, so the oldest cached positions cannot just
+be dropped: the rest would keep their positions and the next one would need a position the
+table does not have. Instead, when a sequence's cache is full (``context_length`` positions),
+``decode`` re-reads its latest ``window_after_full`` ids (half the context, the new token
+included) in a prefill, at positions 0 onwards, and the cache grows from there again. So the
+model sees, at each step, every id since the window last restarted: never fewer than half the
+context, never more than the whole of it; one prefill of half a context every half a context
+of new ids keeps the cache's advantage over recomputing every step (``bench.text_cache``).
 
 Imports neither torch, ``training``, ``models`` nor ``service``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,9 +105,26 @@ class CharVocabulary:
         return "".join(chars[i] for i in ids)
 
 
+def window_after_full(context_length: int) -> int:
+    """Ids re-read (the latest ones) when a cache is full: half the context, at least 1."""
+    return max(1, context_length // 2)
+
+
+def visible_after(ids: Sequence[int], token: int, context_length: int) -> list[int]:
+    """The ids the model reads to predict what follows ``token``, when it read ``ids`` for
+    ``token``: ``ids`` and ``token``, or, when they would pass the context, their last
+    ``window_after_full(context_length)`` (the window restarts at position 0)."""
+    grown = [*ids, token]
+    if len(grown) > context_length:
+        return grown[-window_after_full(context_length) :]
+    return grown
+
+
 @dataclass
 class KVCache:
-    """One sequence's cache: per layer ``(key, value)``, each ``[1, heads, length, head_dim]``.
+    """One sequence's cache: per layer ``(key, value)``, each ``[1, heads, length, head_dim]``,
+    and ``ids``, the ``length`` ids whose keys and values these are (to re-read them when the
+    cache is full).
 
     Caches made by ``TextGenerator`` are views of the batched arrays of the call that made
     them (``source``, ``row``): when the next ``decode`` gets the same batch in the same order,
@@ -105,6 +132,7 @@ class KVCache:
     """
 
     layers: list[tuple[np.ndarray, np.ndarray]]
+    ids: tuple[int, ...]
     source: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
     row: int = field(default=0, repr=False, compare=False)
 
@@ -125,23 +153,23 @@ class KVCache:
         return [array for pair in self.layers for array in pair]
 
 
-def _caches_of(present: list[np.ndarray], pads: list[int]) -> list[KVCache]:
-    """One KVCache per row of a call's ``present`` outputs (row ``r`` starts at ``pads[r]``)."""
+def _caches_of(
+    present: list[np.ndarray], pads: list[int], ids: list[tuple[int, ...]]
+) -> list[KVCache]:
+    """One KVCache per row of a call's ``present`` outputs (row ``r`` starts at ``pads[r]``
+    and caches ``ids[r]``)."""
     return [
         KVCache(
             [
                 (present[i][row : row + 1, :, pad:], present[i + 1][row : row + 1, :, pad:])
                 for i in range(0, len(present), 2)
             ],
+            row_ids,
             source=present,
             row=row,
         )
-        for row, pad in enumerate(pads)
+        for row, (pad, row_ids) in enumerate(zip(pads, ids, strict=True))
     ]
-
-
-class ContextFullError(ValueError):
-    """A sequence's cache already holds ``context_length`` positions; nothing more fits."""
 
 
 class TextGenerator:
@@ -191,26 +219,47 @@ class TextGenerator:
         for key_name, value_name in self._past_names:
             feeds[key_name] = feeds[value_name] = empty
         logits, present = self._run(feeds)
-        return logits[0, -1], _caches_of(present, [0])[0]
+        return logits[0, -1], _caches_of(present, [0], [tuple(prompt_ids)])[0]
 
     def decode(
         self, tokens: Sequence[int], caches: Sequence[KVCache]
     ) -> tuple[np.ndarray, list[KVCache]]:
-        """One new token per sequence, all in ONE call: logits ``[batch, vocab]``, grown caches.
+        """One new token per sequence: logits ``[batch, vocab]`` and the grown caches.
 
-        Caches may differ in length: each is left-padded to the longest, and the attention
-        mask hides the padding. The returned caches are views of the batched outputs (the
-        inputs are not modified). Raises ContextFullError when a cache is already full.
+        The sequences whose cache has room advance in ONE call: caches may differ in length,
+        each is left-padded to the longest, and the attention mask hides the padding. A full
+        cache (``context_length`` positions) is replaced by the prefill of its
+        ``visible_after`` window (one call each). The returned caches are views of the
+        outputs (the inputs are not modified).
         """
         batch = len(tokens)
         if batch == 0 or batch != len(caches):
             raise ValueError(f"{batch} tokens for {len(caches)} caches")
+        full = [row for row, cache in enumerate(caches) if cache.length >= self.context_length]
+        if not full:
+            return self._decode_together(tokens, caches)
+        logits = np.empty((batch, self.vocab_size), dtype=np.float32)
+        grown = list(caches)
+        for row in full:
+            window = visible_after(caches[row].ids, tokens[row], self.context_length)
+            logits[row], grown[row] = self.prefill(window)
+        rest = sorted(set(range(batch)) - set(full))
+        if rest:
+            rest_logits, rest_grown = self._decode_together(
+                [tokens[row] for row in rest], [caches[row] for row in rest]
+            )
+            logits[rest] = rest_logits
+            for row, cache in zip(rest, rest_grown, strict=True):
+                grown[row] = cache
+        return logits, grown
+
+    def _decode_together(
+        self, tokens: Sequence[int], caches: Sequence[KVCache]
+    ) -> tuple[np.ndarray, list[KVCache]]:
+        """``decode`` of caches that all have room, in one call."""
+        batch = len(tokens)
         lengths = np.fromiter((cache.length for cache in caches), dtype=np.int64, count=batch)
         longest = int(lengths.max())
-        if longest >= self.context_length:
-            raise ContextFullError(
-                f"a cache holds {longest} positions; the context length is {self.context_length}"
-            )
         ids = np.asarray(tokens, dtype=np.int64).reshape(batch, 1)
         self._check_ids(ids)
         pads = (longest - lengths).tolist()
@@ -223,7 +272,8 @@ class TextGenerator:
         }
         feeds.update(zip(self._flat_past_names, self._gather(caches, longest), strict=True))
         logits, present = self._run(feeds)
-        return logits[:, -1], _caches_of(present, pads)
+        grown_ids = [(*cache.ids, token) for cache, token in zip(caches, tokens, strict=True)]
+        return logits[:, -1], _caches_of(present, pads, grown_ids)
 
     def _gather(self, caches: Sequence[KVCache], longest: int) -> list[np.ndarray]:
         """The past inputs ``[batch, heads, longest, head_dim]``, each cache left-padded.
@@ -323,9 +373,56 @@ class CachedDecoder(Protocol):
     def decode(self, tokens: list[int], caches: list[Any]) -> tuple[np.ndarray, list[Any]]: ...
 
 
-def window_after_full(context_length: int) -> int:
-    """Tokens re-read (the latest ones) when a cache is full: half the context, at least 1."""
-    return max(1, context_length // 2)
+@dataclass(frozen=True)
+class Window:
+    """``Recompute``'s stand-in for a cache: the ids the model read last."""
+
+    ids: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+WindowRule = Callable[[Sequence[int], int, int], list[int]]
+
+
+class Recompute:
+    """A ``CachedDecoder`` without a cache, for parity checks and benchmarks: every call reads
+    its whole window again with ``last_logits`` (ids -> the last position's logits).
+
+    ``rule`` gives the next window from the last one, the new token and the context length:
+    ``visible_after`` by default (the windows ``TextGenerator`` sees), or nanoGPT's crop to
+    the last ``context_length`` ids (``crop_to_context``).
+    """
+
+    def __init__(
+        self,
+        last_logits: Callable[[list[int]], np.ndarray],
+        context_length: int,
+        rule: WindowRule = visible_after,
+    ) -> None:
+        self.last_logits = last_logits
+        self.context_length = context_length
+        self.rule = rule
+
+    def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, Window]:
+        window = Window(list(prompt_ids))
+        return self.last_logits(window.ids), window
+
+    def decode(
+        self, tokens: Sequence[int], caches: Sequence[Window]
+    ) -> tuple[np.ndarray, list[Window]]:
+        grown = [
+            Window(self.rule(window.ids, token, self.context_length))
+            for token, window in zip(tokens, caches, strict=True)
+        ]
+        return np.stack([self.last_logits(window.ids) for window in grown]), grown
+
+
+def crop_to_context(ids: Sequence[int], token: int, context_length: int) -> list[int]:
+    """nanoGPT's window: the last ``context_length`` ids, the new token included."""
+    return [*ids, token][-context_length:]
 
 
 def generate(
@@ -337,25 +434,19 @@ def generate(
 ) -> list[int]:
     """``max_new`` new ids after ``prompt_ids`` (which must not be empty), one sequence.
 
-    A prompt longer than the context keeps its last ``context_length`` ids; when the cache is
-    full, the last ``window_after_full`` ids are prefilled again (new positions from 0).
+    A prompt longer than the context keeps its last ``context_length`` ids; past the context,
+    the decoder's window rule applies (``TextGenerator``: ``visible_after``).
     """
     if not prompt_ids:
         raise ValueError("generate needs at least one prompt token")
     rng = np.random.default_rng(seed)
-    context = generator.context_length
-    history = list(prompt_ids)
-    logits, cache = generator.prefill(history[-context:])
+    logits, cache = generator.prefill(list(prompt_ids)[-generator.context_length :])
     new: list[int] = []
     while len(new) < max_new:
         token = sample(logits, params, rng)
         new.append(token)
-        history.append(token)
         if len(new) == max_new:
             break
-        if cache.length >= context:
-            logits, cache = generator.prefill(history[-window_after_full(context) :])
-        else:
-            batch_logits, (cache,) = generator.decode([token], [cache])
-            logits = batch_logits[0]
+        batch_logits, (cache,) = generator.decode([token], [cache])
+        logits = batch_logits[0]
     return new

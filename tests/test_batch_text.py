@@ -15,10 +15,11 @@ from service.batch.__main__ import main
 
 ROWS = [
     {"prompt": "ROMEO:\n", "seed": 1, "max_tokens": 8, "temperature": 1.0},
-    {"prompt": "KING:\nMy", "seed": 2, "max_tokens": 12, "temperature": 0.5},
+    {"prompt": "KING:\nMy", "seed": 2, "max_tokens": 150, "temperature": 0.5},  # > context
     {"prompt": "", "seed": 3, "max_tokens": 5, "temperature": 1.0},  # empty: rejected
     {"prompt": "A\u263a", "seed": 4, "max_tokens": 5, "temperature": 1.0},  # unknown char
     {"prompt": "Enter", "seed": None, "max_tokens": 6, "temperature": 1.0},  # seeded by prompt
+    {"prompt": "A", "seed": 5, "max_tokens": 2049, "temperature": 1.0},  # past the limit
 ]
 
 
@@ -36,9 +37,10 @@ def test_batch_completions_equal_the_route_and_repeat_exactly(
 ) -> None:
     code, scores, rejects = _run(tmp_path, "first")
     assert code == 3
-    assert rejects["row_id"].tolist() == [2, 3]
+    assert rejects["row_id"].tolist() == [2, 3, 5]
     assert rejects["reason"][0].startswith("prompt: must be a non-empty string")
     assert "'☺' (U+263A) at position 1" in rejects["reason"][1]
+    assert rejects["reason"][2] == "max_tokens: must be an integer from 1 to 2048"
     assert scores["row_id"].tolist() == [0, 1, 4]
     for row, text, seed in zip(scores["row_id"], scores["text"], scores["seed"], strict=True):
         request = {k: v for k, v in ROWS[row].items() if k != "seed"} | {"seed": int(seed)}

@@ -47,7 +47,7 @@ def test_the_cache_bench_runs_and_agrees_with_recomputing(
     stored_models: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "cache.json"
-    arguments = ["--new", "20", "--repeats", "1", "--steps", "4", "--out", str(out)]
+    arguments = ["--new", "80", "--repeats", "1", "--steps", "4", "--out", str(out)]
     assert text_cache.main(arguments) == 0
     assert json.loads(out.read_text())["same_characters"] is True
 

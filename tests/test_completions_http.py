@@ -109,7 +109,7 @@ def test_the_openai_model_list_names_the_generator(client: openai.OpenAI) -> Non
     [
         ({"prompt": ""}, "prompt", "at least 1 character"),
         ({"prompt": "ROMEO\u263a"}, "prompt", "'☺' (U+263A) at position 5"),
-        ({"max_tokens": 4000}, "prompt", "maximum context length is"),
+        ({"max_tokens": 2049}, "max_tokens", "less than or equal to 2048"),
         ({"temperature": 2.5}, "temperature", "less than or equal to 2"),
         ({"top_p": 0}, "top_p", "greater than 0"),
         ({"top_k": -1}, "top_k", "greater than or equal to 0"),
@@ -133,14 +133,33 @@ def test_bad_input_is_a_400_in_openai_shape(
     assert error["type"] == "invalid_request_error"
 
 
-def test_context_overflow_names_both_numbers(client: openai.OpenAI, text_model: dict) -> None:
+def test_a_prompt_longer_than_the_context_names_it_and_the_limit(
+    client: openai.OpenAI, text_model: dict
+) -> None:
     context = text_model["context_length"]
     with pytest.raises(openai.BadRequestError) as raised:
-        _complete(client, max_tokens=context)
+        client.completions.create(model=MODEL, prompt="A" * (context + 1), max_tokens=1)
     message = raised.value.body["message"]
+    assert raised.value.body["param"] == "prompt"
     assert f"maximum context length is {context} tokens" in message
-    assert f"{len(PROMPT) + context} tokens ({len(PROMPT)} in the prompt, {context} for" in message
+    assert f"your prompt has {context + 1} tokens" in message
     assert raised.value.body["code"] == "context_length_exceeded"
+
+
+def test_the_longest_completion_goes_far_past_the_context(
+    client: openai.OpenAI, text_model: dict
+) -> None:
+    """A whole-context prompt and 2,048 new characters: the greedy text equals in-process
+    decoding, whose window restarts when the cache is full."""
+    context = text_model["context_length"]
+    prompt = (PROMPT * context)[:context]
+    answer = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2048, temperature=0)
+    stored = load_model(f"{MODEL}:{text_model['version']}", "cpu")
+    vocabulary = CharVocabulary.from_metadata(text_model)
+    generator = TextGenerator(stored.session, text_model)
+    expected = generate(generator, vocabulary.encode(prompt), 2048)
+    assert answer.usage.completion_tokens == 2048 and answer.choices[0].finish_reason == "length"
+    assert answer.choices[0].text == vocabulary.decode(expected)
 
 
 def test_an_unknown_model_is_a_404_in_openai_shape(server: LocalServer) -> None:

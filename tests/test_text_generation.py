@@ -16,13 +16,14 @@ import torch
 from core.model_store import load_model, read_stored_model
 from core.text_generation import (
     CharVocabulary,
-    ContextFullError,
     KVCache,
+    Recompute,
     SamplingParams,
     TextGenerator,
     UnknownCharacterError,
     generate,
     sample,
+    visible_after,
 )
 from models.gpt import GPT, GPTConfig, empty_cache
 from training.cli import main
@@ -246,33 +247,69 @@ def test_batched_decode_of_unequal_lengths_equals_single_decodes(text_model: dic
     assert [c.length for c in mixed_grown] == [3, 21, 9]
 
 
-def test_decode_refuses_a_full_cache_and_generate_goes_past_the_context(text_model: dict) -> None:
+def test_the_window_restarts_at_half_the_context_when_full() -> None:
+    assert visible_after([1, 2, 3], 4, 8) == [1, 2, 3, 4]
+    assert visible_after(list(range(7)), 7, 8) == list(range(8))  # the context, full
+    assert visible_after(list(range(8)), 8, 8) == [5, 6, 7, 8]  # half of it, token included
+    assert visible_after([], 5, 1) == [5]
+
+
+def test_windowed_decode_equals_recomputing_the_same_window(text_model: dict) -> None:
+    """Greedy, 6 contexts long: at every step the served decode's logits equal a plain prefill
+    of the ids the model should see (every id since the window last restarted, the window
+    restarting at the last half context when it would pass the context)."""
     generator = _stored_generator(text_model)
     context = generator.context_length
-    _, cache = generator.prefill([1] * context)
-    with pytest.raises(ContextFullError):
-        generator.decode([1], [cache])
-    assert len(generate(generator, [1, 2], 3 * context)) == 3 * context
+    history = [3, 1, 4, 1, 5]
+    start = 0  # where the visible window begins in ``history``
+    logits, cache = generator.prefill(history)
+    lengths = []
+    for _ in range(6 * context):
+        token = int(np.argmax(logits))
+        history.append(token)
+        if len(history) - start > context:
+            start = len(history) - context // 2
+        (logits,), (cache,) = generator.decode([token], [cache])
+        visible = history[start:]
+        assert cache.ids == tuple(visible) and cache.length == len(visible)
+        np.testing.assert_allclose(logits, generator.prefill(visible)[0], atol=1e-4, rtol=0)
+        lengths.append(cache.length)
+    assert max(lengths) == context and min(lengths[context:]) == context // 2
+    assert lengths.count(context // 2) >= 10  # the window restarted at least ten times
+    served = generate(generator, [3, 1, 4, 1, 5], 6 * context)
+    recomputed = Recompute(lambda ids: generator.prefill(ids)[0], context)
+    assert served == history[5:] == generate(recomputed, [3, 1, 4, 1, 5], 6 * context)
 
 
 def test_seeded_sampling_is_identical_whatever_else_is_batched(text_model: dict) -> None:
+    """Long generations (5 contexts) of sequences whose windows fill and restart at different
+    steps, batched together: each gives the same ids as alone."""
     generator = _stored_generator(text_model)
+    context = generator.context_length
     params = SamplingParams(temperature=1.0, top_p=0.95)
     first = generate(generator, [1, 2, 3], 30, params, seed=7)
     assert first == generate(generator, [1, 2, 3], 30, params, seed=7)
     assert first != generate(generator, [1, 2, 3], 30, params, seed=8)
-    # The same sequence decoded in a batch beside two others, each with its own rng.
-    prompts = [[1, 2, 3], [4] * 9, [5, 6]]
-    rngs = [np.random.default_rng(seed) for seed in (7, 1, 2)]
+    prompts = [[1, 2, 3], [4] * 9, [5, 6], list(range(1, context)), list(range(context))]
+    seeds = (7, 1, 2, 3, 4)
+    new = 5 * context
+    rngs = [np.random.default_rng(seed) for seed in seeds]
     logits = np.stack([generator.prefill(p)[0] for p in prompts])
     caches = [generator.prefill(p)[1] for p in prompts]
-    produced: list[list[int]] = [[], [], []]
-    for _ in range(20):  # within the smoke model's context of 32
+    produced: list[list[int]] = [[] for _ in prompts]
+    fills: set[tuple[int, ...]] = set()
+    for step in range(new):
         tokens = [sample(row, params, rng) for row, rng in zip(logits, rngs, strict=True)]
         for out, token in zip(produced, tokens, strict=True):
             out.append(token)
-        logits, caches = generator.decode(tokens, caches)
-    assert produced[0] == first[:20]
+        if step < new - 1:
+            fills.add(tuple(cache.length for cache in caches))
+            logits, caches = generator.decode(tokens, caches)
+    for prompt, seed, out in zip(prompts, seeds, produced, strict=True):
+        assert out == generate(generator, prompt, new, params, seed=seed)
+    assert produced[0][:30] == first
+    # Steps where some caches were full (their windows restarted) while others grew.
+    assert any(context in fill and min(fill) < context for fill in fills)
 
 
 def test_sampling_filters() -> None:
@@ -331,5 +368,6 @@ def test_core_text_generation_does_not_import_torch() -> None:
 
 
 def test_kv_cache_reports_length_and_bytes() -> None:
-    cache = KVCache([(np.zeros((1, 2, 5, 4), np.float32), np.zeros((1, 2, 5, 4), np.float32))])
+    pair = (np.zeros((1, 2, 5, 4), np.float32), np.zeros((1, 2, 5, 4), np.float32))
+    cache = KVCache([pair], (1, 2, 3, 4, 5))
     assert cache.length == 5 and cache.nbytes == 2 * 2 * 5 * 4 * 4

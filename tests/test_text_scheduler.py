@@ -5,6 +5,7 @@ that stops reading frees its place at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -48,6 +49,29 @@ def test_requests_admitted_together_advance_in_one_call_per_step(ready: ReadyMod
     alone, together = asyncio.run(run())
     assert together == alone  # each request keeps its own sampling state
     assert max(steps) == len(prompts) and len(steps) == 15  # 16 tokens: 1 prefill + 15 steps
+
+
+def test_generations_past_the_context_give_the_same_text_alone_or_together(
+    ready: ReadyModel,
+) -> None:
+    """Four requests of 4 contexts each, prompts of 1 to a whole context: their windows fill
+    and restart at different steps, and each gives its text alone."""
+    context = ready.companion.generator.context_length
+    max_tokens = 4 * context + 3
+    prompts = ["A", "KING:\nMy lord", "ROMEO:\n" * 3, ("Enter the king " * 8)[:context]]
+    scheduler = StepScheduler(Completions(ready), max_active=8, max_waiting=8)
+
+    async def run() -> tuple[list[str], list[str]]:
+        def outputs(index: int, prompt: str) -> AsyncIterator[dict]:
+            return scheduler.admit(_request(ready, prompt, seed=index, max_tokens=max_tokens))
+
+        alone = [await _text(outputs(i, p)) for i, p in enumerate(prompts)]
+        together = await asyncio.gather(*(_text(outputs(i, p)) for i, p in enumerate(prompts)))
+        return alone, list(together)
+
+    alone, together = asyncio.run(run())
+    assert together == alone
+    assert [len(text) for text in alone] == [max_tokens] * len(prompts)
 
 
 def test_a_client_that_stops_reading_frees_its_place(ready: ReadyModel) -> None:

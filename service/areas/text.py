@@ -47,6 +47,7 @@ from service.model_contract import ModelMetadata
 MODEL = "text-generator"
 ROUTE = "/v1/completions"
 MAX_PROMPT_CHARACTERS = 4096  # far above any context length: the context check names the rule
+MAX_TOKENS = 2048  # past the context, the generator's window restarts (core.text_generation)
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARACTERS = 64
 TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -270,19 +271,19 @@ def encode_request(
     seed: int | None,
     stop: tuple[str, ...] = (),
 ) -> CompletionRequest:
-    """Check the prompt against the vocabulary and the context length (RequestInputError)."""
+    """Check the prompt against the vocabulary and the context length (RequestInputError);
+    ``max_tokens`` may pass the context (the generator's window moves on)."""
     companion: TextCompanion = ready.companion
     try:
         prompt_ids = companion.vocabulary.encode(prompt)
     except UnknownCharacterError as exc:
         raise RequestInputError(["prompt"], str(exc), "unknown_character") from None
     context = companion.generator.context_length
-    if len(prompt_ids) + max_tokens > context:
+    if len(prompt_ids) > context:
         raise RequestInputError(
             ["prompt"],
-            f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the prompt, "
-            f"{max_tokens} for the completion). Please reduce your prompt or completion length.",
+            f"This model's maximum context length is {context} tokens. However, your prompt "
+            f"has {len(prompt_ids)} tokens. Please reduce your prompt length.",
             "context_length_exceeded",
         )
     chosen = secrets.randbits(63) if seed is None else seed
@@ -324,7 +325,15 @@ async def complete(
     models: ServedModels,
     prompt: Prompt,
     model: Annotated[str | None, Field(description="the served generator's name")] = None,
-    max_tokens: Annotated[int, Field(ge=1, le=4096, description="tokens to generate")] = 16,
+    max_tokens: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_TOKENS,
+            description=f"tokens to generate, at most {MAX_TOKENS}, past the context length too "
+            "(the prompt alone must fit it)",
+        ),
+    ] = 16,
     temperature: Annotated[float, Field(ge=0, le=2, description="0 is greedy")] = 1.0,
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0,
     top_k: Annotated[int, Field(ge=0, le=1024, description="0 is off (extension, as vLLM)")] = 0,
@@ -495,8 +504,8 @@ def _refusal(
     seed = columns["seed"][row]
     if not isinstance(prompt, str) or not prompt:
         return "prompt: must be a non-empty string"
-    if not (1 <= max_tokens <= 4096 and max_tokens == int(max_tokens)):
-        return "max_tokens: must be an integer from 1 to 4096"
+    if not (1 <= max_tokens <= MAX_TOKENS and max_tokens == int(max_tokens)):
+        return f"max_tokens: must be an integer from 1 to {MAX_TOKENS}"
     if not 0 <= temperature <= 2:
         return "temperature: must be from 0 to 2"
     if not (np.isnan(seed) or (seed >= 0 and seed == int(seed))):

@@ -28,6 +28,7 @@ from core.text_generation import (
     POSITION_IDS,
     SEQUENCE,
     TOTAL_SEQUENCE,
+    Recompute,
     TextGenerator,
     generate,
     past_name,
@@ -134,35 +135,17 @@ def export_cached(gpt: GPT, path: Path) -> Path:
     return path
 
 
-class TorchRecompute:
-    """The PyTorch reference with ``TextGenerator``'s interface: every step recomputes the
-    whole window with ``GPT.forward`` (no cache), so the parity gate checks the cache too."""
-
-    def __init__(self, gpt: GPT) -> None:
-        self.gpt = gpt.eval()
-        self.context_length = gpt.config.context_length
+def torch_recompute(gpt: GPT) -> Recompute:
+    """The PyTorch reference with ``TextGenerator``'s interface and windows: every step
+    recomputes the whole window with ``GPT.forward`` (no cache), so the parity gate checks
+    the cache too."""
+    gpt.eval()
 
     @torch.no_grad()
-    def _last_logits(self, ids: list[int]) -> np.ndarray:
-        return self.gpt(torch.tensor([ids]))[0, -1].numpy()
+    def last_logits(ids: list[int]) -> np.ndarray:
+        return gpt(torch.tensor([ids]))[0, -1].numpy()
 
-    def prefill(self, prompt_ids: list[int]) -> tuple[np.ndarray, _Window]:
-        return self._last_logits(list(prompt_ids)), _Window(list(prompt_ids))
-
-    def decode(self, tokens: list[int], caches: list[_Window]) -> tuple[np.ndarray, list]:
-        grown = [_Window([*cache.ids, token]) for token, cache in zip(tokens, caches, strict=True)]
-        return np.stack([self._last_logits(window.ids) for window in grown]), grown
-
-
-class _Window:
-    """The torch reference's 'cache': the ids of the current window."""
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = ids
-
-    @property
-    def length(self) -> int:
-        return len(self.ids)
+    return Recompute(last_logits, gpt.config.context_length)
 
 
 def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -193,7 +176,7 @@ def check_generation_parity(
     window = [i % gpt.config.vocab_size for i in range(gpt.config.context_length)]
     for prompt in prompts:
         window = (window + prompt)[-gpt.config.context_length :]
-    reference = TorchRecompute(gpt)
+    reference = torch_recompute(gpt)
     want, _ = reference.prefill(window)
     got, _ = generator.prefill(window)
     worst = float(np.max(np.abs(got - want)))
