@@ -35,6 +35,7 @@ from core.text_generation import (
     TextGenerator,
     crop_to_context,
     generate,
+    session_call,
 )
 
 PROMPT = "ROMEO\n"
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     metadata, onnx_path = read_stored_model(args.model)
     session, _ = create_session(onnx_path, "cpu", intra_op_threads=args.threads)
-    generator = TextGenerator(session, metadata)
+    generator = TextGenerator(session_call(session), metadata)
     prompt = CharVocabulary.from_metadata(metadata).encode(PROMPT)
     generate(generator, prompt, 16)  # warm-up
 

@@ -172,11 +172,23 @@ def _caches_of(
     ]
 
 
-class TextGenerator:
-    """Prefill and batched one-token decode over an ONNX Runtime session of the cache graph."""
+GraphCall = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
-    def __init__(self, session: ort.InferenceSession, metadata: dict[str, Any]) -> None:
-        self.session = session
+
+def session_call(session: ort.InferenceSession) -> GraphCall:
+    """A bare ONNX Runtime session as a ``GraphCall`` (training's and the benches' sessions;
+    the service passes its ``LoadedModel.run``)."""
+    names = [output.name for output in session.get_outputs()]
+    return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
+
+
+class TextGenerator:
+    """Prefill and batched one-token decode over one call of the cache graph: ``run`` takes
+    named inputs and gives named outputs (the service's is ``LoadedModel.run``, the one ONNX
+    Runtime call path of every served model)."""
+
+    def __init__(self, run: GraphCall, metadata: dict[str, Any]) -> None:
+        self._call = run
         self.context_length = int(metadata["context_length"])
         self.layers = int(metadata["layers"])
         self.heads = int(metadata["heads"])
@@ -190,7 +202,7 @@ class TextGenerator:
             present_name(layer, kind) for layer in range(self.layers) for kind in ("key", "value")
         ]
         missing = {n for pair in self._past_names for n in pair} - {
-            i.name for i in session.get_inputs()
+            spec["name"] for spec in metadata["inputs"]
         }
         if missing:
             raise ValueError(f"the graph lacks the cache inputs {sorted(missing)}")
@@ -200,8 +212,8 @@ class TextGenerator:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        outputs = self.session.run(self._output_names, feeds)
-        return outputs[0], outputs[1:]
+        outputs = self._call(feeds)
+        return outputs[LOGITS], [outputs[name] for name in self._output_names[1:]]
 
     def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, KVCache]:
         """Read 1 to ``context_length`` prompt ids: last position's logits ``[vocab]``, cache."""

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from core.model_store import load_model
-from core.text_generation import CharVocabulary, TextGenerator, generate
+from core.text_generation import CharVocabulary, TextGenerator, generate, session_call
 from harness.http_checks import metric_value
 from harness.local_server import LocalServer
 from service.areas.text import MODEL, ROUTE
@@ -40,7 +40,9 @@ def test_greedy_text_equals_in_process_decoding(client: openai.OpenAI, text_mode
     answer = _complete(client, max_tokens=12, temperature=0)
     stored = load_model(f"{MODEL}:{text_model['version']}", "cpu")
     vocabulary = CharVocabulary.from_metadata(text_model)
-    expected = generate(TextGenerator(stored.session, text_model), vocabulary.encode(PROMPT), 12)
+    expected = generate(
+        TextGenerator(session_call(stored.session), text_model), vocabulary.encode(PROMPT), 12
+    )
     assert answer.object == "text_completion" and answer.model == MODEL
     assert answer.choices[0].text == vocabulary.decode(expected)
     assert answer.choices[0].finish_reason == "length"
@@ -156,7 +158,7 @@ def test_the_longest_completion_goes_far_past_the_context(
     answer = client.completions.create(model=MODEL, prompt=prompt, max_tokens=2048, temperature=0)
     stored = load_model(f"{MODEL}:{text_model['version']}", "cpu")
     vocabulary = CharVocabulary.from_metadata(text_model)
-    generator = TextGenerator(stored.session, text_model)
+    generator = TextGenerator(session_call(stored.session), text_model)
     expected = generate(generator, vocabulary.encode(prompt), 2048)
     assert answer.usage.completion_tokens == 2048 and answer.choices[0].finish_reason == "length"
     assert answer.choices[0].text == vocabulary.decode(expected)

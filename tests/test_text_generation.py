@@ -23,6 +23,7 @@ from core.text_generation import (
     UnknownCharacterError,
     generate,
     sample,
+    session_call,
     visible_after,
 )
 from models.gpt import GPT, GPTConfig, empty_cache
@@ -201,7 +202,7 @@ def test_onnx_greedy_decoding_matches_torch_and_the_gate_catches_a_mismatch(
 
 
 def test_onnx_cache_past_lengths_match_prefill(tiny_export: tuple[Path, dict]) -> None:
-    generator = TextGenerator(open_session(tiny_export[0]), tiny_export[1])
+    generator = TextGenerator(session_call(open_session(tiny_export[0])), tiny_export[1])
     ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
     for past in (1, 5, 7):
         _, cache = generator.prefill(ids[:past])
@@ -214,7 +215,7 @@ def test_onnx_cache_past_lengths_match_prefill(tiny_export: tuple[Path, dict]) -
 
 def _stored_generator(text_model: dict) -> TextGenerator:
     metadata, onnx_path = read_stored_model(f"text-generator:{text_model['version']}")
-    return TextGenerator(open_session(onnx_path), metadata)
+    return TextGenerator(session_call(open_session(onnx_path)), metadata)
 
 
 def test_batched_decode_of_unequal_lengths_equals_single_decodes(text_model: dict) -> None:

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -245,7 +246,9 @@ def prepare(model: LoadedModel) -> TextCompanion:
     """The decoder and the vocabulary (the contract holds: their keys are there)."""
     try:
         vocabulary = CharVocabulary.from_metadata(model.metadata)
-        return TextCompanion(TextGenerator(model.session, model.metadata), vocabulary)
+        return TextCompanion(
+            TextGenerator(partial(model.run, release_arena=False), model.metadata), vocabulary
+        )
     except ValueError as exc:  # repeated characters, a graph without its cache inputs
         raise ModelUnavailableError(f"model {model.name!r}: {exc}") from exc
 

@@ -33,6 +33,7 @@ from core.text_generation import (
     generate,
     past_name,
     present_name,
+    session_call,
 )
 from models.gpt import GPT, CachedGPT, GPTConfig
 from training.export import OPSET, PARITY_TOLERANCE, ParityError
@@ -172,7 +173,7 @@ def check_generation_parity(
        ONNX cache graph (``core.text_generation.generate``) as from full recomputation in
        PyTorch (across the re-read when the context fills up).
     """
-    generator = TextGenerator(open_session(onnx_path), metadata)
+    generator = TextGenerator(session_call(open_session(onnx_path)), metadata)
     window = [i % gpt.config.vocab_size for i in range(gpt.config.context_length)]
     for prompt in prompts:
         window = (window + prompt)[-gpt.config.context_length :]

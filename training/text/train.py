@@ -22,6 +22,7 @@ from core.text_generation import (
     SamplingParams,
     TextGenerator,
     generate,
+    session_call,
     window_after_full,
 )
 from models.gpt import GPT, GPTConfig
@@ -277,7 +278,9 @@ def run(args: argparse.Namespace) -> str:
         prompts = [corpus.vocabulary.encode(p) for p in ("ROMEO\n", "KING LEAR\nO", "Enter ")]
         parity = check_generation_parity(gpt, onnx_path, metadata, prompts)
         export_seconds = time.perf_counter() - export_started
-        generated = samples(TextGenerator(open_session(onnx_path), metadata), corpus, args.seed)
+        generated = samples(
+            TextGenerator(session_call(open_session(onnx_path)), metadata), corpus, args.seed
+        )
         stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
     plot_curves(directory / "loss_curves.png", curves)
     write_metrics(
