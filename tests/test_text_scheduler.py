@@ -10,7 +10,9 @@ import pytest
 
 from core.text_generation import CharVocabulary, SamplingParams
 from service.area import ReadyModel
-from service.areas.text import AREA, GENERATION_TOKENS, MODEL, Completions, encode_request
+from service.areas.text import AREA, MODEL
+from service.areas.text.metrics import GENERATION_TOKENS
+from service.areas.text.program import Completions, encode_request
 from service.metrics import REQUESTS_RUNNING
 from service.stepping import StepScheduler
 

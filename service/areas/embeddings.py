@@ -3,7 +3,7 @@
 ``POST /v1/embeddings`` takes OpenAI's request (``model``, ``input`` as one text or a list,
 ``encoding_format`` ``float`` or ``base64``, ``dimensions``, ``user``) and answers OpenAI's list
 of embedding objects with its usage, so the official ``openai`` client works unchanged. Errors
-use OpenAI's error body (``service.areas.text.openai_error``).
+use OpenAI's error body (``service.openai_errors``).
 
 Each text is tokenised with the tokenizer stored beside the model (truncated at its
 ``max_tokens``, 256, as sentence-transformers does), the micro-batcher joins concurrent
@@ -48,10 +48,10 @@ from service.areas.sentiment import (
     token_budget,
     validate_texts,
 )
-from service.areas.text import OPENAI_ERROR_SCHEMA, openai_error
 from service.batching import Arrays, concatenate_padded
 from service.errors import ErrorAnswer, RequestInputError, error_response, field_error
 from service.model_contract import ModelMetadata
+from service.openai_errors import OPENAI_ERROR_SCHEMA, openai_error
 
 MODEL = "text-embedder"
 ROUTE = "/v1/embeddings"

@@ -1,0 +1,11 @@
+"""The completions route's names and bounds, written once: the route, the batch jobs and the
+field descriptions read them from here."""
+
+from __future__ import annotations
+
+MODEL = "text-generator"
+ROUTE = "/v1/completions"
+MAX_TOKENS = 4096  # tokens one sequence may generate (the context check is the tighter rule)
+MAX_PROMPT_CHARACTERS = 4096  # far above any context length: the context check names the rule
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARACTERS = 64
