@@ -16,7 +16,7 @@ A model runs in one of two ways, chosen by its spec:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -176,9 +176,13 @@ class ServedModels(Protocol):
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Batched inference; ``ErrorAnswer`` (404 disabled, 503 unavailable or overloaded)."""
 
-    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        """Admit a stepwise request; its outputs as produced. ``ErrorAnswer`` as ``predict``;
-        leaving the iteration early frees the request's place at the next step."""
+    async def stream(
+        self, name: str, requests: Sequence[Any]
+    ) -> tuple[ReadyModel, AsyncIterator[tuple[int, Any]]]:
+        """Admit a stepwise request's sequences (one per item of ``requests``), all or none;
+        their outputs as produced, as ``(index in requests, output)``. ``ErrorAnswer`` as
+        ``predict`` (429 when the scheduler is full); leaving the iteration early frees the
+        request's places at the next step."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +126,12 @@ class DLServeBase:
         except (ModelNotReadyError, OverloadedError) as exc:
             raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
 
-    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
+    async def stream(
+        self, name: str, requests: Sequence[Any]
+    ) -> tuple[ReadyModel, AsyncIterator[Any]]:
         served = self._served(name)
         try:
-            return served.stream(request)
+            return served.stream(requests)
         except ModelNotReadyError as exc:
             raise ErrorAnswer(error_response(503, str(exc), headers={"Retry-After": "1"})) from exc
         except OverloadedError as exc:  # as OpenAI and vLLM clients expect: 429, then retry

@@ -142,7 +142,7 @@ def test_a_stream_running_across_a_swap_finishes_on_its_version(
 
     async def stream_across_a_swap() -> tuple[str, int]:
         request = encode_request(old.ready, "ROMEO:\n", 20, SamplingParams(1.0, 1.0, 0), seed=3)
-        used, outputs = served.stream(request)
+        used, outputs = served.stream([request])
         chunks = [await anext(outputs)]
         new = add_version(name=TEXT_MODEL)
         assert served.refresh() is not None and served.ready.version == new

@@ -2,16 +2,108 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
-from service.areas.text.limits import MAX_PROMPT_CHARACTERS, MAX_STOP_CHARACTERS, MAX_STOP_STRINGS
+from service.areas.text.limits import (
+    MAX_BEST_OF,
+    MAX_LOGIT_BIAS,
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_PROMPT_CHARACTERS,
+    MAX_PROMPTS,
+    MAX_STOP_CHARACTERS,
+    MAX_STOP_STRINGS,
+    MAX_TOKENS,
+    MAX_USER_CHARACTERS,
+)
 
 Prompt = Annotated[
     str,
     Field(strict=True, description="the text to continue"),
     StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARACTERS),
+]
+
+
+def _prompt_kind(value: Any) -> str:
+    return "list[str]" if isinstance(value, list) else "str"
+
+
+# The tags are the names pydantic gives union members, which OpenAI's ``param`` leaves out; the
+# discriminator reports a list's own errors (too long) instead of "not a string".
+Prompts = Annotated[
+    Annotated[Prompt, Tag("str")]
+    | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS), Tag("list[str]")],
+    Discriminator(_prompt_kind),
+    Field(
+        description=f"a text, or a list of up to {MAX_PROMPTS} texts: `n` choices per prompt, "
+        "in order (choice `prompt_index * n + j`); token-id prompts are not taken"
+    ),
+]
+MaxTokens = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_TOKENS,
+        description="tokens to generate per choice (one token is one character)",
+    ),
+]
+N = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_N,
+        description=f"choices per prompt (at most {MAX_N}); prompts x `best_of` (else `n`) "
+        "sequences must fit DLSERVE_MAX_WAITING_SEQUENCES and DLSERVE_MAX_COMPLETION_TOKENS",
+    ),
+]
+BestOf = Annotated[
+    int | None,
+    Field(
+        ge=1,
+        le=MAX_BEST_OF,
+        description=f"candidates per prompt (at most {MAX_BEST_OF}, at least `n`); the `n` "
+        "with the highest sum of log probabilities are answered; not with `stream` when "
+        "above `n`",
+    ),
+]
+Echo = Annotated[bool, Field(description="the prompt comes first in each choice's text")]
+Logprobs = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_LOGPROBS,
+        description=f"the log probabilities of each token and of the most likely ones at its "
+        f"position (at most {MAX_LOGPROBS}, OpenAI's maximum; the chosen token is added when "
+        "not among them): the model's own distribution, before temperature, penalties and "
+        "bias; `text_offset` counts characters from the start of the prompt",
+    ),
+]
+Penalty = Annotated[
+    float,
+    Field(
+        ge=-2,
+        le=2,
+        description="subtracted from a token's logit once it was generated (presence) or per "
+        "time it was generated (frequency), as OpenAI documents",
+    ),
+]
+Bias = Annotated[float, Field(ge=-100, le=100)]
+LogitBias = Annotated[
+    dict[str, Bias] | None,
+    Field(
+        max_length=MAX_LOGIT_BIAS,
+        description="token id (a string of the id) -> a value from -100 to 100 added to its "
+        "logit; ids are positions in the model's vocabulary (GET /v1/models lists it)",
+    ),
+]
+User = Annotated[
+    str | None,
+    Field(max_length=MAX_USER_CHARACTERS, description="logged at INFO with the completion's id"),
+]
+Suffix = Annotated[
+    str | None, Field(description="refused (400): a decoder-only model inserts nothing")
 ]
 StopString = Annotated[str, StringConstraints(min_length=1, max_length=MAX_STOP_CHARACTERS)]
 Stop = Annotated[
@@ -23,11 +115,21 @@ Stop = Annotated[
 ]
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's ``logprobs`` of a choice: per token its text, its log probability, the most
+    likely tokens' (``None`` for an echoed prompt's first token) and its character offset."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class Choice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class Usage(BaseModel):
