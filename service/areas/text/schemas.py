@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from service.areas.text.limits import (
     MAX_BEST_OF,
@@ -18,6 +18,7 @@ from service.areas.text.limits import (
     MAX_TOKENS,
     MAX_USER_CHARACTERS,
 )
+from service.openai_errors import one_or_list
 
 Prompt = Annotated[
     str,
@@ -26,21 +27,12 @@ Prompt = Annotated[
 ]
 
 
-def _prompt_kind(value: Any) -> str:
-    return "list[str]" if isinstance(value, list) else "str"
-
-
-# The tags are the names pydantic gives union members, which OpenAI's ``param`` leaves out; the
-# discriminator reports a list's own errors (too long) instead of "not a string".
-Prompts = Annotated[
-    Annotated[Prompt, Tag("str")]
-    | Annotated[list[Prompt], Field(min_length=1, max_length=MAX_PROMPTS), Tag("list[str]")],
-    Discriminator(_prompt_kind),
-    Field(
-        description=f"a text, or a list of up to {MAX_PROMPTS} texts: `n` choices per prompt, "
-        "in order (choice `prompt_index * n + j`); token-id prompts are not taken"
-    ),
-]
+Prompts = one_or_list(
+    Prompt,
+    MAX_PROMPTS,
+    f"a text, or a list of up to {MAX_PROMPTS} texts: `n` choices per prompt, in order "
+    "(choice `prompt_index * n + j`); token-id prompts are not taken",
+)
 MaxTokens = Annotated[
     int,
     Field(
