@@ -25,7 +25,8 @@ import numpy as np
 
 from core.text_generation import SamplingParams
 from harness.local_server import LocalServer
-from service.areas.text import AREA, MODEL, ROUTE, Completions, encode_request
+from service.areas.text import AREA, MODEL, ROUTE
+from service.areas.text.program import Completions, encode_request
 
 CONCURRENCY = (1, 4, 16)
 PROMPT = "ROMEO:\n"

@@ -215,8 +215,11 @@ class TextGenerator:
         outputs = self._call(feeds)
         return outputs[LOGITS], [outputs[name] for name in self._output_names[1:]]
 
-    def prefill(self, prompt_ids: Sequence[int]) -> tuple[np.ndarray, KVCache]:
-        """Read 1 to ``context_length`` prompt ids: last position's logits ``[vocab]``, cache."""
+    def prefill(
+        self, prompt_ids: Sequence[int], every_position: bool = False
+    ) -> tuple[np.ndarray, KVCache]:
+        """Read 1 to ``context_length`` prompt ids: last position's logits ``[vocab]`` (every
+        position's, ``[steps, vocab]``, when ``every_position``), cache."""
         steps = len(prompt_ids)
         if not 1 <= steps <= self.context_length:
             raise ValueError(f"a prompt has 1 to {self.context_length} tokens, not {steps}")
@@ -231,7 +234,8 @@ class TextGenerator:
         for key_name, value_name in self._past_names:
             feeds[key_name] = feeds[value_name] = empty
         logits, present = self._run(feeds)
-        return logits[0, -1], _caches_of(present, [0], [tuple(prompt_ids)])[0]
+        last = logits[0] if every_position else logits[0, -1]
+        return last, _caches_of(present, [0], [tuple(prompt_ids)])[0]
 
     def decode(
         self, tokens: Sequence[int], caches: Sequence[KVCache]
@@ -329,13 +333,26 @@ class TextGenerator:
         return pasts
 
 
+MAX_PENALTY = 2.0  # OpenAI's range for presence and frequency penalties: [-2, 2]
+MAX_BIAS = 100.0  # OpenAI's range for a logit bias: [-100, 100]
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """Temperature 0 is greedy; ``top_k`` 0 and ``top_p`` 1 turn those filters off."""
+    """Temperature 0 is greedy; ``top_k`` 0 and ``top_p`` 1 turn those filters off.
+
+    ``presence_penalty`` and ``frequency_penalty`` (each in [-2, 2]) and ``logit_bias`` (token
+    id -> a value in [-100, 100]) change the logits before sampling, as OpenAI documents:
+    ``logit[j] - count[j] * frequency_penalty - (count[j] > 0) * presence_penalty + bias[j]``,
+    where ``count[j]`` is how often token ``j`` was generated so far (``adjusted_logits``).
+    """
 
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
@@ -344,10 +361,52 @@ class SamplingParams:
             raise ValueError(f"top_p must lie in (0, 1], not {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, not {self.top_k}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:
+                raise ValueError(f"{name} must lie in [-2, 2], not {getattr(self, name)}")
+        for token, bias in self.logit_bias:
+            if token < 0 or not -MAX_BIAS <= bias <= MAX_BIAS:
+                raise ValueError(f"logit_bias: {token} -> {bias} (ids >= 0, values in [-100, 100])")
+
+    @property
+    def penalised(self) -> bool:
+        """Whether the penalties depend on the tokens generated so far (counts needed)."""
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+    @property
+    def adjusts(self) -> bool:
+        """Whether ``adjusted_logits`` changes anything."""
+        return self.penalised or bool(self.logit_bias)
 
 
-def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
-    """One token id from one row of logits ``[vocab]``.
+def adjusted_logits(
+    logits: np.ndarray, params: SamplingParams, counts: np.ndarray | None = None
+) -> np.ndarray:
+    """One row of logits ``[vocab]`` (float64) with the bias and the penalties applied
+    (``counts[j]``: times token ``j`` was generated so far; ``None``: none yet)."""
+    row = np.array(logits, dtype=np.float64).reshape(-1)
+    for token, bias in params.logit_bias:
+        row[token] += bias
+    if counts is not None and params.penalised:
+        row -= counts * params.frequency_penalty + (counts > 0) * params.presence_penalty
+    return row
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log probabilities (float64) of one row of logits ``[vocab]``."""
+    row = np.asarray(logits, dtype=np.float64).reshape(-1)
+    shifted = row - row.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def sample(
+    logits: np.ndarray,
+    params: SamplingParams,
+    rng: np.random.Generator,
+    counts: np.ndarray | None = None,
+) -> int:
+    """One token id from one row of logits ``[vocab]``, after ``adjusted_logits`` (``counts``:
+    the tokens generated so far, for the penalties).
 
     Greedy (the first maximum) when the temperature is 0, else the ``top_k`` most likely ids
     (ties to the lower id), cut to the smallest prefix whose probability reaches ``top_p``, and
@@ -355,7 +414,10 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     that the logits divided by it overflow (a subnormal such as 5e-324) is greedy too: it is
     the limit those temperatures approach, where the division would give inf - inf = NaN.
     """
-    row = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if params.adjusts:
+        row = adjusted_logits(logits, params, counts)
+    else:
+        row = np.asarray(logits, dtype=np.float64).reshape(-1)
     if params.temperature == 0:
         return int(np.argmax(row))
     order = np.argsort(-row, kind="stable")

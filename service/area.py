@@ -16,7 +16,7 @@ A model runs in one of two ways, chosen by its spec:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -178,10 +178,13 @@ class ServedModels(Protocol):
         """Batched inference; ``ModelNotFoundError`` (404, disabled), ``ModelNotReadyError``
         or ``OverloadedError`` (503) from ``service.errors``."""
 
-    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        """Admit a stepwise request; its outputs as produced. Errors as ``predict``, but a full
-        queue is ``QueueFullError`` (429); leaving the iteration early frees the request's
-        place at the next step."""
+    async def stream(
+        self, name: str, requests: Sequence[Any]
+    ) -> tuple[ReadyModel, AsyncIterator[tuple[int, Any]]]:
+        """Admit a stepwise request's sequences (one per item of ``requests``), all or none;
+        their outputs as produced, as ``(index in requests, output)``. Errors as ``predict``,
+        but a full queue is ``QueueFullError`` (429); leaving the iteration early frees the
+        request's places at the next step."""
 
 
 @dataclass(frozen=True)

@@ -102,15 +102,25 @@ class Settings(BaseSettings):
         description="images: most pixels (width x height, read from each file's header before "
         "decoding) over all images of one request; beyond, 400 naming the field and the limit",
     )
+    max_completion_tokens: int = Field(
+        16384,
+        ge=1,
+        description="`/v1/completions`: most tokens one request may ask for, counted over its "
+        "sequences (prompts x `best_of`, else `n`) as each prompt's tokens plus `max_tokens`; "
+        "a request over it gets 400 naming `best_of`, `n`, `prompt` or `max_tokens` and the "
+        "limit",
+    )
     max_active_sequences: int = Field(
         16, ge=1, description="stepwise models: requests advancing together at each step"
     )
     max_waiting_sequences: int = Field(
         64,
         ge=0,
-        description="stepwise models: requests waiting for a place; beyond this, 429 with "
-        "`Retry-After: 1`; their routes are bounded by this and `DLSERVE_MAX_ACTIVE_SEQUENCES`, "
-        "not by `DLSERVE_MAX_CONCURRENT_REQUESTS`",
+        description="stepwise models: sequences waiting for a place (a completion asks for "
+        "prompts x `best_of`, else `n`, admitted whole); beyond this, 429 with `Retry-After: "
+        "1`, and a request asking for more than this ever fits gets 400; their routes are "
+        "bounded by this and `DLSERVE_MAX_ACTIVE_SEQUENCES`, not by "
+        "`DLSERVE_MAX_CONCURRENT_REQUESTS`",
     )
     max_concurrent_requests: int = Field(
         64,

@@ -16,7 +16,7 @@ through ``CurrentPlane``, which the service sets once the worker has loaded its 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from service import registry
@@ -81,11 +81,14 @@ class DataPlane:
         ``ModelNotReadyError`` (503, before ``inputs`` is read), ``OverloadedError``."""
         return await self.model(name).predict(inputs)
 
-    async def stream(self, name: str, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        """Admit a stepwise request: its version and its outputs as produced; leaving the
-        iteration early frees its place. ``ModelNotFoundError``, ``ModelNotReadyError``,
+    async def stream(
+        self, name: str, requests: Sequence[Any]
+    ) -> tuple[ReadyModel, AsyncIterator[tuple[int, Any]]]:
+        """Admit a stepwise request's sequences (one per item of ``requests``), all or none:
+        its version and the outputs as ``(index in requests, output)``; leaving the iteration
+        early frees its places. ``ModelNotFoundError``, ``ModelNotReadyError``,
         ``QueueFullError`` (429)."""
-        return self.model(name).stream(request)
+        return self.model(name).stream(requests)
 
     def tensor_model(self, name: str) -> ServedModel:
         """The enabled tensor model ``name`` (``ModelSpec.tensors``); ``ModelNotFoundError``

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -439,13 +439,14 @@ class ServedModel:
         self._ok.inc()
         return generation.ready, outputs
 
-    def stream(self, request: Any) -> tuple[ReadyModel, AsyncIterator[Any]]:
-        """Admit a stepwise request (``OverloadedError`` when full): the request's version and
-        its outputs as produced; the version is held until the outputs end."""
+    def stream(self, requests: Sequence[Any]) -> tuple[ReadyModel, AsyncIterator[Any]]:
+        """Admit a stepwise request's sequences, all or none (``OverloadedError`` when full):
+        the request's version and ``(index, output)`` pairs as produced; the version is held
+        until the outputs end."""
         generation = self.acquire()
         try:
             assert isinstance(generation.runner, StepScheduler)
-            outputs = generation.runner.admit(request)
+            outputs = generation.runner.admit(requests)
         except OverloadedError:
             self.release(generation)
             PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()

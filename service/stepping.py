@@ -2,10 +2,12 @@
 
 A ``StepProgram`` says how one model starts a sequence (``start``, e.g. a prompt's prefill,
 run as its own call) and advances a list of them by one step in one batched call (``step``).
-The ``StepScheduler`` owns the loop: between steps it admits waiting requests (at most
+The ``StepScheduler`` owns the loop: between steps it admits waiting sequences (at most
 ``max_active`` advance together; at most ``max_waiting`` wait, beyond that ``QueueFullError``),
 drops sequences that finished or whose client left, and hands each step's outputs to each
-request's stream as they are produced. Model calls run in one dedicated thread (ONNX Runtime
+request's stream as they are produced. A request is a group of one or more sequences (a list
+of prompts, ``n``, ``best_of``), admitted whole or not at all, each sequence advancing on its
+own like any other. Model calls run in one dedicated thread (ONNX Runtime
 releases the GIL), never on the event loop.
 """
 
@@ -15,7 +17,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from service.batching import cancel_from_any_thread
@@ -50,7 +52,8 @@ _END = object()
 @dataclass(eq=False)
 class _Sequence(Generic[State]):
     request: Any
-    outputs: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    index: int  # in its group
+    outputs: asyncio.Queue[Any]  # its group's: ``(index, output)``, ``(index, _END)``, failures
     state: State | None = None
     left: bool = False  # the client stopped reading
 
@@ -87,37 +90,47 @@ class StepScheduler(Generic[State]):
         """``(active, waiting)`` sequences."""
         return len(self._active), len(self._waiting)
 
-    def admit(self, request: Any) -> AsyncIterator[Any]:
-        """Queue ``request`` now (``QueueFullError`` when the waiting queue is full) and return
-        the iterator of its outputs; closing the iterator early frees its place."""
-        if len(self._waiting) >= self._max_waiting:
+    def admit(self, requests: Sequence[Any]) -> AsyncIterator[tuple[int, Any]]:
+        """Queue one request's sequences (one per item of ``requests``, at least one) now,
+        all or none: ``QueueFullError`` when they would pass ``max_waiting`` waiting
+        sequences. Returns one iterator of ``(index in requests, output)`` for all of them,
+        each sequence's outputs in order; closing it early frees every place."""
+        if not requests:
+            raise ValueError("a request has at least one sequence")
+        if len(self._waiting) + len(requests) > self._max_waiting:
             raise QueueFullError(
-                f"{len(self._waiting)} requests already waiting (limit {self._max_waiting})"
+                f"{len(self._waiting)} sequences already waiting, {len(requests)} more asked "
+                f"(limit {self._max_waiting})"
             )
-        sequence: _Sequence[State] = _Sequence(request)
-        self._waiting.append(sequence)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        group = [_Sequence(request, index, queue) for index, request in enumerate(requests)]
+        self._waiting.extend(group)
         self._changed()
         self._ensure_loop()
-        return self._outputs(sequence)
+        return self._outputs(group)
 
-    async def _outputs(self, sequence: _Sequence[State]) -> AsyncIterator[Any]:
-        queue = sequence.outputs
+    async def _outputs(self, group: list[_Sequence[State]]) -> AsyncIterator[tuple[int, Any]]:
+        queue, running = group[0].outputs, len(group)
         try:
-            while True:
+            while running:
                 waiting = [await queue.get()]
                 while not queue.empty():  # the reader fell behind: take everything at once
                     waiting.append(queue.get_nowait())
-                ended = waiting[-1] is _END
-                items = waiting[:-1] if ended else waiting
-                failure = next((i for i in items if isinstance(i, BaseException)), None)
+                failure = next((i for i in waiting if isinstance(i, BaseException)), None)
                 if failure is not None:
                     raise failure
-                for item in self._program.coalesce(items) if len(items) > 1 else items:
-                    yield item
-                if ended:
-                    return
+                pending: dict[int, list[Any]] = {}
+                for index, item in waiting:
+                    if item is _END:
+                        running -= 1
+                    else:
+                        pending.setdefault(index, []).append(item)
+                for index, items in pending.items():
+                    for item in self._program.coalesce(items) if len(items) > 1 else items:
+                        yield index, item
         finally:
-            self._leave(sequence)
+            for sequence in group:
+                self._leave(sequence)
 
     def _leave(self, sequence: _Sequence[State]) -> None:
         """The client is gone or done: free a waiting place at once, an active one at the next
@@ -196,9 +209,9 @@ class StepScheduler(Generic[State]):
 
     def _deliver(self, sequence: _Sequence[State]) -> None:
         for output in self._program.take_outputs(sequence.state):
-            sequence.outputs.put_nowait(output)
+            sequence.outputs.put_nowait((sequence.index, output))
         if self._program.finished(sequence.state):
-            sequence.outputs.put_nowait(_END)
+            sequence.outputs.put_nowait((sequence.index, _END))
             sequence.left = True
 
     def _drop_finished(self) -> None:

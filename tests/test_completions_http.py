@@ -1,6 +1,8 @@
 """``POST /v1/completions`` over real HTTP with the official ``openai`` client: greedy text equal
 to in-process decoding, seeds, stop strings, streaming, continuous batching, errors in OpenAI's
-shape, and the metrics."""
+shape, and the metrics. The other parameters of OpenAI's reference (lists of prompts, ``n``,
+``best_of``, ``echo``, ``logprobs``, the penalties, ``logit_bias``, ``user``, ``suffix``) are in
+test_completions_params_http.py."""
 
 from __future__ import annotations
 
@@ -119,7 +121,6 @@ def test_the_openai_model_list_names_the_generator(client: openai.OpenAI) -> Non
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 stop strings"),
         ({"stop": 5}, "stop", "valid string"),  # was stop.constrained-str
         ({"stop": ["a", 5]}, "stop", "valid string"),
-        ({"n": 2}, "n", "less than or equal to 1"),
     ],
 )
 def test_bad_input_is_a_400_in_openai_shape(

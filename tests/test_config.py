@@ -26,6 +26,7 @@ CASES = {
     "max_request_tokens": ("4096", 4096, "0", "greater than or equal to 1"),
     "max_batch_tokens": ("16384", 16384, "many", "valid integer"),
     "max_request_pixels": ("1000000", 1_000_000, "0", "greater than or equal to 1"),
+    "max_completion_tokens": ("512", 512, "0", "greater than or equal to 1"),
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),

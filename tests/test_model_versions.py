@@ -18,10 +18,12 @@ from prometheus_client import REGISTRY
 
 from core import training_status
 from core.model_store import ModelUnavailableError, load_model
+from core.text_generation import SamplingParams
 from harness.payloads import transactions
 from service import registry
-from service.areas import text
 from service.areas.fraud import Transaction, to_arrays
+from service.areas.text import MODEL as TEXT_MODEL
+from service.areas.text.program import encode_request
 from service.config import Settings, SettingsError
 from service.served_model import ModelNotReadyError, ServedModel, request_scope
 from tests import model_versions as mv
@@ -133,18 +135,16 @@ def test_a_stream_running_across_a_swap_finishes_on_its_version(
     add_version: Callable[..., str], text_model: dict
 ) -> None:
     """Stepwise: the old version's scheduler is released only once its last stream ends."""
-    spec = registry.area_of(text.MODEL).spec_by_name[text.MODEL]
+    spec = registry.area_of(TEXT_MODEL).spec_by_name[TEXT_MODEL]
     served = ServedModel(spec, Settings.from_env(), in_training=lambda name: None)
     old = served.acquire()  # the generation serving now (released at once)
     served.release(old)
 
     async def stream_across_a_swap() -> tuple[str, int]:
-        request = text.encode_request(
-            old.ready, "ROMEO:\n", 20, text.SamplingParams(1.0, 1.0, 0), seed=3
-        )
-        used, outputs = served.stream(request)
+        request = encode_request(old.ready, "ROMEO:\n", 20, SamplingParams(1.0, 1.0, 0), seed=3)
+        used, outputs = served.stream([request])
         chunks = [await anext(outputs)]
-        new = add_version(name=text.MODEL)
+        new = add_version(name=TEXT_MODEL)
         assert served.refresh() is not None and served.ready.version == new
         assert old.retired and not old.closed  # the stream still runs on it
         chunks += [chunk async for chunk in outputs]

@@ -110,7 +110,8 @@ def test_loose_json_is_a_400_naming_the_field(
             {"prompt": "To be", "stream_options": {"include_usage": True, "x": 1}},
             "stream_options.x",
         ),
-        ({"prompt": "To be", "best_of": 2}, "best_of"),
+        ({"prompt": "To be", "best_of": "2"}, "best_of"),
+        ({"prompt": "To be", "best_off": 2}, "best_off"),
     ],
 )
 def test_loose_completion_requests_are_400_in_openai_shape(

@@ -59,8 +59,18 @@ async def count(
     delay_ms: Annotated[int, Field(ge=0, le=100)] = 0,
 ) -> AsyncIterator[dict[str, Any]]:
     """Stream ``steps`` counts from ``start`` as server-sent events."""
-    _, outputs = await models.stream(MODEL, {"start": start, "steps": steps, "delay_ms": delay_ms})
-    return outputs
+    request = {"start": start, "steps": steps, "delay_ms": delay_ms}
+    _, outputs = await models.stream(MODEL, [request])
+    return _counts(outputs)
+
+
+async def _counts(outputs: AsyncIterator[tuple[int, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The one sequence's outputs; closing this closes ``outputs`` at once (frees its place)."""
+    try:
+        async for _, output in outputs:
+            yield output
+    finally:
+        await outputs.aclose()  # type: ignore[attr-defined]
 
 
 AREA = Area(

@@ -3,7 +3,7 @@
 ``POST /v1/embeddings`` takes OpenAI's request (``model``, ``input`` as one text or a list,
 ``encoding_format`` ``float`` or ``base64``, ``dimensions``, ``user``) and answers OpenAI's list
 of embedding objects with its usage, so the official ``openai`` client works unchanged. Errors
-use OpenAI's error body (``service.areas.text.openai_error``).
+use OpenAI's error body (``service.openai_errors``).
 
 Each text is tokenised with the tokenizer stored beside the model (truncated at its
 ``max_tokens``, 256, as sentence-transformers does), the micro-batcher joins concurrent
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import bentoml
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, Field, model_validator
 from starlette.responses import JSONResponse
 
 from service.abandon import unless_client_leaves, until_client_leaves
@@ -48,10 +48,10 @@ from service.areas.sentiment import (
     token_budget,
     validate_texts,
 )
-from service.areas.text import OPENAI_ERROR_SCHEMA, openai_error
 from service.batching import Arrays, concatenate_padded
 from service.errors import ErrorAnswer, RequestInputError, error_response, field_error
 from service.model_contract import ModelMetadata
+from service.openai_errors import OPENAI_ERROR_SCHEMA, one_or_list, openai_error
 
 MODEL = "text-embedder"
 ROUTE = "/v1/embeddings"
@@ -60,21 +60,13 @@ MAX_INPUTS = 256
 MAX_DIMENSIONS = 4096  # far above any stored model's: the model's own size names the rule
 
 
-def _input_kind(value: Any) -> str:
-    return "list[str]" if isinstance(value, list) else "str"
-
-
-# The tags are the names pydantic gives union members, which OpenAI's ``param`` leaves out.
-Inputs = Annotated[
-    Annotated[Text, Tag("str")]
-    | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS), Tag("list[str]")],
-    Discriminator(_input_kind),
-    Field(
-        description=f"one text or a list of 1 to {MAX_INPUTS}, each 1 to {MAX_CHARACTERS} "
-        f"characters and not only whitespace, control, format or combining characters; "
-        "longer than the model's max_tokens is truncated"
-    ),
-]
+Inputs = one_or_list(
+    Text,
+    MAX_INPUTS,
+    f"one text or a list of 1 to {MAX_INPUTS}, each 1 to {MAX_CHARACTERS} characters and not "
+    "only whitespace, control, format or combining characters; longer than the model's "
+    "max_tokens is truncated",
+)
 
 
 class EmbedderMetadata(ModelMetadata):
