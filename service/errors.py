@@ -1,9 +1,11 @@
 """Client-facing errors: one JSON shape for every 4xx/5xx answered on dlserve's routes.
 
 The shape matches BentoML's validation errors: ``{"error": summary, "detail": [{"loc": [...],
-"msg": ..., "type": ...}]}``; ``ProtocolErrors`` gives it to the errors BentoML and Starlette
-answer themselves, and routes of another protocol their protocol's. Messages never carry stack
-traces, server paths or library versions.
+"msg": ..., "type": ...}]}``. The data plane raises typed errors (``InferenceError`` and its
+subclasses), which each front door renders once, in its protocol's shape (``answer(shape)``);
+``ProtocolErrors`` gives that shape to the errors BentoML and Starlette answer themselves (plain
+text, pydantic's entries), which never were typed. Messages never carry stack traces, server
+paths or library versions.
 """
 
 from __future__ import annotations
@@ -32,6 +34,33 @@ def field_error(loc: list[str | int], msg: str, error_type: str) -> dict[str, An
     return {"loc": loc, "msg": msg, "type": error_type}
 
 
+ErrorShape = Callable[[int, dict[str, Any]], dict[str, Any]]
+
+
+def same_shape(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """dlserve's own routes: the error body as it is (``{"error", "detail"}``)."""
+    return body
+
+
+def message_only(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Protocols whose errors are ``{"error": message}`` alone (the Open Inference Protocol)."""
+    return {"error": body["error"]}
+
+
+# An error answer already in its protocol's final shape (the protocol's readiness answers:
+# ``{"ready": false}``) carries this header; ``ProtocolErrors`` strips it and sends the body as
+# it is.
+FINAL_ERROR_HEADER = "x-dlserve-final-error"
+FINAL_ERROR_MARK = FINAL_ERROR_HEADER.encode()
+
+
+def final_error(response: Response) -> Response:
+    """``response`` (an error answer already in its protocol's shape), left unchanged by
+    ``ProtocolErrors``."""
+    response.headers[FINAL_ERROR_HEADER] = "1"
+    return response
+
+
 class ErrorAnswer(Exception):
     """Stops a route with a ready-made error response (raised anywhere below a route)."""
 
@@ -53,13 +82,19 @@ class InferenceError(Exception):
     kind = "error"
     retry_after_s: int | None = None
 
-    def __init__(self, message: str, loc: list[str | int] | None = None) -> None:
+    def __init__(
+        self, message: str, loc: list[str | int] | None = None, summary: str | None = None
+    ) -> None:
         super().__init__(message)
         self.loc = loc
+        self._summary = summary
 
     @property
     def summary(self) -> str:
-        """The message, prefixed with the input it names (``image: ...``)."""
+        """The one-line error: the one given, else the message prefixed with the input it names
+        (``image: ...``)."""
+        if self._summary is not None:
+            return self._summary
         if not self.loc:
             return str(self)
         return f"{'.'.join(str(part) for part in self.loc)}: {self}"
@@ -68,10 +103,19 @@ class InferenceError(Exception):
     def headers(self) -> dict[str, str] | None:
         return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
-    def answer(self) -> JSONResponse:
-        """The answer in dlserve's shape (``detail`` names the input and the rule, if any)."""
+    def body(self) -> dict[str, Any]:
+        """The body in dlserve's shape: ``{"error": summary, "detail": [...]}``, where
+        ``detail`` names the input and the rule, if any."""
         detail = [field_error(self.loc, str(self), self.kind)] if self.loc else []
-        return error_response(self.status, self.summary, detail, self.headers)
+        return {"error": self.summary, "detail": detail}
+
+    def answer(self, shape: ErrorShape | None = None) -> JSONResponse:
+        """The answer in dlserve's shape, or in the protocol's ``shape`` (OpenAI's, ...): then
+        marked ``final_error`` so that ``ProtocolErrors`` sends it as it is."""
+        if shape is None:
+            return JSONResponse(self.body(), self.status, headers=self.headers)
+        response = JSONResponse(shape(self.status, self.body()), self.status, headers=self.headers)
+        return final_error(response)
 
 
 class RequestInputError(InferenceError, ValueError):
@@ -117,6 +161,20 @@ class QueueFullError(OverloadedError):
     status = 429
 
 
+class TooLargeError(InferenceError):
+    """A request or a batch job past a size limit (413): ``loc`` names what is too large
+    (``["body"]``, ``["body", "file"]``), the message states the limit and ``kind`` the rule
+    (``body_too_large``, ``job_too_large``)."""
+
+    status = 413
+
+    def __init__(
+        self, loc: list[str | int], message: str, kind: str, summary: str | None = None
+    ) -> None:
+        super().__init__(message, loc, summary)
+        self.kind = kind
+
+
 class BodyLimitMiddleware:
     """Answer 413 to any request body larger than ``max_bytes``.
 
@@ -160,12 +218,13 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.max_bytes
-        response = error_response(
-            413,
-            f"request body larger than {limit} bytes",
-            [field_error(["body"], f"body must be at most {limit} bytes", "body_too_large")],
+        refusal = TooLargeError(
+            ["body"],
+            f"body must be at most {limit} bytes",
+            "body_too_large",
+            summary=f"request body larger than {limit} bytes",
         )
-        await response(scope, receive, send)
+        await refusal.answer()(scope, receive, send)
 
 
 def replay_body(body: bytes, downstream: Receive) -> Receive:
@@ -181,33 +240,6 @@ def replay_body(body: bytes, downstream: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-ErrorShape = Callable[[int, dict[str, Any]], dict[str, Any]]
-
-
-def same_shape(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    """dlserve's own routes: the error body as it is (``{"error", "detail"}``)."""
-    return body
-
-
-def message_only(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    """Protocols whose errors are ``{"error": message}`` alone (the Open Inference Protocol)."""
-    return {"error": body["error"]}
-
-
-# An error answer already in its protocol's final shape (the protocol's readiness answers:
-# ``{"ready": false}``) carries this header; ``ProtocolErrors`` strips it and sends the body as
-# it is.
-FINAL_ERROR_HEADER = "x-dlserve-final-error"
-FINAL_ERROR_MARK = FINAL_ERROR_HEADER.encode()
-
-
-def final_error(response: Response) -> Response:
-    """``response`` (an error answer already in its protocol's shape), left unchanged by
-    ``ProtocolErrors``."""
-    response.headers[FINAL_ERROR_HEADER] = "1"
-    return response
 
 
 class ProtocolErrors:

@@ -45,7 +45,7 @@ from service.admission import AdmissionGate, AdmissionLimit
 from service.area import Endpoint
 from service.batch import http as batch_http
 from service.batch.tasks import BatchTaskRoutes, document_cancel
-from service.disconnects import CLIENT_CLOSED_REQUEST, BodyBeforeApp
+from service.disconnects import BodyBeforeApp
 from service.errors import (
     BodyLimitMiddleware,
     ErrorAnswer,
@@ -149,12 +149,11 @@ def route_method(endpoint: Endpoint) -> Callable[..., Any]:
                 result = await handler(self.plane, **kwargs, **extra)
         except ErrorAnswer as answer:
             result = answer.response
-        except ClientGoneError:
-            CLIENT_DISCONNECTS.inc()
-            log.info("%s: the client left; its work was abandoned", endpoint.route)
-            result = error_response(CLIENT_CLOSED_REQUEST, "the client closed the request")
         except InferenceError as exc:
-            result = exc.answer()
+            if isinstance(exc, ClientGoneError):
+                CLIENT_DISCONNECTS.inc()
+                log.info("%s: the client left; its work was abandoned", endpoint.route)
+            result = exc.answer(endpoint.errors)  # in the route's protocol's shape, once
         if not isinstance(result, Response) and hasattr(result, "__aiter__"):
             result = EventStreamResponse(result)
         if isinstance(result, Response):  # BentoML answers with ctx's status code

@@ -15,8 +15,18 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from service.errors import ProtocolErrors, message_only, to_error_body
+from service.batch.job import QuotaError
+from service.errors import (
+    FINAL_ERROR_HEADER,
+    BodyLimitMiddleware,
+    ProtocolErrors,
+    QueueFullError,
+    TooLargeError,
+    message_only,
+    to_error_body,
+)
 from service.metrics import RejectedRequestCounter
+from service.openai_errors import openai_error
 
 PYDANTIC_ENTRY = {
     "type": "int_type",
@@ -156,3 +166,42 @@ def test_successes_503_429_and_499_are_left_to_where_they_are_decided(kind: str)
     app = RejectedRequestCounter(APP, routes={"/v1/x": lambda body: "left-model"})
     TestClient(app).post(f"/v1/x?kind={kind}")
     assert all(_count("left-model", outcome) == 0 for outcome in ("error", "rejected"))
+
+
+def test_a_typed_error_is_rendered_once_in_its_routes_protocol_shape() -> None:
+    """The route renders the data plane's error in OpenAI's shape itself; the middleware, whose
+    shape for the route would wrap the body again, sends it untouched (no JSON round trip)."""
+    refusal = QueueFullError("the waiting queue is full")
+
+    async def refuse(request: Request) -> Response:
+        return refusal.answer(openai_error)
+
+    def wrap_again(status: int, body: dict) -> dict:
+        return {"wrapped": body}
+
+    app = Starlette(routes=[Route("/v1/x", refuse, methods=["POST"])])
+    response = _client(app, **{"/v1/x": wrap_again}).post("/v1/x")
+    assert response.status_code == 429
+    assert response.json() == openai_error(429, refusal.body())
+    assert response.json()["error"]["type"] == "rate_limit_exceeded"
+    assert response.headers["retry-after"] == "1"
+    assert FINAL_ERROR_HEADER not in response.headers
+
+
+def test_size_refusals_are_typed_413s_with_their_documented_bodies() -> None:
+    quota = QuotaError("the file has more than 10 rows (DLSERVE_BATCH_MAX_ROWS)")
+    assert isinstance(quota, TooLargeError) and quota.status == 413
+    assert quota.body() == {
+        "error": str(quota),
+        "detail": [{"loc": ["body", "file"], "msg": str(quota), "type": "job_too_large"}],
+    }
+    limited = TestClient(BodyLimitMiddleware(APP, max_bytes=1024))
+    response = limited.post("/v1/x?kind=ok", content=b"x" * 1025)
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "request body larger than 1024 bytes",
+        "detail": [
+            {"loc": ["body"], "msg": "body must be at most 1024 bytes", "type": "body_too_large"}
+        ],
+    }
+    assert limited.post("/v1/x?kind=ok", content=b"x" * 1024).status_code == 200

@@ -161,7 +161,7 @@ def run_job(
         summary = run_local(config, ready, limits, stop)
     except QuotaError as exc:
         _drop_outputs(source)
-        return 413, _problem("file", str(exc), "job_too_large")
+        return exc.status, exc.body()
     except JobCanceled as exc:
         _drop_outputs(source)
         return 409, {"error": f"{exc} (PUT /cancel)", "detail": []}

@@ -25,6 +25,7 @@ from service.batch.pipeline import WriteBehind, read_ahead
 from service.batch.readers import InputError, Source, open_source
 from service.batching import Arrays
 from service.config import Settings
+from service.errors import TooLargeError
 
 ROW_ID = "row_id"
 
@@ -83,8 +84,12 @@ class JobConfig:
         return self.output.with_name(self.output.name + ".parts")
 
 
-class QuotaError(InputError):
-    """A job passed one of its ``JobLimits``; the message names the limit and its setting."""
+class QuotaError(TooLargeError, InputError):
+    """A job passed one of its ``JobLimits`` (413 over HTTP); the message names the limit and
+    its setting."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(["body", "file"], message, "job_too_large", summary=message)
 
 
 class JobCanceled(Exception):
