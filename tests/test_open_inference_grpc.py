@@ -6,6 +6,7 @@ keys and the drain on SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from bench import grpc_vs_http
 from harness.http_checks import metric_value
 from harness.images import load_test_images
 from harness.local_server import LocalServer
@@ -265,6 +267,18 @@ def test_a_message_over_the_body_limit_is_resource_exhausted(
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request, timeout=30)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_grpc_bench_checks_its_answers_and_reports_both_protocols(
+    server: LocalServer,
+) -> None:
+    args = grpc_vs_http.parse_args(
+        ["--seconds", "0.2", "--passes", "1", "--concurrency", "2", "--quiet"]
+    )
+    lines = asyncio.run(grpc_vs_http.measure(server, args))
+    rows = [line.split(" | ") for line in lines[2:]]
+    assert [row[0].lstrip("| ") for row in rows] == [cell.label for cell in grpc_vs_http.cells()]
+    assert all(float(row[2].replace(",", "")) > 0 < float(row[3].replace(",", "")) for row in rows)
 
 
 @pytest.fixture(scope="module")
