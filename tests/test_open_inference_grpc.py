@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -323,7 +322,7 @@ def test_a_model_that_is_not_loaded_is_unavailable_with_a_retry_hint(
 
 
 def test_sigterm_makes_the_server_unready_and_refuses_new_inference(
-    stored_models: dict, tmp_path: Path
+    stored_models: dict,
 ) -> None:
     env = {"DLSERVE_MODELS": "fraud", "DLSERVE_SHUTDOWN_DELAY_S": "30"}
     with LocalServer(env) as running:
@@ -335,7 +334,11 @@ def test_sigterm_makes_the_server_unready_and_refuses_new_inference(
         deadline = time.monotonic() + 30
         while client.is_server_ready():  # the worker marks itself draining on the signal
             assert time.monotonic() < deadline, "ServerReady stayed true after SIGTERM"
-        error = refusal(client.infer, FRAUD, grpc_inputs(fraud_arrays(1)))
-        assert error.status() == "StatusCode.UNAVAILABLE"
-        assert "shutting down" in error.message()
+        with grpc.insecure_channel(running.grpc_address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ModelInfer(typed_request(FRAUD, fraud_arrays(1)), timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.details() == "this worker is shutting down (SIGTERM); retry"
+        assert ("retry-after", "1") in caught.value.trailing_metadata()
         client.close()
