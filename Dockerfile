@@ -121,7 +121,9 @@ RUN python3 -m compileall -q service core \
     && chown "${UID}:${UID}" /var/lib/dlserve/bentoml /var/lib/dlserve/bentoml/tmp \
         /var/lib/dlserve/bentoml/prometheus_multiproc_dir /var/lib/dlserve/batch
 USER ${UID}:${UID}
-EXPOSE 3000
+# 3000: HTTP (the API, the probes, /metrics); 8001: the Open Inference Protocol over gRPC
+# (DLSERVE_GRPC_PORT, Triton's convention).
+EXPOSE 3000 8001
 # /livez: the process answers (readiness, i.e. models loaded, is /readyz: Kubernetes probes it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/livez', timeout=4)"]

@@ -61,12 +61,23 @@ class LocalServer:
         # server start and hold each model once per core. No store polling unless asked: the
         # in-process tests register and remove versions in the shared store, which a polling
         # server would swap to and serve for up to a poll interval after they are gone.
-        env = {"DLSERVE_WORKERS": "1", "DLSERVE_MODEL_POLL_S": "0", **os.environ, **(env or {})}
+        # The gRPC port too is a free one (the default, 8001, would be shared by every server
+        # of the same user: SO_REUSEPORT), unless ``env`` names one.
+        named = (env or {}).get("DLSERVE_GRPC_PORT")
+        self.grpc_port = free_port() if named is None else int(named)
+        env = {
+            "DLSERVE_WORKERS": "1",
+            "DLSERVE_MODEL_POLL_S": "0",
+            **os.environ,
+            "DLSERVE_GRPC_PORT": str(self.grpc_port),
+            **(env or {}),
+        }
         shared = Path(env.get("BENTOML_HOME") or Path.home() / "bentoml")
         self.home = private_home(shared)
         env["BENTOML_HOME"] = str(self.home)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"  # the Open Inference Protocol's gRPC
         log_fd, log_path = tempfile.mkstemp(prefix="dlserve-", suffix=".log")
         self._log = Path(log_path)
         command = [

@@ -61,7 +61,7 @@ class ApiKeyGuard:
 
     def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
         self.app = app
-        self.digests = tuple(_digest(key.encode()) for key in keys)
+        self.digests = key_digests(keys)
         self.open_paths = frozenset(open_paths)
 
     def allows(self, scope: Scope) -> bool:
@@ -69,15 +69,9 @@ class ApiKeyGuard:
         path = scope.get("path", "")
         if not self.digests or path in self.open_paths or path.startswith(DOCUMENT_PREFIXES):
             return True
-        header = dict(scope.get("headers", [])).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            return False
-        presented = _digest(token.strip())
-        matched = False
-        for digest in self.digests:  # no early exit: the same work whichever key matches
-            matched |= hmac.compare_digest(presented, digest)
-        return matched
+        return bearer_matches(
+            dict(scope.get("headers", [])).get(b"authorization", b""), self.digests
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.allows(scope):
@@ -96,6 +90,24 @@ class ApiKeyGuard:
             headers={"WWW-Authenticate": "Bearer"},
         )
         await response(scope, receive, send)
+
+
+def key_digests(keys: Iterable[str]) -> tuple[bytes, ...]:
+    """What ``bearer_matches`` compares against: the digest of each accepted key."""
+    return tuple(_digest(key.encode()) for key in keys)
+
+
+def bearer_matches(header: bytes, digests: tuple[bytes, ...]) -> bool:
+    """Whether ``header`` (an ``Authorization`` value, HTTP header or gRPC metadata) is
+    ``Bearer KEY`` with a key among ``digests``' (compared in constant time, against all)."""
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
+        return False
+    presented = _digest(token.strip())
+    matched = False
+    for digest in digests:  # no early exit: the same work whichever key matches
+        matched |= hmac.compare_digest(presented, digest)
+    return matched
 
 
 def _digest(key: bytes) -> bytes:

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="larger request bodies get 413"
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="the Open Inference Protocol over gRPC (`inference.GRPCInferenceService`) "
+        "on this port, from every worker (shared with `SO_REUSEPORT`); 0: no gRPC. A message "
+        "larger than `DLSERVE_MAX_BODY_BYTES` gets `RESOURCE_EXHAUSTED`",
+    )
     max_batch_rows: int = Field(2048, ge=1, description="most rows joined into one inference call")
     max_wait_ms: int = Field(
         0,

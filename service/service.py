@@ -109,6 +109,25 @@ class DLServeBase:
         # tens of ms (the p99 at concurrency 16; docs/BENCHMARKS.md).
         gc.freeze()
 
+    @bentoml.on_startup
+    async def start_grpc(self) -> None:
+        """The Open Inference Protocol over gRPC (``service/grpc_api/``) on this worker's data
+        plane, on ``DLSERVE_GRPC_PORT`` (0: none)."""
+        self.grpc = None
+        if SETTINGS.grpc_port:
+            # Imported only here: its stubs and Triton's client's share message names in
+            # protobuf's default pool (service/grpc_api/__init__.py).
+            from service.grpc_api import server as grpc_server
+
+            self.grpc = await grpc_server.start(self.plane, SETTINGS, API_KEYS)
+            log.info("Open Inference Protocol over gRPC on port %d", SETTINGS.grpc_port)
+
+    @bentoml.on_shutdown
+    async def stop_grpc(self) -> None:
+        """Let this worker's gRPC calls in flight finish (within the grace period), then stop."""
+        if self.grpc is not None:
+            await self.grpc.stop(SETTINGS.shutdown_grace_s)
+
     def __is_ready__(self) -> bool:
         """Every enabled model is ready and the worker is not draining (after SIGTERM)."""
         return self.plane.is_ready()

@@ -99,8 +99,8 @@ def parse_request(
     if request_id is not None and not isinstance(request_id, str):
         raise RequestInputError(["id"], "id must be a string", "wrong_type")
     arrays = _inputs(request.get("inputs"), inputs, binary)
-    _check_axes(arrays, inputs, max_rows)
-    requested = _outputs(request.get("outputs"), outputs, binary_output)
+    check_axes(arrays, inputs, max_rows)
+    requested = requested_outputs(request.get("outputs"), outputs, binary_output)
     return InferRequest(request_id, arrays, requested)
 
 
@@ -113,14 +113,7 @@ def encode_response(
     described = []
     blobs = []
     for output, binary in request.outputs:
-        array = np.ascontiguousarray(outputs[output])
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise RequestInputError(
-                ["outputs", output],
-                "the model's output for these inputs is not finite (NaN or infinity); "
-                "send inputs within the model's documented range",
-                "not_finite_output",
-            )
+        array = finite_output(output, outputs[output])
         entry: dict[str, Any] = {
             "name": output,
             "datatype": datatype(array.dtype),
@@ -140,6 +133,20 @@ def encode_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def finite_output(name: str, array: np.ndarray) -> np.ndarray:
+    """Output ``name`` as a contiguous array; never a NaN or infinity (JSON would carry it as
+    ``null``): ``RequestInputError`` at ``outputs.<name>``."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise RequestInputError(
+            ["outputs", name],
+            "the model's output for these inputs is not finite (NaN or infinity); "
+            "send inputs within the model's documented range",
+            "not_finite_output",
+        )
+    return array
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -212,27 +219,16 @@ def _tensor(
     """One input as an array of the spec's dtype and the given shape; the binary offset after
     it."""
     name = spec["name"]
-    dtype = np.dtype(spec["dtype"])
+    dtype = input_dtype(spec, entry.get("datatype"))
     expected = datatype(dtype)
-    if entry.get("datatype") != expected:
-        raise RequestInputError(
-            [name],
-            f"datatype {entry.get('datatype')!r}; the model takes {expected}",
-            "wrong_datatype",
-        )
-    shape = _shape(name, entry.get("shape"), spec["shape"])
+    shape = check_shape(name, entry.get("shape"), spec["shape"])
     count = math.prod(shape)
     parameters = _object(entry.get("parameters", {}), name)
     if "shared_memory_region" in parameters:
         raise RequestInputError([name], "shared memory is not supported", "unsupported")
     size = parameters.get("binary_data_size")
     if size is None:
-        array = _from_json(name, entry.get("data"), dtype)
-        if array.size != count:
-            raise RequestInputError(
-                [name], f"{array.size} values; shape {shape} holds {count}", "wrong_size"
-            )
-        array = array.reshape(shape)
+        array = values_as(name, entry.get("data"), dtype, shape)
     else:
         if "data" in entry:
             raise RequestInputError([name], "give data or binary_data_size, not both", "both")
@@ -251,12 +247,29 @@ def _tensor(
             )
         array = np.frombuffer(binary, dtype, count, offset).reshape(shape)
         offset += size
-    if dtype.kind == "f" and not np.isfinite(array).all():
-        raise RequestInputError([name], "values must be finite numbers", "not_finite")
+    check_finite(name, array)
     return array, offset
 
 
-def _shape(name: str, given: Any, expected: list[int | str]) -> list[int]:
+def input_dtype(spec: dict[str, Any], given: Any) -> np.dtype:
+    """The numpy dtype of input ``spec``, when the request's ``datatype`` is its protocol
+    name; ``RequestInputError`` naming the input otherwise."""
+    dtype = np.dtype(spec["dtype"])
+    expected = datatype(dtype)
+    if given != expected:
+        raise RequestInputError(
+            [spec["name"]], f"datatype {given!r}; the model takes {expected}", "wrong_datatype"
+        )
+    return dtype
+
+
+def check_finite(name: str, array: np.ndarray) -> None:
+    """``RequestInputError`` naming input ``name`` when a float value is NaN or infinite."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise RequestInputError([name], "values must be finite numbers", "not_finite")
+
+
+def check_shape(name: str, given: Any, expected: list[int | str]) -> list[int]:
     """The given shape, if it has the stored rank, its fixed sizes, and no empty axis."""
     fits = (
         isinstance(given, list)
@@ -276,13 +289,24 @@ def _shape(name: str, given: Any, expected: list[int | str]) -> list[int]:
     return given
 
 
-def _from_json(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
-    """JSON values as ``dtype``: numbers of a kind the datatype holds (no fractions for
-    integers, only true/false for BOOL), within its range."""
+def values_as(name: str, data: Any, dtype: np.dtype, shape: list[int]) -> np.ndarray:
+    """JSON values (or a typed list of values) as ``dtype`` in ``shape``: numbers of a kind
+    the datatype holds (no fractions for integers, only true/false for BOOL), within its
+    range, exactly as many as the shape holds."""
     if not isinstance(data, list):
         raise RequestInputError(
             [name], "data must be a JSON array (or use binary_data_size)", "wrong_type"
         )
+    array = _values(name, data, dtype)
+    count = math.prod(shape)
+    if array.size != count:
+        raise RequestInputError(
+            [name], f"{array.size} values; shape {shape} holds {count}", "wrong_size"
+        )
+    return array.reshape(shape)
+
+
+def _values(name: str, data: list[Any], dtype: np.dtype) -> np.ndarray:
     try:
         values = np.array(data)
     except (ValueError, OverflowError) as exc:
@@ -305,7 +329,7 @@ def _from_json(name: str, data: Any, dtype: np.dtype) -> np.ndarray:
         return values.astype(dtype, copy=False)
 
 
-def _check_axes(arrays: Arrays, specs: list[dict[str, Any]], max_rows: int) -> None:
+def check_axes(arrays: Arrays, specs: list[dict[str, Any]], max_rows: int) -> None:
     """A named axis has one size across inputs; the rows (axis 0) are 1 to ``max_rows``."""
     sizes: dict[str, tuple[int, str]] = {}
     for spec in specs:
@@ -328,7 +352,7 @@ def _check_axes(arrays: Arrays, specs: list[dict[str, Any]], max_rows: int) -> N
             )
 
 
-def _outputs(given: Any, names: list[str], binary_default: bool) -> list[tuple[str, bool]]:
+def requested_outputs(given: Any, names: list[str], binary_default: bool) -> list[tuple[str, bool]]:
     """The requested outputs in order (default: all), each with whether it goes binary."""
     if given is None:
         return [(name, binary_default) for name in names]

@@ -22,6 +22,9 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="dlserve-tests-"))
 os.environ["BENTOML_HOME"] = str(SCRATCH / "bentoml")
 os.environ["DLSERVE_REPORTS"] = str(SCRATCH / "reports")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# No gRPC server for the service run in this process (its stubs would share protobuf's default
+# pool with tritonclient.grpc's, service/grpc_api/__init__.py); each LocalServer gets its own.
+os.environ["DLSERVE_GRPC_PORT"] = "0"
 # Passive OpenMP waiting, as `python -m training` sets it: spinning threads collapse when other
 # processes share the cores (the smoke runs train in this process).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

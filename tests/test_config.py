@@ -20,6 +20,7 @@ CASES = {
     "workers": ("2", 2, "0", "greater than or equal to 1"),
     "intra_op_threads": ("0", 0, "-1", "greater than or equal to 0"),
     "max_body_bytes": ("2048", 2048, "lots", "valid integer"),
+    "grpc_port": ("9001", 9001, "70000", "less than or equal to 65535"),
     "max_batch_rows": ("64", 64, "0", "greater than or equal to 1"),
     "max_wait_ms": ("5", 5, "-5", "greater than or equal to 0"),
     "max_queue_rows": ("10", 10, "0", "greater than or equal to 1"),

@@ -252,7 +252,7 @@ def test_runtime_stage_contract() -> None:
     uid = next(a.split("=")[1] for a in runtime.all("ARG") if a.startswith("UID="))
     assert int(uid) >= 10000
     assert runtime.all("USER") == ["${UID}:${UID}"]
-    assert runtime.all("EXPOSE") == ["3000"]
+    assert runtime.all("EXPOSE") == ["3000 8001"]  # HTTP, and gRPC (DLSERVE_GRPC_PORT's default)
     assert runtime.all("STOPSIGNAL") == ["SIGTERM"]
     (healthcheck,) = runtime.all("HEALTHCHECK")
     assert "CMD [" in healthcheck and "http://127.0.0.1:3000/livez" in healthcheck

@@ -208,9 +208,13 @@ def test_deployment_is_safe_and_drains(overlay: str) -> None:
         "/tmp",
     }
     assert Path(env["BENTOML_RESULT_STORE"]).parent == Path(config["DLSERVE_BATCH_DIR"])
-    # probes on the image's port
-    port = int(stage("runtime").all("EXPOSE")[0])
-    assert server["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    # probes on the image's HTTP port; gRPC on the port the settings name
+    http, grpc = (int(port) for port in stage("runtime").all("EXPOSE")[0].split())
+    assert server["ports"] == [
+        {"name": "http", "containerPort": http, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": grpc, "protocol": "TCP"},
+    ]
+    assert int(objects["ConfigMap"]["data"]["DLSERVE_GRPC_PORT"]) == grpc
     assert server["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert server["readinessProbe"]["httpGet"]["path"] == "/readyz"
     startup = server["startupProbe"]
@@ -288,16 +292,19 @@ def test_service_monitor_pdb_hpa_policy_select_the_deployment() -> None:
         objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"].items()
         <= service_labels.items()
     )
-    (service_port,) = objects["Service"]["spec"]["ports"]
+    http_port, grpc_port = objects["Service"]["spec"]["ports"]
     (endpoint,) = objects["ServiceMonitor"]["spec"]["endpoints"]
-    assert endpoint["port"] == service_port["name"] and endpoint["path"] == "/metrics"
-    port = container(objects["Deployment"])["ports"][0]
-    assert service_port["targetPort"] == port["name"]
-    # the NetworkPolicy opens the container port only (API and /metrics share it)
-    allowed = {
-        p["port"] for rule in objects["NetworkPolicy"]["spec"]["ingress"] for p in rule["ports"]
-    }
-    assert allowed == {port["containerPort"]}
+    assert endpoint["port"] == http_port["name"] and endpoint["path"] == "/metrics"
+    ports = container(objects["Deployment"])["ports"]
+    assert [p["targetPort"] for p in (http_port, grpc_port)] == [p["name"] for p in ports]
+    assert grpc_port["appProtocol"] == "grpc"
+    # the NetworkPolicy opens the container ports only (API and /metrics share HTTP's), and
+    # only HTTP's to Prometheus
+    ingress = objects["NetworkPolicy"]["spec"]["ingress"]
+    allowed = {p["port"] for rule in ingress for p in rule["ports"]}
+    assert allowed == {p["containerPort"] for p in ports}
+    scrape = next(rule for rule in ingress if "monitoring" in json.dumps(rule["from"]))
+    assert [p["port"] for p in scrape["ports"]] == [ports[0]["containerPort"]]
     hpa = objects["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == objects["Deployment"]["metadata"]["name"]
     assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] < hpa["minReplicas"]
