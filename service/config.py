@@ -248,6 +248,13 @@ class Settings(BaseSettings):
         description="BentoML's `bentoml_service_request_*` metrics on the areas' routes (the "
         "alerts and the autoscaler read them); off also drops those routes' access log lines",
     )
+    lean_path: bool = Field(
+        True,
+        description="the V2 `infer` routes and the fraud and image routes are answered in front "
+        "of BentoML's per-request layers, with the same checks, answers and metrics "
+        "(ARCHITECTURE.md, The lean HTTP path); off, or with the access log or tracing on, "
+        "BentoML answers them",
+    )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod

@@ -1,0 +1,340 @@
+"""The lean HTTP path: the hot routes answered in front of BentoML's per-request machinery, in
+the same worker, on the same port.
+
+``bentoml serve`` hands uvicorn the app its ``Service.to_asgi`` builds: Starlette's error
+middleware, BentoML's request metrics, OpenTelemetry's middleware, its timeout (a task per
+request), dlserve's middlewares, BentoML's context middleware, Starlette's exception middleware,
+its router (some 40 routes and mounts) and BentoML's API wrapper (request context, body model,
+response headers). ``install`` replaces that method on dlserve's service only: the app it
+returns is ``LeanDispatch``, which sends
+
+- ``POST /v2/models/{name}[/versions/{v}]/infer`` and
+- ``POST`` to the named routes it is given (the fraud and image routes)
+
+to a lean stack, and every other request (and the lifespan) to BentoML's app unchanged. The
+lean stack keeps what those routes' behaviour needs and nothing else:
+
+1. ``RequestAccounting``: the request counted in the worker's ``Traffic.started`` (as the
+   patched timeout middleware counts it, ``service.bentoml_compat``), BentoML's request timeout
+   (504 when no answer has started after ``timeout_s``), and BentoML's own request metrics
+   (``bentoml_service_request_total``, ``..._request_duration_seconds``,
+   ``..._last_request_timestamp_seconds``: same names, labels and buckets, written to the same
+   multiprocess files, so ``/metrics`` and the alerts see one series);
+2. every dlserve middleware, the very classes and options BentoML's app holds (errors' shape,
+   refusals counted, API keys, paced refusals, admission, read deadline, body limit, upload
+   checks);
+3. the route: the V2 app (``service.open_inference``, as mounted in BentoML) or
+   ``NamedRoute``: the route's own BentoML input model (same pydantic schema, strict, same
+   field errors as BentoML's 400) and the route's method, with a context that holds the request.
+
+With BentoML's access log or tracing on (``DLSERVE_ACCESS_LOG``, ``DLSERVE_TRACING``) nothing
+is routed lean (``wanted``): those layers would be skipped. ``DLSERVE_LEAN_PATH=false`` turns it
+off; ``DLSERVE_REQUEST_METRICS=false`` leaves the lean routes out of the request metrics, as
+BentoML does. Answers on the lean path carry ``x-dlserve-path: lean`` (what the tests check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from timeit import default_timer
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import Settings
+from service.traffic import Traffic
+
+log = logging.getLogger("dlserve")
+LEAN_HEADER = (b"x-dlserve-path", b"lean")
+V2_MODELS = "/v2/models/"
+INFER = "/infer"
+HOT_AREAS = ("fraud", "image")  # the areas whose named routes are answered lean
+LABEL_CACHE_LIMIT = 4096  # label children kept per metric; other paths are looked up each time
+
+
+class LeanDispatch:
+    """The worker's outermost ASGI app: hot routes to ``lean``, all else to ``bentoml_app``."""
+
+    def __init__(self, bentoml_app: ASGIApp, lean: ASGIApp, named: frozenset[str]) -> None:
+        self.bentoml_app = bentoml_app
+        self.lean = lean
+        self.named = named
+
+    def is_hot(self, scope: Scope) -> bool:
+        """A POST to a named route or to a V2 ``infer`` route."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return False
+        path = scope["path"]
+        return path in self.named or (path.startswith(V2_MODELS) and path.endswith(INFER))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.is_hot(scope):
+            await self.lean(scope, receive, send)
+        else:
+            await self.bentoml_app(scope, receive, send)
+
+
+class BentoRequestMetrics:
+    """BentoML's HTTP request metrics (``RunnerTrafficMetricsMiddleware``'s), written for the
+    lean path: the same metric names, labels and buckets, in the multiprocess value files that
+    BentoML's ``/metrics`` collects."""
+
+    def __init__(self) -> None:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+        from bentoml._internal.context import server_context
+        from prometheus_client import Counter, Gauge, Histogram
+
+        namespace = BentoMLContainer.api_server_config.metrics.namespace.get()
+        buckets = BentoMLContainer.duration_buckets.get()
+        labels = ["endpoint", "service_name", "service_version", "http_response_code"]
+        # registry=None: BentoML's own instances are registered; these write the same series
+        self.duration = Histogram(
+            "request_duration_seconds",
+            "runner RPC duration in seconds",
+            [*labels, "runner_name"],
+            namespace=namespace,
+            buckets=buckets,
+            registry=None,
+        )
+        self.total = Counter(
+            "request_total",
+            "Total number of runner RPC",
+            [*labels, "runner_name"],
+            namespace=namespace,
+            registry=None,
+        )
+        self.last_request = Gauge(
+            "last_request_timestamp_seconds",
+            "Timestamp of the last received request",
+            ["service_name", "service_version", "runner_name"],
+            namespace=namespace,
+            registry=None,
+        ).labels(
+            server_context.bento_name, server_context.bento_version, server_context.service_name
+        )
+        self._identity = (server_context.bento_name, server_context.bento_version)
+        self._runner = server_context.service_name
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def seen(self) -> None:
+        """A request arrived (BentoML's last-request timestamp)."""
+        self.last_request.set_to_current_time()
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        """One answered request on ``path`` with ``status``, taking ``seconds``."""
+        children = self._children.get((path, status))
+        if children is None:
+            values = (path, *self._identity, str(status), self._runner)
+            children = (self.total.labels(*values), self.duration.labels(*values))
+            if len(self._children) < LABEL_CACHE_LIMIT:
+                self._children[(path, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class UncountedRequests:
+    """The request metrics when they are off (``DLSERVE_REQUEST_METRICS=false``): nothing."""
+
+    def seen(self) -> None:
+        """Nothing to record."""
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        """Nothing to record."""
+
+
+class RequestAccounting:
+    """ASGI middleware, outermost on the lean path: what BentoML's outer layers did for these
+    routes (``Traffic.started``, the 504 timeout, request metrics); marks answers lean."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        traffic: Traffic,
+        timeout_s: float,
+        metrics: Callable[[], BentoRequestMetrics | UncountedRequests],
+    ) -> None:
+        self.app = app
+        self.traffic = traffic
+        self.timeout_s = timeout_s
+        self._make_metrics = metrics
+        self._metrics: BentoRequestMetrics | UncountedRequests | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics = self._metrics
+        if metrics is None:  # made in the worker, once BentoML's server context is set
+            metrics = self._metrics = self._make_metrics()
+        metrics.seen()
+        start = default_timer()
+        status = 0
+        deadline = asyncio.timeout(self.timeout_s)
+
+        async def answering(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                deadline.reschedule(None)  # as BentoML's: the timeout ends when the answer starts
+                message["headers"] = [*message.get("headers", ()), LEAN_HEADER]
+            elif not message.get("more_body", False):
+                metrics.observe(scope["path"], status, max(default_timer() - start, 0))
+            await send(message)
+
+        self.traffic.started += 1
+        try:
+            async with deadline:
+                await self.app(scope, receive, answering)
+        except TimeoutError:
+            if not deadline.expired() or status:
+                raise
+            error = {"error": f"Not able to process the request in {self.timeout_s} seconds"}
+            await JSONResponse(error, status_code=504)(scope, receive, answering)
+        finally:
+            self.traffic.started -= 1
+
+
+@dataclass
+class AnswerState:
+    """What a route sets on its context's response (``ctx.response.status_code``)."""
+
+    status_code: int = 200
+
+
+@dataclass
+class LeanContext:
+    """The ``ctx`` a named route gets on the lean path: the request and its answer's state."""
+
+    request: Request
+    response: AnswerState = field(default_factory=AnswerState)
+
+
+@dataclass(frozen=True)
+class PlaneOwner:
+    """The ``self`` of a route method: what the service instance gives it (``plane``)."""
+
+    current_plane: Callable[[], Any]
+
+    @property
+    def plane(self) -> Any:
+        return self.current_plane()
+
+
+class NamedRoute:
+    """ASGI app answering one named route as BentoML's API wrapper does (body parsed into the
+    route's input model, its field errors as BentoML's 400 body, the route's answer or its
+    output model's), without BentoML's request context."""
+
+    def __init__(self, api: Any, owner: PlaneOwner, server_header: str) -> None:
+        from _bentoml_impl.serde import ALL_SERDE
+
+        self.api = api
+        self.owner = owner
+        # the body's media type is checked before (JsonBodyGuard, UploadGuard): one parser
+        self.serde = ALL_SERDE[api.input_spec.mime_type()]()
+        self.server_header = server_header
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.answer(request)
+        except ValidationError as exc:
+            body = {
+                "error": f"{exc.error_count()} validation error for {exc.title}",
+                "detail": exc.errors(include_context=False, include_input=False),
+            }
+            response = JSONResponse(body, status_code=400)
+        except Exception:
+            log.exception("%s: unexpected error", scope["path"])
+            error = "An unexpected error has occurred, please check the server log."
+            response = JSONResponse({"error": error}, status_code=500)
+        response.headers["server"] = self.server_header
+        try:
+            await response(scope, receive, send)
+        finally:
+            await request.close()
+
+    async def answer(self, request: Request) -> Response:
+        """The route's answer to ``request`` (``ValidationError`` for a body off its schema)."""
+        api = self.api
+        data = await api.input_spec.from_http_request(request, self.serde)
+        kwargs = {name: getattr(data, name) for name in type(data).model_fields}
+        ctx = LeanContext(request)
+        output = await api.func(self.owner, ctx=ctx, **kwargs)
+        if isinstance(output, Response):
+            return output
+        response = await api.output_spec.to_http_response(output, self.serde)
+        response.status_code = ctx.response.status_code
+        return response
+
+
+class LeanRoutes:
+    """ASGI app: the V2 app for ``/v2`` paths, else the named route of the path."""
+
+    def __init__(self, v2_app: ASGIApp, named: dict[str, ASGIApp]) -> None:
+        self.v2_app = v2_app
+        self.named = named
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.named.get(scope["path"])
+        await (route or self.v2_app)(scope, receive, send)
+
+
+def wrap(app: ASGIApp, middlewares: Iterable[tuple[type, dict[str, Any]]]) -> ASGIApp:
+    """``app`` inside ``middlewares`` (the first one outermost, as BentoML stacks them)."""
+    for middleware, options in reversed(list(middlewares)):
+        app = middleware(app, **options)
+    return app
+
+
+@dataclass(frozen=True)
+class LeanPath:
+    """What ``install`` needs to build a worker's lean stack."""
+
+    service: Any  # the bentoml Service (its apis, middlewares, name and traffic timeout)
+    named_apis: dict[str, str]  # route -> the service's API name
+    v2_app: ASGIApp
+    current_plane: Callable[[], Any]
+    traffic: Traffic
+    request_metrics: bool
+
+    def build(self) -> tuple[ASGIApp, frozenset[str]]:
+        """The lean stack and the named routes it answers."""
+        server = f"BentoML Service/{self.service.name}"
+        owner = PlaneOwner(self.current_plane)
+        named: dict[str, ASGIApp] = {
+            route: NamedRoute(self.service.apis[api], owner, server)
+            for route, api in self.named_apis.items()
+        }
+        app = wrap(LeanRoutes(self.v2_app, named), self.service.middlewares)
+        timeout_s = self.service.config.get("traffic", {}).get("timeout", 60)
+        metrics = BentoRequestMetrics if self.request_metrics else UncountedRequests
+        return RequestAccounting(app, self.traffic, timeout_s, metrics), frozenset(named)
+
+
+def wanted(settings: Settings) -> bool:
+    """Whether ``settings`` route the hot routes lean (on, and no per-request extra that only
+    BentoML's stack has)."""
+    return settings.lean_path and not settings.access_log and not settings.tracing
+
+
+def install(lean: LeanPath) -> None:
+    """Make ``lean.service``'s ``to_asgi`` return BentoML's app behind a ``LeanDispatch``.
+
+    BentoML's ``Service`` is a slotted attrs class: the instance's class becomes a subclass of
+    it with no slots of its own (the same layout) that overrides ``to_asgi`` only.
+    """
+    service = lean.service
+
+    class LeanService(type(service)):  # type: ignore[misc]
+        __slots__ = ()
+
+        def to_asgi(self, is_main: bool = True) -> ASGIApp:
+            app = super().to_asgi(is_main=is_main)
+            stack, named = lean.build()
+            return LeanDispatch(app, stack, named)
+
+    service.__class__ = LeanService
