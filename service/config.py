@@ -255,13 +255,18 @@ class Settings(BaseSettings):
         "(ARCHITECTURE.md, The lean HTTP path); off, or with the access log or tracing on, "
         "BentoML answers them",
     )
+    lean_areas: NameList = Field(
+        ("fraud", "image"),
+        description="comma list of the areas whose named routes take the lean path (with "
+        "`DLSERVE_LEAN_PATH`; the V2 `infer` routes always do)",
+    )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("models", "area_modules", "pinned_models", mode="before")
+    @field_validator("models", "area_modules", "pinned_models", "lean_areas", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return split_names(value) if isinstance(value, str) else value

@@ -9,7 +9,7 @@ response headers). ``install`` replaces that method on dlserve's service only: t
 returns is ``LeanDispatch``, which sends
 
 - ``POST /v2/models/{name}[/versions/{v}]/infer`` and
-- ``POST`` to the named routes it is given (the fraud and image routes)
+- ``POST`` to the named routes of the areas ``DLSERVE_LEAN_AREAS`` names (fraud and image)
 
 to a lean stack, and every other request (and the lifespan) to BentoML's app unchanged. The
 lean stack keeps what those routes' behaviour needs and nothing else:
@@ -42,19 +42,20 @@ from dataclasses import dataclass, field
 from timeit import default_timer
 from typing import Any
 
+from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import Settings
+from service.area import Area
+from service.config import Settings, SettingsError
 from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
 LEAN_HEADER = (b"x-dlserve-path", b"lean")
 V2_MODELS = "/v2/models/"
 INFER = "/infer"
-HOT_AREAS = ("fraud", "image")  # the areas whose named routes are answered lean
 LABEL_CACHE_LIMIT = 4096  # label children kept per metric; other paths are looked up each time
 
 
@@ -178,7 +179,8 @@ class RequestAccounting:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                deadline.reschedule(None)  # as BentoML's: the timeout ends when the answer starts
+                if not deadline.expired():  # as BentoML's: no timeout once the answer starts
+                    deadline.reschedule(None)
                 message["headers"] = [*message.get("headers", ()), LEAN_HEADER]
             elif not message.get("more_body", False):
                 metrics.observe(scope["path"], status, max(default_timer() - start, 0))
@@ -247,6 +249,9 @@ class NamedRoute:
                 "detail": exc.errors(include_context=False, include_input=False),
             }
             response = JSONResponse(body, status_code=400)
+        except BentoMLException as exc:  # as BentoML's API wrapper words it
+            log.exception("%s: BentoML refused the request", scope["path"])
+            response = bentoml_refusal(exc)
         except Exception:
             log.exception("%s: unexpected error", scope["path"])
             error = "An unexpected error has occurred, please check the server log."
@@ -269,6 +274,18 @@ class NamedRoute:
         response = await api.output_spec.to_http_response(output, self.serde)
         response.status_code = ctx.response.status_code
         return response
+
+
+def bentoml_refusal(exc: BentoMLException) -> JSONResponse:
+    """The answer BentoML's API wrapper gives to ``exc`` (1.4.40's wording and shapes)."""
+    status = exc.error_code.value
+    if status in (401, 403):
+        body: Any = {"error": "Authorization error"}
+    elif status >= 500:
+        body = {"error": "An unexpected error has occurred, please check the server log."}
+    else:
+        body = [{"error": str(exc)}]  # BentoML sends a one-element list here
+    return JSONResponse(body, status_code=status)
 
 
 class LeanRoutes:
@@ -319,6 +336,17 @@ def wanted(settings: Settings) -> bool:
     """Whether ``settings`` route the hot routes lean (on, and no per-request extra that only
     BentoML's stack has)."""
     return settings.lean_path and not settings.access_log and not settings.tracing
+
+
+def named_routes(areas: dict[str, Area], lean_areas: Iterable[str]) -> dict[str, str]:
+    """Route -> API name of the named routes of ``lean_areas`` (``DLSERVE_LEAN_AREAS``);
+    ``SettingsError`` naming the setting for an area that is not declared."""
+    unknown = sorted(set(lean_areas) - set(areas))
+    if unknown:
+        raise SettingsError(
+            f"DLSERVE_LEAN_AREAS names unknown areas {unknown}; known: {sorted(areas)}"
+        )
+    return {e.route: e.api_name for name in lean_areas for e in areas[name].endpoints}
 
 
 def install(lean: LeanPath) -> None:

@@ -392,12 +392,7 @@ if lean_path.wanted(SETTINGS):
     lean_path.install(
         lean_path.LeanPath(
             service=DLServe,
-            named_apis={
-                endpoint.route: endpoint.api_name
-                for name in lean_path.HOT_AREAS
-                if name in AREAS
-                for endpoint in AREAS[name].endpoints
-            },
+            named_apis=lean_path.named_routes(AREAS, SETTINGS.lean_areas),
             v2_app=V2_APP,
             current_plane=PLANE,
             traffic=TRAFFIC,

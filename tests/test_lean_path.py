@@ -1,0 +1,109 @@
+"""The lean path's pieces in process: which requests the dispatcher sends lean, the outer layer's
+accounting (``Traffic.started`` while a request runs, BentoML's request metrics, the 504 of
+BentoML's timeout, the ``x-dlserve-path`` mark) and the check of ``DLSERVE_LEAN_AREAS``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from service import registry
+from service.config import SettingsError
+from service.lean_path import LeanDispatch, RequestAccounting, named_routes
+from service.traffic import Traffic
+
+
+class Recorded:
+    """Request metrics that remember what they were told."""
+
+    def __init__(self) -> None:
+        self.seen_count = 0
+        self.observed: list[tuple[str, int]] = []
+
+    def seen(self) -> None:
+        self.seen_count += 1
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        assert seconds >= 0
+        self.observed.append((path, status))
+
+
+def http(path: str, method: str = "POST") -> Scope:
+    return {"type": "http", "method": method, "path": path, "headers": []}
+
+
+async def call(app: object, scope: Scope) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)  # type: ignore[operator]
+    return sent
+
+
+def test_only_posts_to_the_named_and_v2_infer_routes_go_lean() -> None:
+    dispatch = LeanDispatch(bentoml_app=None, lean=None, named=frozenset({"/v1/fraud/score"}))
+    lean = [
+        http("/v1/fraud/score"),
+        http("/v2/models/fraud-scorer/infer"),
+        http("/v2/models/fraud-scorer/versions/3/infer"),
+    ]
+    not_lean = [
+        http("/v1/fraud/score", "GET"),
+        http("/v2/models/fraud-scorer/infer", "GET"),
+        http("/v2/models/fraud-scorer"),
+        http("/v1/sentiment"),
+        {"type": "lifespan"},
+    ]
+    assert [dispatch.is_hot(scope) for scope in lean] == [True] * 3
+    assert [dispatch.is_hot(scope) for scope in not_lean] == [False] * 5
+
+
+def test_a_request_is_counted_while_it_runs_measured_and_marked() -> None:
+    traffic = Traffic()
+    metrics = Recorded()
+    started_inside: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started_inside.append(traffic.started)
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b"})
+
+    accounting = RequestAccounting(app, traffic, 60, lambda: metrics)
+    sent = asyncio.run(call(accounting, http("/v1/fraud/score")))
+    assert started_inside == [1] and traffic.started == 0
+    assert (b"x-dlserve-path", b"lean") in sent[0]["headers"]
+    assert metrics.seen_count == 1
+    assert metrics.observed == [("/v1/fraud/score", 201)]  # once, at the last body message
+
+
+def test_a_request_not_answered_in_time_gets_bentoml_s_504_and_is_counted() -> None:
+    traffic = Traffic()
+    metrics = Recorded()
+
+    async def never_answers(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.Event().wait()
+
+    accounting = RequestAccounting(never_answers, traffic, 0.01, lambda: metrics)
+    sent = asyncio.run(call(accounting, http("/v2/models/fraud-scorer/infer")))
+    assert sent[0]["status"] == 504
+    assert json.loads(sent[1]["body"]) == {
+        "error": "Not able to process the request in 0.01 seconds"
+    }
+    assert metrics.observed == [("/v2/models/fraud-scorer/infer", 504)]
+    assert traffic.started == 0
+
+
+def test_an_unknown_lean_area_stops_the_start_naming_the_setting() -> None:
+    areas = registry.all_areas(())
+    assert set(named_routes(areas, ["fraud"])) == {"/v1/fraud/score"}
+    with pytest.raises(SettingsError, match=r"DLSERVE_LEAN_AREAS.*'nope'"):
+        named_routes(areas, ["fraud", "nope"])
