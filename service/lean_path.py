@@ -22,7 +22,8 @@ lean stack keeps what those routes' behaviour needs and nothing else:
    multiprocess files, so ``/metrics`` and the alerts see one series);
 2. every dlserve middleware, the very classes and options BentoML's app holds (errors' shape,
    refusals counted, API keys, paced refusals, admission, read deadline, body limit, upload
-   checks);
+   checks), but those that only answer paths of their own (``own_paths_only``: the OpenAPI
+   document, the batch job's task routes);
 3. the route: the V2 app (``service.open_inference``, as mounted in BentoML) or
    ``NamedRoute``: the route's own BentoML input model (same pydantic schema, strict, same
    field errors as BentoML's 400) and the route's method, with a context that holds the request.
@@ -317,6 +318,8 @@ class LeanPath:
     current_plane: Callable[[], Any]
     traffic: Traffic
     request_metrics: bool
+    # middlewares that answer only paths of their own, never a hot route: left off the stack
+    own_paths_only: tuple[type, ...] = ()
 
     def build(self) -> tuple[ASGIApp, frozenset[str]]:
         """The lean stack and the named routes it answers."""
@@ -326,7 +329,8 @@ class LeanPath:
             route: NamedRoute(self.service.apis[api], owner, server)
             for route, api in self.named_apis.items()
         }
-        app = wrap(LeanRoutes(self.v2_app, named), self.service.middlewares)
+        middlewares = [m for m in self.service.middlewares if m[0] not in self.own_paths_only]
+        app = wrap(LeanRoutes(self.v2_app, named), middlewares)
         timeout_s = self.service.config.get("traffic", {}).get("timeout", 60)
         metrics = BentoRequestMetrics if self.request_metrics else UncountedRequests
         return RequestAccounting(app, self.traffic, timeout_s, metrics), frozenset(named)

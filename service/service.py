@@ -397,5 +397,6 @@ if lean_path.wanted(SETTINGS):
             current_plane=PLANE,
             traffic=TRAFFIC,
             request_metrics=SETTINGS.request_metrics,
+            own_paths_only=(OpenAPIDocument, BatchTaskRoutes),
         )
     )
