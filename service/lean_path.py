@@ -24,7 +24,8 @@ lean stack keeps what those routes' behaviour needs and nothing else:
    refusals counted, API keys, paced refusals, admission, read deadline, body limit, upload
    checks), but those that only answer paths of their own (``own_paths_only``: the OpenAPI
    document, the batch job's task routes);
-3. the route: the V2 app (``service.open_inference``, as mounted in BentoML) or
+3. the route: the V2 app's ``infer`` endpoint (``service.open_inference``, as mounted in
+   BentoML; without the V2 app's own router and middlewares, which answer the other paths) or
    ``NamedRoute``: the route's own BentoML input model (same pydantic schema, strict, same
    field errors as BentoML's 400) and the route's method, with a context that holds the request.
 
@@ -38,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from timeit import default_timer
 from typing import Any
@@ -46,7 +48,7 @@ from typing import Any
 from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.area import Area
@@ -57,6 +59,8 @@ log = logging.getLogger("dlserve")
 LEAN_HEADER = (b"x-dlserve-path", b"lean")
 V2_MODELS = "/v2/models/"
 INFER = "/infer"
+# the V2 infer routes' paths, as Starlette's router matches ``{name}`` and ``{version}``
+V2_INFER_PATH = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer")
 LABEL_CACHE_LIMIT = 4096  # label children kept per metric; other paths are looked up each time
 
 
@@ -289,16 +293,41 @@ def bentoml_refusal(exc: BentoMLException) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-class LeanRoutes:
-    """ASGI app: the V2 app for ``/v2`` paths, else the named route of the path."""
+class V2Infer:
+    """ASGI app: the V2 ``infer`` route's endpoint called straight for a path it answers (the
+    path's ``name`` and ``version`` as Starlette's router gives them), other paths to the V2
+    app (its 404s). An exception escaping the endpoint gets the 500 Starlette's error
+    middleware gives (``ProtocolErrors`` shapes it)."""
 
-    def __init__(self, v2_app: ASGIApp, named: dict[str, ASGIApp]) -> None:
+    def __init__(self, v2_app: ASGIApp, endpoint: Callable[[Request], Awaitable[Response]]):
         self.v2_app = v2_app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = V2_INFER_PATH.fullmatch(scope["path"])
+        if match is None:
+            await self.v2_app(scope, receive, send)
+            return
+        params = match.groupdict()
+        scope["path_params"] = params if params["version"] is not None else {"name": params["name"]}
+        try:
+            response = await self.endpoint(Request(scope, receive))
+        except Exception:
+            log.exception("%s: unexpected error", scope["path"])
+            response = PlainTextResponse("Internal Server Error", status_code=500)
+        await response(scope, receive, send)
+
+
+class LeanRoutes:
+    """ASGI app: the named route of the path, else the V2 ``infer`` route."""
+
+    def __init__(self, v2_infer: ASGIApp, named: dict[str, ASGIApp]) -> None:
+        self.v2_infer = v2_infer
         self.named = named
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.named.get(scope["path"])
-        await (route or self.v2_app)(scope, receive, send)
+        await (route or self.v2_infer)(scope, receive, send)
 
 
 def wrap(app: ASGIApp, middlewares: Iterable[tuple[type, dict[str, Any]]]) -> ASGIApp:
@@ -315,6 +344,7 @@ class LeanPath:
     service: Any  # the bentoml Service (its apis, middlewares, name and traffic timeout)
     named_apis: dict[str, str]  # route -> the service's API name
     v2_app: ASGIApp
+    v2_infer: Callable[[Request], Awaitable[Response]]  # the V2 app's infer endpoint
     current_plane: Callable[[], Any]
     traffic: Traffic
     request_metrics: bool
@@ -330,7 +360,7 @@ class LeanPath:
             for route, api in self.named_apis.items()
         }
         middlewares = [m for m in self.service.middlewares if m[0] not in self.own_paths_only]
-        app = wrap(LeanRoutes(self.v2_app, named), middlewares)
+        app = wrap(LeanRoutes(V2Infer(self.v2_app, self.v2_infer), named), middlewares)
         timeout_s = self.service.config.get("traffic", {}).get("timeout", 60)
         metrics = BentoRequestMetrics if self.request_metrics else UncountedRequests
         return RequestAccounting(app, self.traffic, timeout_s, metrics), frozenset(named)

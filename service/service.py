@@ -394,6 +394,7 @@ if lean_path.wanted(SETTINGS):
             service=DLServe,
             named_apis=lean_path.named_routes(AREAS, SETTINGS.lean_areas),
             v2_app=V2_APP,
+            v2_infer=open_inference.protocol_route(open_inference.infer, PLANE),
             current_plane=PLANE,
             traffic=TRAFFIC,
             request_metrics=SETTINGS.request_metrics,

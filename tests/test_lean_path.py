@@ -8,11 +8,13 @@ import asyncio
 import json
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from service import registry
 from service.config import SettingsError
-from service.lean_path import LeanDispatch, RequestAccounting, named_routes
+from service.lean_path import LeanDispatch, RequestAccounting, V2Infer, named_routes
 from service.traffic import Traffic
 
 
@@ -107,3 +109,34 @@ def test_an_unknown_lean_area_stops_the_start_naming_the_setting() -> None:
     assert set(named_routes(areas, ["fraud"])) == {"/v1/fraud/score"}
     with pytest.raises(SettingsError, match=r"DLSERVE_LEAN_AREAS.*'nope'"):
         named_routes(areas, ["fraud", "nope"])
+
+
+def test_v2_infer_paths_reach_the_endpoint_with_the_router_s_path_params() -> None:
+    seen: list[dict] = []
+    fallback: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(dict(request.path_params))
+        return Response(b"{}", media_type="application/json")
+
+    async def v2_app(scope: Scope, receive: Receive, send: Send) -> None:
+        fallback.append(scope["path"])
+        await Response(b"", status_code=404)(scope, receive, send)
+
+    infer = V2Infer(v2_app, endpoint)
+    for path in (
+        "/v2/models/fraud-scorer/infer",
+        "/v2/models/fraud-scorer/versions/7/infer",
+        "/v2/models/a/b/infer",
+    ):
+        asyncio.run(call(infer, http(path)))
+    assert seen == [{"name": "fraud-scorer"}, {"name": "fraud-scorer", "version": "7"}]
+    assert fallback == ["/v2/models/a/b/infer"]
+
+
+def test_an_exception_in_the_v2_endpoint_is_starlette_s_500() -> None:
+    async def endpoint(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    sent = asyncio.run(call(V2Infer(None, endpoint), http("/v2/models/m/infer")))
+    assert sent[0]["status"] == 500 and sent[1]["body"] == b"Internal Server Error"
