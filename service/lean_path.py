@@ -18,8 +18,9 @@ lean stack keeps what those routes' behaviour needs and nothing else:
    patched timeout middleware counts it, ``service.bentoml_compat``), BentoML's request timeout
    (504 when no answer has started after ``timeout_s``), and BentoML's own request metrics
    (``bentoml_service_request_total``, ``..._request_duration_seconds``,
-   ``..._last_request_timestamp_seconds``: same names, labels and buckets, written to the same
-   multiprocess files, so ``/metrics`` and the alerts see one series);
+   ``..._request_in_progress`` (the autoscaler's), ``..._last_request_timestamp_seconds``:
+   same names, labels and buckets, written to the same multiprocess files, so ``/metrics``,
+   the alerts and the autoscaler see one series);
 2. every dlserve middleware, the very classes and options BentoML's app holds (errors' shape,
    refusals counted, API keys, paced refusals, admission, read deadline, body limit, upload
    checks), but those that only answer paths of their own (``own_paths_only``: the OpenAPI
@@ -31,13 +32,15 @@ lean stack keeps what those routes' behaviour needs and nothing else:
 
 With BentoML's access log or tracing on (``DLSERVE_ACCESS_LOG``, ``DLSERVE_TRACING``) nothing
 is routed lean (``wanted``): those layers would be skipped. ``DLSERVE_LEAN_PATH=false`` turns it
-off; ``DLSERVE_REQUEST_METRICS=false`` leaves the lean routes out of the request metrics, as
-BentoML does. Answers on the lean path carry ``x-dlserve-path: lean`` (what the tests check).
+off. BentoML's request metrics count every request (with ``DLSERVE_REQUEST_METRICS=false``
+BentoML 1.4.40 only leaves the routes' last-request timestamp alone: so does the lean path).
+Answers on the lean path carry ``x-dlserve-path: lean`` (what the tests check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -88,70 +91,81 @@ class LeanDispatch:
 
 class BentoRequestMetrics:
     """BentoML's HTTP request metrics (``RunnerTrafficMetricsMiddleware``'s), written for the
-    lean path: the same metric names, labels and buckets, in the multiprocess value files that
-    BentoML's ``/metrics`` collects."""
+    lean path: the same metric names, labels, buckets and multiprocess modes, in the value
+    files that BentoML's ``/metrics`` collects. As BentoML does for a path in its skip list
+    (the routes, with ``DLSERVE_REQUEST_METRICS=false``), ``stamp_last_request=False`` leaves
+    the last-request timestamp alone and counts the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, stamp_last_request: bool) -> None:
         from bentoml._internal.configuration.containers import BentoMLContainer
         from bentoml._internal.context import server_context
         from prometheus_client import Counter, Gauge, Histogram
 
         namespace = BentoMLContainer.api_server_config.metrics.namespace.get()
-        buckets = BentoMLContainer.duration_buckets.get()
-        labels = ["endpoint", "service_name", "service_version", "http_response_code"]
+        identity = ["service_name", "service_version"]
+        answered = ["endpoint", *identity, "http_response_code", "runner_name"]
         # registry=None: BentoML's own instances are registered; these write the same series
         self.duration = Histogram(
             "request_duration_seconds",
             "runner RPC duration in seconds",
-            [*labels, "runner_name"],
+            answered,
             namespace=namespace,
-            buckets=buckets,
+            buckets=BentoMLContainer.duration_buckets.get(),
             registry=None,
         )
         self.total = Counter(
             "request_total",
             "Total number of runner RPC",
-            [*labels, "runner_name"],
+            answered,
             namespace=namespace,
+            registry=None,
+        )
+        self.in_progress = Gauge(
+            "request_in_progress",
+            "Total number of runner RPC in progress now",
+            ["endpoint", *identity, "runner_name"],
+            namespace=namespace,
+            multiprocess_mode="livesum",
             registry=None,
         )
         self.last_request = Gauge(
             "last_request_timestamp_seconds",
             "Timestamp of the last received request",
-            ["service_name", "service_version", "runner_name"],
+            [*identity, "runner_name"],
             namespace=namespace,
             registry=None,
         ).labels(
             server_context.bento_name, server_context.bento_version, server_context.service_name
         )
+        self.stamp_last_request = stamp_last_request
         self._identity = (server_context.bento_name, server_context.bento_version)
         self._runner = server_context.service_name
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._running: dict[str, Any] = {}
 
-    def seen(self) -> None:
-        """A request arrived (BentoML's last-request timestamp)."""
-        self.last_request.set_to_current_time()
+    def started(self, path: str) -> Any:
+        """A request on ``path`` arrived: counted in progress (the gauge's child, to ``dec()``
+        once it is answered) and, unless skipped, the last-request timestamp."""
+        if self.stamp_last_request:
+            self.last_request.set_to_current_time()
+        child = self._running.get(path)
+        if child is None:
+            child = self.in_progress.labels(path, *self._identity, self._runner)
+            if len(self._running) < LABEL_CACHE_LIMIT:
+                self._running[path] = child
+        child.inc()
+        return child
 
-    def observe(self, path: str, status: int, seconds: float) -> None:
+    def answered(self, path: str, status: int, seconds: float) -> None:
         """One answered request on ``path`` with ``status``, taking ``seconds``."""
-        children = self._children.get((path, status))
+        children = self._answered.get((path, status))
         if children is None:
             values = (path, *self._identity, str(status), self._runner)
             children = (self.total.labels(*values), self.duration.labels(*values))
-            if len(self._children) < LABEL_CACHE_LIMIT:
-                self._children[(path, status)] = children
+            if len(self._answered) < LABEL_CACHE_LIMIT:
+                self._answered[(path, status)] = children
         children[0].inc()
         children[1].observe(seconds)
-
-
-class UncountedRequests:
-    """The request metrics when they are off (``DLSERVE_REQUEST_METRICS=false``): nothing."""
-
-    def seen(self) -> None:
-        """Nothing to record."""
-
-    def observe(self, path: str, status: int, seconds: float) -> None:
-        """Nothing to record."""
 
 
 class RequestAccounting:
@@ -163,19 +177,20 @@ class RequestAccounting:
         app: ASGIApp,
         traffic: Traffic,
         timeout_s: float,
-        metrics: Callable[[], BentoRequestMetrics | UncountedRequests],
+        metrics: Callable[[], BentoRequestMetrics],
     ) -> None:
         self.app = app
         self.traffic = traffic
         self.timeout_s = timeout_s
         self._make_metrics = metrics
-        self._metrics: BentoRequestMetrics | UncountedRequests | None = None
+        self._metrics: BentoRequestMetrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self._metrics
         if metrics is None:  # made in the worker, once BentoML's server context is set
             metrics = self._metrics = self._make_metrics()
-        metrics.seen()
+        path = scope["path"]
+        running = metrics.started(path)
         start = default_timer()
         status = 0
         deadline = asyncio.timeout(self.timeout_s)
@@ -188,7 +203,7 @@ class RequestAccounting:
                     deadline.reschedule(None)
                 message["headers"] = [*message.get("headers", ()), LEAN_HEADER]
             elif not message.get("more_body", False):
-                metrics.observe(scope["path"], status, max(default_timer() - start, 0))
+                metrics.answered(path, status, max(default_timer() - start, 0))
             await send(message)
 
         self.traffic.started += 1
@@ -202,6 +217,7 @@ class RequestAccounting:
             await JSONResponse(error, status_code=504)(scope, receive, answering)
         finally:
             self.traffic.started -= 1
+            running.dec()
 
 
 @dataclass
@@ -362,7 +378,7 @@ class LeanPath:
         middlewares = [m for m in self.service.middlewares if m[0] not in self.own_paths_only]
         app = wrap(LeanRoutes(V2Infer(self.v2_app, self.v2_infer), named), middlewares)
         timeout_s = self.service.config.get("traffic", {}).get("timeout", 60)
-        metrics = BentoRequestMetrics if self.request_metrics else UncountedRequests
+        metrics = functools.partial(BentoRequestMetrics, stamp_last_request=self.request_metrics)
         return RequestAccounting(app, self.traffic, timeout_s, metrics), frozenset(named)
 
 

@@ -1,6 +1,7 @@
 """The lean path's pieces in process: which requests the dispatcher sends lean, the outer layer's
-accounting (``Traffic.started`` while a request runs, BentoML's request metrics, the 504 of
-BentoML's timeout, the ``x-dlserve-path`` mark) and the check of ``DLSERVE_LEAN_AREAS``."""
+accounting (``Traffic.started`` and BentoML's in-progress gauge while a request runs, its
+request metrics, the 504 of BentoML's timeout, the ``x-dlserve-path`` mark), the V2 infer
+route's path parameters and the check of ``DLSERVE_LEAN_AREAS``."""
 
 from __future__ import annotations
 
@@ -18,17 +19,31 @@ from service.lean_path import LeanDispatch, RequestAccounting, V2Infer, named_ro
 from service.traffic import Traffic
 
 
+class Gauge:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+
 class Recorded:
     """Request metrics that remember what they were told."""
 
     def __init__(self) -> None:
-        self.seen_count = 0
+        self.running = Gauge()
+        self.started_paths: list[str] = []
         self.observed: list[tuple[str, int]] = []
 
-    def seen(self) -> None:
-        self.seen_count += 1
+    def started(self, path: str) -> Gauge:
+        self.started_paths.append(path)
+        self.running.inc()
+        return self.running
 
-    def observe(self, path: str, status: int, seconds: float) -> None:
+    def answered(self, path: str, status: int, seconds: float) -> None:
         assert seconds >= 0
         self.observed.append((path, status))
 
@@ -71,19 +86,20 @@ def test_only_posts_to_the_named_and_v2_infer_routes_go_lean() -> None:
 def test_a_request_is_counted_while_it_runs_measured_and_marked() -> None:
     traffic = Traffic()
     metrics = Recorded()
-    started_inside: list[int] = []
+    started_inside: list[tuple[int, int]] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        started_inside.append(traffic.started)
+        started_inside.append((traffic.started, metrics.running.value))
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": b"a", "more_body": True})
         await send({"type": "http.response.body", "body": b"b"})
 
     accounting = RequestAccounting(app, traffic, 60, lambda: metrics)
     sent = asyncio.run(call(accounting, http("/v1/fraud/score")))
-    assert started_inside == [1] and traffic.started == 0
+    assert started_inside == [(1, 1)]
+    assert traffic.started == 0 and metrics.running.value == 0
     assert (b"x-dlserve-path", b"lean") in sent[0]["headers"]
-    assert metrics.seen_count == 1
+    assert metrics.started_paths == ["/v1/fraud/score"]
     assert metrics.observed == [("/v1/fraud/score", 201)]  # once, at the last body message
 
 
@@ -101,7 +117,7 @@ def test_a_request_not_answered_in_time_gets_bentoml_s_504_and_is_counted() -> N
         "error": "Not able to process the request in 0.01 seconds"
     }
     assert metrics.observed == [("/v2/models/fraud-scorer/infer", 504)]
-    assert traffic.started == 0
+    assert traffic.started == 0 and metrics.running.value == 0
 
 
 def test_an_unknown_lean_area_stops_the_start_naming_the_setting() -> None:
