@@ -55,7 +55,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.area import Area
-from service.config import Settings, SettingsError
+from service.config import Settings
 from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
@@ -389,13 +389,8 @@ def wanted(settings: Settings) -> bool:
 
 
 def named_routes(areas: dict[str, Area], lean_areas: Iterable[str]) -> dict[str, str]:
-    """Route -> API name of the named routes of ``lean_areas`` (``DLSERVE_LEAN_AREAS``);
-    ``SettingsError`` naming the setting for an area that is not declared."""
-    unknown = sorted(set(lean_areas) - set(areas))
-    if unknown:
-        raise SettingsError(
-            f"DLSERVE_LEAN_AREAS names unknown areas {unknown}; known: {sorted(areas)}"
-        )
+    """Route -> API name of the named routes of ``lean_areas`` (``DLSERVE_LEAN_AREAS``, checked
+    against the declared areas by ``registry.checked_settings``)."""
     return {e.route: e.api_name for name in lean_areas for e in areas[name].endpoints}
 
 

@@ -1,20 +1,18 @@
 """The lean path's pieces in process: which requests the dispatcher sends lean, the outer layer's
 accounting (``Traffic.started`` and BentoML's in-progress gauge while a request runs, its
 request metrics, the 504 of BentoML's timeout, the ``x-dlserve-path`` mark), the V2 infer
-route's path parameters and the check of ``DLSERVE_LEAN_AREAS``."""
+route's path parameters and the routes of ``DLSERVE_LEAN_AREAS``."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from service import registry
-from service.config import SettingsError
 from service.lean_path import LeanDispatch, RequestAccounting, V2Infer, named_routes
 from service.traffic import Traffic
 
@@ -120,11 +118,13 @@ def test_a_request_not_answered_in_time_gets_bentoml_s_504_and_is_counted() -> N
     assert traffic.started == 0 and metrics.running.value == 0
 
 
-def test_an_unknown_lean_area_stops_the_start_naming_the_setting() -> None:
+def test_the_lean_areas_name_their_named_routes() -> None:
     areas = registry.all_areas(())
     assert set(named_routes(areas, ["fraud"])) == {"/v1/fraud/score"}
-    with pytest.raises(SettingsError, match=r"DLSERVE_LEAN_AREAS.*'nope'"):
-        named_routes(areas, ["fraud", "nope"])
+    assert set(named_routes(areas, ["image"])) == {
+        "/v1/images/classify",
+        "/v1/images/classify_batch",
+    }
 
 
 def test_v2_infer_paths_reach_the_endpoint_with_the_router_s_path_params() -> None:
