@@ -1,16 +1,17 @@
 """``python -m bench.floor``: what dlserve's server stack costs before any model work, and
 what its hot routes cost beside it.
 
-A no-op route in dlserve's own server (``bench/noop_area.py``, served by ``bentoml serve``
-like every route) under BentoML's former per-request extras (access log and tracing on), under
-dlserve's defaults (both off) and with BentoML's request metrics off too; beside the same
-no-op as a plain Starlette app under uvicorn. The servers with dlserve's defaults also serve
-the fraud model (when ``BENTOML_HOME``'s store has it) and are driven on its hot routes with one
-transaction per request (``/v1/fraud/score`` and the V2 ``infer`` route): each route's cost
-ratio is the no-op's requests/s over the route's, in the same server (cost per request relative
-to the no-op's). ``--before DIR`` adds a checkout of an earlier dlserve, with its defaults, on
-the same three routes. Same run, alternating passes, wrk at concurrency 1 and 16, one worker
-and one per CPU.
+A no-op route in dlserve's own server (``bench/noop_area.py``, served by ``bentoml serve`` like
+every route) under BentoML's former per-request extras (access log and tracing on), under
+dlserve's defaults (both off, the lean path on: the no-op's area is made a lean one), with the
+lean path off (BentoML's stack) and with BentoML's request metrics off too; beside the same
+no-op as a plain Starlette app under uvicorn. The servers with dlserve's defaults and with the lean
+path off also serve the fraud model (when ``BENTOML_HOME``'s store has it) and are driven on its
+hot routes with one transaction per request (``/v1/fraud/score`` and the V2 ``infer`` route):
+each route's cost ratio is the no-op's requests/s over the route's, in the same server (cost per
+request relative to the no-op's). ``--before DIR`` adds a checkout of an earlier dlserve, with
+its defaults, on the same three routes. Same run, alternating passes, wrk at concurrency 1 and
+16, one worker and one per CPU.
 """
 
 from __future__ import annotations
@@ -37,15 +38,19 @@ from training.fraud.simulator import simulate_transactions
 
 NOOP = "no-op"
 NOOP_BODY = Body(ROUTE, b'{"x": 1}')
-DEFAULTS = "dlserve defaults (access log, tracing off)"
+DEFAULTS = "dlserve defaults (access log, tracing off; lean path)"
+LEAN_OFF = "lean path off (BentoML's stack)"
 CONFIGURATIONS = {
     "BentoML's extras on (access log, tracing, request metrics)": {
         "DLSERVE_ACCESS_LOG": "true",
         "DLSERVE_TRACING": "true",
     },
     DEFAULTS: {},
+    LEAN_OFF: {"DLSERVE_LEAN_PATH": "false"},
     "all of BentoML's extras off": {"DLSERVE_REQUEST_METRICS": "false"},
 }
+
+HOT = (DEFAULTS, LEAN_OFF)  # the configurations also driven on the hot routes
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ def dlserve(
         {
             "DLSERVE_AREA_MODULES": "bench.noop_area",
             "DLSERVE_MODELS": models,
+            "DLSERVE_LEAN_AREAS": models,  # the no-op too, where the lean path is on
             "DLSERVE_WORKERS": str(workers),
             **env,
         },
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for workers in sorted({1, cpus}):
             for label, env in CONFIGURATIONS.items():
-                server, target = dlserve(label, workers, env, hot if label == DEFAULTS else noop)
+                server, target = dlserve(label, workers, env, hot if label in HOT else noop)
                 servers.append(server)
                 server.wait("/readyz")  # one at a time: ports picked while others bind collide
                 targets.append(target)

@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("route", choices=sorted(ROUTES))
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings")
-    parser.add_argument("--out", type=Path, help="SVG path (default bench/profiles/ROUTE.svg)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="SVG path (default bench/profiles/ROUTE.svg); a .txt path gets collapsed stacks",
+    )
     args = parser.parse_args(argv)
     body, env = ROUTES[args.route]
     settings = dict(item.split("=", 1) for item in args.env)
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalServer(env) as server:
         server.wait("/readyz")
         command = [py_spy, "record", "--pid", str(worker_pid(server)), "--duration"]
-        command += [str(args.seconds), "--output", str(out), "--format", "flamegraph"]
+        recorded = "raw" if out.suffix == ".txt" else "flamegraph"  # raw: collapsed stacks
+        command += [str(args.seconds), "--output", str(out), "--format", recorded]
         recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
         recorder.start()
         result = start_wrk(

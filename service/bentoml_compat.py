@@ -17,6 +17,10 @@ same behaviour (504 after the timeout) that cancels the timer once the answer st
 It is also where a request is first seen in dlserve's code (the middleware runs each request's
 app in a task of its own, so the requests uvicorn has read are all counted before any of them
 runs further): it counts them in the worker's ``Traffic.started`` (``service.traffic``).
+
+The lean path (``service.lean_path``) answers the hot routes in front of BentoML's stack and
+reproduces what that stack did for them; ``LEAN_PATH_MIRRORS_SHA256`` pins the BentoML code it
+mirrors (the service app's middleware list and API wrapper), checked by the same test.
 """
 
 from __future__ import annotations
@@ -83,6 +87,25 @@ async def _timed(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
         await answer
     finally:
         timer.cancel()
+
+
+# The BentoML code whose behaviour the lean path (``service.lean_path``) reproduces for the hot
+# routes: the service app's middleware list and its API wrapper (1.4.40). When it changes,
+# compare the lean stack with it again (docs/ARCHITECTURE.md, The lean HTTP path).
+LEAN_PATH_MIRRORS_SHA256 = "fcc94d603f1a336f8e6c8bfefae7eec07a5363495c0e5c996a49a631e8267bcf"
+
+
+def lean_path_mirrors_sha256() -> str:
+    """The sha256 of the installed BentoML's service app middleware list and API wrapper."""
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    parts = (
+        ServiceAppFactory.middlewares.fget,
+        ServiceAppFactory.api_endpoint_wrapper,
+        ServiceAppFactory.api_endpoint,
+    )
+    source = "".join(inspect.getsource(part) for part in parts)
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def install(counts: Traffic) -> None:

@@ -256,13 +256,25 @@ class Settings(BaseSettings):
         description="BentoML's `bentoml_service_request_*` metrics on the areas' routes (the "
         "alerts and the autoscaler read them); off also drops those routes' access log lines",
     )
+    lean_path: bool = Field(
+        True,
+        description="the V2 `infer` routes and the fraud and image routes are answered in front "
+        "of BentoML's per-request layers, with the same checks, answers and metrics "
+        "(ARCHITECTURE.md, The lean HTTP path); off, or with the access log or tracing on, "
+        "BentoML answers them",
+    )
+    lean_areas: NameList = Field(
+        ("fraud", "image"),
+        description="comma list of the areas whose named routes take the lean path (with "
+        "`DLSERVE_LEAN_PATH`; the V2 `infer` routes always do)",
+    )
 
     @field_validator("provider", "log_level", "log_format", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("models", "area_modules", "pinned_models", mode="before")
+    @field_validator("models", "area_modules", "pinned_models", "lean_areas", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return split_names(value) if isinstance(value, str) else value

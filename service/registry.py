@@ -64,9 +64,10 @@ def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
 
 def checked_settings(settings: Settings) -> Settings:
     """``settings`` checked against the declared areas, as the service runs it once at start:
-    the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
-    (``models`` defaults to every area) and every pin names a served model; ``SettingsError``
-    naming the variable otherwise."""
+        the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
+        (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every pin
+    names a served model; ``SettingsError``
+        naming the variable otherwise."""
     try:
         areas = all_areas(settings.area_modules)
     except RegistryError as exc:
@@ -76,6 +77,11 @@ def checked_settings(settings: Settings) -> Settings:
     unknown = sorted(set(models) - set(known))
     if unknown:
         raise SettingsError(f"DLSERVE_MODELS names unknown areas {unknown}; known: {known}")
+    unknown_lean = sorted(set(settings.lean_areas) - set(known))
+    if unknown_lean:
+        raise SettingsError(
+            f"DLSERVE_LEAN_AREAS names unknown areas {unknown_lean}; known: {known}"
+        )
     names = {spec.name for area in areas.values() for spec in area.models}
     for pin in settings.pinned_models:
         name, _, version = pin.partition(":")

@@ -34,6 +34,7 @@ from core.model_store import stored_model_exists
 from service import (
     auth,
     bentoml_compat,
+    lean_path,
     open_inference,
     read_deadline,
     registry,
@@ -348,7 +349,8 @@ v1_app = Starlette(
     ]
 )
 DLServe.mount_asgi_app(v1_app, path="/v1")
-DLServe.mount_asgi_app(open_inference.build_app(PLANE), path="/")  # its routes only (PassiveMount)
+V2_APP = open_inference.build_app(PLANE)
+DLServe.mount_asgi_app(V2_APP, path="/")  # its routes only (PassiveMount)
 DLServe.mount_asgi_app(try_page.build_app(), path="/")  # /ui: the try-it page, its files only
 # The first middleware added is the outermost: every error gets dlserve's shape (routes of
 # other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
@@ -401,3 +403,19 @@ DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
 # Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
 # own job records rather than BentoML's task store (see service/batch/tasks.py).
 DLServe.add_asgi_middleware(BatchTaskRoutes, served=PLANE, default_model=BATCH_MODEL_DEFAULT)
+# Last, once every middleware is added: the hot routes (V2 infer, the fraud and image routes)
+# are answered in front of BentoML's per-request layers, through the same middlewares
+# (service/lean_path.py).
+if lean_path.wanted(SETTINGS):
+    lean_path.install(
+        lean_path.LeanPath(
+            service=DLServe,
+            named_apis=lean_path.named_routes(AREAS, SETTINGS.lean_areas),
+            v2_app=V2_APP,
+            v2_infer=open_inference.protocol_route(open_inference.infer, PLANE),
+            current_plane=PLANE,
+            traffic=TRAFFIC,
+            request_metrics=SETTINGS.request_metrics,
+            own_paths_only=(OpenAPIDocument, BatchTaskRoutes),
+        )
+    )

@@ -12,9 +12,11 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.bentoml_compat import (
+    LEAN_PATH_MIRRORS_SHA256,
     PATCHED_SOURCE_SHA256,
     WRITTEN_AGAINST,
     install,
+    lean_path_mirrors_sha256,
     patched_source_sha256,
 )
 from service.traffic import Traffic
@@ -24,6 +26,13 @@ def test_the_patched_bentoml_code_is_the_code_the_patch_was_written_against() ->
     assert patched_source_sha256() == PATCHED_SOURCE_SHA256, (
         f"BentoML's TimeoutMiddleware changed since {WRITTEN_AGAINST} "
         f"(now {bentoml.__version__}): review service/bentoml_compat.py"
+    )
+
+
+def test_the_bentoml_stack_the_lean_path_mirrors_is_the_one_it_was_written_against() -> None:
+    assert lean_path_mirrors_sha256() == LEAN_PATH_MIRRORS_SHA256, (
+        f"BentoML's service app middlewares or API wrapper changed since {WRITTEN_AGAINST} "
+        f"(now {bentoml.__version__}): review service/lean_path.py against them"
     )
 
 

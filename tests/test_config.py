@@ -62,6 +62,8 @@ CASES = {
     "access_log": ("true", True, "sometimes", "valid boolean"),
     "tracing": ("1", True, "sampled", "valid boolean"),
     "request_metrics": ("false", False, "few", "valid boolean"),
+    "lean_path": ("false", False, "mostly", "valid boolean"),
+    "lean_areas": ("fraud, image", ("fraud", "image"), "fraud,nope", "unknown areas ['nope']"),
 }
 
 
