@@ -114,3 +114,28 @@ def break_warm_up(folder: Path) -> None:
     for spec in metadata["inputs"]:
         spec["dtype"] = "float64"
     path.write_text(json.dumps(metadata))
+
+
+def invert_output(output: str) -> Alter:
+    """A graph whose ``output`` is ``1 - output`` (a probability turned upside down): loads,
+    passes every check and answers, wrongly; the metadata's sha256 matches it."""
+
+    def alter(folder: Path) -> None:
+        import onnx
+        from onnx import helper
+
+        path = folder / "model.onnx"
+        graph_model = onnx.load(path)
+        graph = graph_model.graph
+        raw = f"{output}_before_inversion"
+        for node in graph.node:
+            node.output[:] = [raw if name == output else name for name in node.output]
+        one = helper.make_node("Constant", [], ["one"], value_float=1.0)
+        graph.node.extend([one, helper.make_node("Sub", ["one", raw], [output])])
+        onnx.save(graph_model, path)
+        metadata_path = folder / "metadata.json"
+        metadata = json.loads(metadata_path.read_text())
+        metadata["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        metadata_path.write_text(json.dumps(metadata))
+
+    return alter
