@@ -503,9 +503,13 @@ def refusal_of(served: ServedModel, spec: RolloutSpec) -> str | None:
 
 
 def start_declared(settings: Settings, served: Mapping[str, ServedModel]) -> None:
-    """Start the rollouts of ``DLSERVE_ROLLOUTS`` (model -> spec); ``SettingsError`` naming
+    """Count every served model's transitions from 0 and start the rollouts of
+    ``DLSERVE_ROLLOUTS`` (model -> spec); ``SettingsError`` naming
     the variable for an unknown model or a bad spec; a candidate that cannot serve is
     logged and shown ``failed`` (the served version keeps serving)."""
+    for model in served:  # from 0, so that the first transition is an increase()
+        for state in State.__args__:
+            ROLLOUT_TRANSITIONS.labels(model=model, state=state)
     name = variable("rollouts")
     for model, raw in settings.rollouts.items():
         if model not in served:
