@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from harness.payloads import transactions
 from service.areas.fraud import Transaction, to_arrays
-from service.config import Settings
+from service.config import Settings, SettingsError
 from service.inference import DataPlane
 from service.rollout import ROLLOUT_SHADOW, RolloutSpec, psi, refusal_of, stable_share, start
 from service.traffic import Traffic
@@ -121,3 +121,17 @@ def test_a_cancel_drops_the_candidate_and_gives_the_hold_back(
     assert ready.version != candidate
     states = [t["state"] for t in rollout.describe()["transitions"]]
     assert states == ["loading", "canary", "canceled"]
+
+
+def test_a_declared_rollout_with_a_bad_field_stops_the_start_naming_it(
+    fraud_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLSERVE_MODELS", "fraud")
+    monkeypatch.setenv("DLSERVE_ROLLOUTS", '{"fraud-scorer": {"candidate": "v2", "mode": "blue"}}')
+    with pytest.raises(SettingsError, match=r"DLSERVE_ROLLOUTS: fraud-scorer: mode: Input should"):
+        DataPlane.load(Settings.from_env(), Traffic())
+    monkeypatch.setenv(
+        "DLSERVE_ROLLOUTS", '{"image-classifier": {"candidate": "v2", "mode": "canary"}}'
+    )
+    with pytest.raises(SettingsError, match=r"model 'image-classifier' is not served here"):
+        DataPlane.load(Settings.from_env(), Traffic())
