@@ -17,7 +17,8 @@ model) and the histogram of the model's score output over the model's fixed scor
 Once the candidate has ``min_requests`` answers (and the served version as many), each new
 answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
 index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
-the served version's scores above ``max_psi``, or (shadow) row agreement below
+the served version's scores above ``max_psi`` (checked every ``PSI_EVERY`` answers), or
+(shadow) row agreement below
 ``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
 (the candidate becomes the served version). While a rollout is running or after it ended, the
 model is held at the version it serves (``ServedModel.pinned``): the store's ``latest`` pointer
@@ -35,6 +36,7 @@ import hashlib
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +57,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["canary", "shadow"]
 State = Literal["loading", "canary", "shadow", "promoted", "rolled_back", "canceled", "failed"]
 RUNNING = frozenset({"loading", "canary", "shadow"})
+SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows")
 PSI_FLOOR = 1e-4
+PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
+FEW_SCORES = 16
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KEPT_TRANSITIONS = 20
 
@@ -160,13 +165,22 @@ class VersionFigures:
         self.errors = 0
         self.latency = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.score_bounds = score_bounds
+        self._bounds = score_bounds.tolist()
         self.scores = np.zeros(len(score_bounds) + 1, dtype=np.int64)
 
     def answered(self, seconds: float, scores: np.ndarray | None) -> None:
         self.requests += 1
-        self.latency[np.searchsorted(LATENCY_BUCKETS, seconds)] += 1
-        if scores is not None:
-            np.add.at(self.scores, np.searchsorted(self.score_bounds, scores.ravel()), 1)
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        if scores is None:
+            return
+        values = scores.ravel()
+        if values.size > FEW_SCORES:
+            self.scores += np.bincount(
+                np.searchsorted(self.score_bounds, values), minlength=len(self.scores)
+            )
+            return
+        for value in values.tolist():  # numpy's fixed cost is more than a few bisects
+            self.scores[bisect_left(self._bounds, value)] += 1
 
     def failed(self) -> None:
         self.requests += 1
@@ -239,6 +253,9 @@ class Rollout:
         self.shadow = ShadowFigures()
         self._pin_before = served.pinned
         self._tasks: set[asyncio.Task[None]] = set()
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        name = served.name
+        self._shadow_series = {o: ROLLOUT_SHADOW.labels(name, o) for o in SHADOW_OUTCOMES}
         self._score = served.spec.score_output
         self._share = spec.percent / 100
         self._enter("loading", f"candidate {spec.candidate} beside {self.baseline}")
@@ -353,9 +370,17 @@ class Rollout:
 
     def _count(self, generation: Generation, role: str, outcome: str, seconds: float) -> None:
         version = generation.ready.version
-        ROLLOUT_REQUESTS.labels(self.served.name, version, role, outcome).inc()
+        series = self._series.get((version, role, outcome))
+        if series is None:  # ``labels()`` costs ~1.7 us a call: looked up once per series
+            name = self.served.name
+            series = (
+                ROLLOUT_REQUESTS.labels(name, version, role, outcome),
+                ROLLOUT_SECONDS.labels(name, version, role),
+            )
+            self._series[(version, role, outcome)] = series
+        series[0].inc()
         if outcome == "ok":
-            ROLLOUT_SECONDS.labels(self.served.name, version, role).observe(seconds)
+            series[1].observe(seconds)
 
     def _start_shadow(self, inputs: Arrays, served_scores: np.ndarray | None) -> None:
         candidate = self.candidate
@@ -377,7 +402,7 @@ class Rollout:
 
     def _shadow_dropped(self) -> None:
         self.shadow.dropped += 1
-        ROLLOUT_SHADOW.labels(self.served.name, "dropped").inc()
+        self._shadow_series["dropped"].inc()
 
     async def _shadow_run(
         self, candidate: Generation, inputs: Arrays, served_scores: np.ndarray | None
@@ -394,7 +419,7 @@ class Rollout:
             if self.running:
                 self.shadow.errors += 1
                 self.figures["candidate"].failed()
-                ROLLOUT_SHADOW.labels(self.served.name, "error").inc()
+                self._shadow_series["error"].inc()
                 self._count(candidate, "shadow", "error", 0.0)
                 self._judge()
             return
@@ -408,17 +433,15 @@ class Rollout:
         self._count(candidate, "shadow", "ok", seconds)
         self.figures["candidate"].answered(seconds, scores)
         self.shadow.compared += 1
-        ROLLOUT_SHADOW.labels(self.served.name, "compared").inc()
+        self._shadow_series["compared"].inc()
         if scores is not None and served_scores is not None:
             difference = np.abs(np.asarray(scores, np.float64) - served_scores).ravel()
             agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
             self.shadow.rows += difference.size
             self.shadow.agreeing_rows += agreeing
             self.shadow.abs_difference += float(difference.sum())
-            ROLLOUT_SHADOW.labels(self.served.name, "agreeing_rows").inc(agreeing)
-            ROLLOUT_SHADOW.labels(self.served.name, "disagreeing_rows").inc(
-                difference.size - agreeing
-            )
+            self._shadow_series["agreeing_rows"].inc(agreeing)
+            self._shadow_series["disagreeing_rows"].inc(difference.size - agreeing)
         self._judge()
 
     # -- verdicts ---------------------------------------------------------------------------
@@ -436,7 +459,8 @@ class Rollout:
                 f"{candidate.requests} requests"
             )
             return
-        if self._score is not None and served.requests >= spec.min_requests:
+        checks_scores = candidate.requests % PSI_EVERY == 0
+        if self._score is not None and served.requests >= spec.min_requests and checks_scores:
             self.psi = psi(served.scores, candidate.scores)
             ROLLOUT_PSI.labels(self.served.name).set(self.psi)
             if self.psi > spec.max_psi:
