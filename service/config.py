@@ -242,6 +242,26 @@ class Settings(BaseSettings):
         description="comma list of `name:version`: serve exactly that stored version and never "
         "swap it (a rollback: pin the previous version)",
     )
+    rollouts: dict[str, dict[str, Any]] = Field(
+        {},
+        json_schema_extra={"shown_default": "(none)"},
+        description="JSON object, model -> rollout (`candidate`, `mode` `canary` or `shadow`, "
+        "`percent`, `sample`, bounds) started at start-up, as `POST /v1/models/{name}/rollout` "
+        "takes it; see Rolling out a candidate",
+    )
+    rollout_key_header: str = Field(
+        "x-rollout-key",
+        pattern=r"^[a-z0-9-]{1,64}$",
+        description="lower-case header whose value assigns a request to a canary (else "
+        "`x-request-id`, else at random): the same key, the same version",
+    )
+    rollout_shadow_max_in_flight: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="shadow runs on a candidate at once per worker; beyond, a run is dropped "
+        'and counted (`dlserve_rollout_shadow_total{outcome="dropped"}`)',
+    )
     access_log: bool = Field(
         False,
         description="BentoML's access log: one log line per request (its cost: BENCHMARKS.md)",

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from service import registry
+from service import registry, rollout
 from service.area import ReadyModel
 from service.batching import Arrays
 from service.config import Settings
@@ -51,11 +51,13 @@ class DataPlane:
         cls, settings: Settings, traffic: Traffic, alone: Callable[[], bool] | None = None
     ) -> DataPlane:
         """Load every enabled model (``settings.models``; a model that fails to load is
-        reported by its ``ServedModel``, never raised); ``alone`` as ``ServedModel`` takes it."""
+        reported by its ``ServedModel``, never raised) and start ``DLSERVE_ROLLOUTS``;
+        ``alone`` as ``ServedModel`` takes it."""
         served = {
             spec.name: ServedModel(spec, settings, alone=alone, on_queue_full=traffic.queue_filled)
             for spec in registry.model_specs(settings.models)
         }
+        rollout.start_declared(settings, served)  # DLSERVE_ROLLOUTS
         return cls(settings, served, traffic)
 
     def is_ready(self) -> bool:

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
@@ -55,7 +55,11 @@ from service.metrics import (
     observe_scores,
     score_histogram,
 )
+from service.routing import current_routing
 from service.stepping import StepScheduler
+
+if TYPE_CHECKING:
+    from service.rollout import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +165,7 @@ class ServedModel:
         self._alone = alone
         self._on_queue_full = on_queue_full
         self._current: Generation | None = None
+        self.rollout: Rollout | None = None  # a canary or shadow version (service.rollout)
         self._loading: str | None = None
         self._failures = 0  # consecutive failed loads of ``last_load.version``
         self._retry_at = 0.0  # monotonic time before which polling does not retry it
@@ -234,14 +239,7 @@ class ServedModel:
         tag = f"{self.name}:{version}"
         started = time.perf_counter()
         try:
-            ready = self.spec.load(
-                self._settings.provider, self._settings.intra_op_threads, version
-            )
-            if ready.version != version:
-                raise ModelUnavailableError(
-                    f"model {tag!r}: its metadata names version {ready.version!r}"
-                )
-            generation = Generation(ready, self._runner(ready))
+            generation = self.build_generation(version)
         except Exception as exc:
             reason = (
                 str(exc)
@@ -257,6 +255,16 @@ class ServedModel:
         MODEL_LOAD_SECONDS.labels(model=self.name).observe(seconds)
         self.last_load = LoadAttempt(version, "ok", None, seconds, time.time())
         return self.last_load
+
+    def build_generation(self, version: str) -> Generation:
+        """Load ``version`` beside the served one (verified, warmed up, contract-checked,
+        prepared, rehearsed) with its runner, serving nothing yet; raises on any failure."""
+        ready = self.spec.load(self._settings.provider, self._settings.intra_op_threads, version)
+        if ready.version != version:
+            raise ModelUnavailableError(
+                f"model {self.name}:{version!r}: its metadata names version {ready.version!r}"
+            )
+        return Generation(ready, self._runner(ready))
 
     def _failed(self, version: str, reason: str, seconds: float, exc: Exception) -> LoadAttempt:
         MODEL_LOADS.labels(model=self.name, outcome="failed").inc()
@@ -304,6 +312,22 @@ class ServedModel:
             inline_rows=self.spec.inline_rows if self._alone is not None else 0,
             alone=self._alone,
         )
+
+    def swap_in(self, new: Generation) -> None:
+        """Serve ``new`` (from ``build_generation``) from now on (a promoted candidate)."""
+        self._swap(new)
+
+    def retire(self, generation: Generation) -> None:
+        """``generation`` (not the current one) takes no new request; closed after its last."""
+        with self._lock:
+            close = self._retire(generation)
+        if close:
+            generation.runner.close()
+
+    def hold(self, generation: Generation) -> None:
+        """Count one more user of ``generation`` (a shadow run) until ``release``."""
+        with self._lock:
+            generation.active += 1
 
     def _swap(self, new: Generation) -> None:
         """Serve ``new`` from now on; the old generation closes after its last request."""
@@ -353,6 +377,9 @@ class ServedModel:
             generation: Generation | None = held[self.name][1]
         else:
             generation = self._current
+            rollout = self.rollout
+            if rollout is not None and generation is not None:
+                generation = rollout.route(generation)
         if generation is None:
             PREDICTIONS.labels(model=self.name, outcome="unavailable").inc()
             raise ModelNotReadyError(f"model {self.name!r} is not loaded: {self.reason}")
@@ -392,6 +419,7 @@ class ServedModel:
             "kind": "stepwise" if self.spec.stepwise else "batched",
             "pinned": self.pinned,
             "last_load": self.last_load.describe() if self.last_load else None,
+            "rollout": self.rollout.describe() if self.rollout is not None else None,
         }
         ready = self.ready
         worker = {"pid": os.getpid(), "version": ready.version if ready else None}
@@ -427,16 +455,27 @@ class ServedModel:
         the outputs. Counts the outcome per request (a failure where it becomes a 500);
         ``RequestInputError`` when the request is over the model's budget (a 400)."""
         generation = self.acquire()
+        started = time.perf_counter()
         try:
             self._check_budget(inputs)
             assert isinstance(generation.runner, MicroBatcher)
             outputs = await generation.runner.submit(inputs)
-        except OverloadedError:
-            PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
+        except (OverloadedError, RequestInputError) as exc:
+            if isinstance(exc, OverloadedError):
+                PREDICTIONS.labels(model=self.name, outcome="overloaded").inc()
             raise
-        finally:  # any other failure becomes a 500, counted as an error by RejectedRequestCounter
+        except Exception:  # becomes a 500, counted as an error by RejectedRequestCounter
+            if self.rollout is not None:
+                self.rollout.failed(generation)
+            raise
+        finally:
             self.release(generation)
         self._ok.inc()
+        routing = current_routing()
+        if routing is not None:
+            routing.answered[self.name] = generation.ready.version
+        if self.rollout is not None:
+            self.rollout.answered(generation, inputs, outputs, time.perf_counter() - started)
         return generation.ready, outputs
 
     def stream(self, requests: Sequence[Any]) -> tuple[ReadyModel, AsyncIterator[Any]]:

@@ -38,6 +38,7 @@ from service import (
     open_inference,
     read_deadline,
     registry,
+    rollout_routes,
     try_page,
     uploads,
 )
@@ -65,6 +66,7 @@ from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
 from service.openapi_mounted import mounted_paths
 from service.refusal_pacing import PacedRefusals
+from service.routing import RolloutKeys
 from service.served_model import request_scope
 from service.shutdown import GracefulShutdown
 from service.streaming import EventStreamResponse
@@ -345,6 +347,7 @@ v1_app = Starlette(
     routes=[
         Route("/models", list_models, methods=["GET"]),
         Route("/models/{name}/load", load_model_now, methods=["POST"]),
+        *rollout_routes.routes(PLANE),
         Route("/batch/jobs/{job_id}/{name}", batch_http.download, methods=["GET"]),
     ]
 )
@@ -400,6 +403,8 @@ UPLOAD_FORMS, JSON_ROUTES = body_guards()
 DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
 DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
+# Each request's rollout key and the versions that served it (service/routing.py).
+DLServe.add_asgi_middleware(RolloutKeys, header=SETTINGS.rollout_key_header)
 # Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
 # own job records rather than BentoML's task store (see service/batch/tasks.py).
 DLServe.add_asgi_middleware(BatchTaskRoutes, served=PLANE, default_model=BATCH_MODEL_DEFAULT)

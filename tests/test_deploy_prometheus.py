@@ -14,6 +14,7 @@ condition is evaluated too. No expression may name a metric that /metrics does n
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +34,7 @@ from harness.images import b64, encode, load_test_images
 from harness.local_server import LocalServer, free_port
 from harness.payloads import transactions
 from service.areas.fraud import SCORE_BUCKETS
+from tests import model_versions as mv
 from tests.deploy_dockerfile import stage
 from tests.deploy_k8s import K8S, render
 
@@ -48,6 +50,7 @@ PROMQL_WORDS = {
     "count_values", "group", "by", "without", "on", "ignoring", "group_left", "group_right",
     "and", "or", "unless", "bool", "offset", "inf", "nan",
 }  # fmt: skip
+FRAUD = "fraud-scorer"
 FROM_PROMETHEUS = {"up"}  # written by Prometheus for every target, not by the target
 
 
@@ -191,11 +194,29 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def fraud_only_server(stored_models: dict[str, dict]) -> Iterator[LocalServer]:
-    """A second pod: fraud only, and a queue bound of 10 rows (larger requests are shed)."""
-    env = {"DLSERVE_MODELS": "fraud", "DLSERVE_MAX_QUEUE_ROWS": "10"}
+def fraud_only_server(
+    stored_models: dict[str, dict], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalServer]:
+    """A second pod: fraud only, a queue bound of 10 rows (larger requests are shed), and a
+    shadow rollout of a second fraud version past its 10-answer window (the rollout series)."""
+    home = tmp_path_factory.mktemp("rollout-home")
+    store = mv.copy_store(mv.store_of(Path(os.environ["BENTOML_HOME"])), mv.store_of(home), [FRAUD])
+    candidate = mv.new_version(store, FRAUD)
+    rollout = {"candidate": candidate, "mode": "shadow", "min_requests": 10, "promote_after": None}
+    env = {
+        "BENTOML_HOME": str(home),
+        "DLSERVE_MODELS": "fraud",
+        "DLSERVE_MAX_QUEUE_ROWS": "10",
+        "DLSERVE_PINNED_MODELS": f"{FRAUD}:{stored_models[FRAUD]['version']}",
+        "DLSERVE_ROLLOUTS": json.dumps({FRAUD: rollout}),
+    }
     with LocalServer(env) as running:
-        yield running.wait("/readyz")
+        running.wait("/readyz")
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            for seed in range(12):
+                body = {"transactions": transactions(5, seed=seed)}
+                assert client.post("/v1/fraud/score", json=body).status_code == 200
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,556 @@
+"""Canary and shadow rollouts: a candidate version of a model served beside its served version.
+
+A ``Rollout`` belongs to one ``ServedModel`` (``ServedModel.rollout``) in one worker. It loads
+the candidate through the model's own machinery (``ServedModel.build_generation``: sha256,
+contract, warm-up, rehearsal); until that succeeded the candidate gets no traffic. Then:
+
+- **canary**: ``route`` sends a request to the candidate when a stable hash of its key
+  (``DLSERVE_ROLLOUT_KEY_HEADER``, else ``x-request-id``, else a random one) falls under
+  ``percent``: a client that retries with the same key sees the same version, on every worker.
+- **shadow**: after the served version has answered, a sampled share (``sample``) of requests
+  is run again on the candidate in a task of its own, whose answer is only compared (agreement
+  within ``agree_within``); at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
+  per worker, the others dropped and counted, as are runs the candidate's queue refuses.
+
+Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
+model) and the histogram of the model's score output over the model's fixed score buckets.
+Once the candidate has ``min_requests`` answers (and the served version as many), each new
+answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
+index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
+the served version's scores above ``max_psi`` (checked every ``PSI_EVERY`` answers), or
+(shadow) row agreement below
+``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
+(the candidate becomes the served version). While a rollout is running or after it ended, the
+model is held at the version it serves (``ServedModel.pinned``): the store's ``latest`` pointer
+moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
+
+Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
+``describe`` (``/v1/models``' ``rollout``). Which version answered a request and which
+candidate ran as its shadow: ``service.routing.current_routing()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from service.batching import Arrays, MicroBatcher
+from service.config import Settings, SettingsError, variable
+from service.errors import OverloadedError
+from service.routing import current_routing
+from service.served_model import Generation, ServedModel
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["canary", "shadow"]
+State = Literal["loading", "canary", "shadow", "promoted", "rolled_back", "canceled", "failed"]
+RUNNING = frozenset({"loading", "canary", "shadow"})
+SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows")
+PSI_FLOOR = 1e-4
+PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
+FEW_SCORES = 16
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+KEPT_TRANSITIONS = 20
+
+ROLLOUT_REQUESTS = Counter(
+    "dlserve_rollout_requests_total",
+    "Requests answered during a rollout, by model, version, role (served, canary: the "
+    "candidate answered, shadow: the candidate ran beside) and outcome (ok, error).",
+    ["model", "version", "role", "outcome"],
+)
+ROLLOUT_SECONDS = Histogram(
+    "dlserve_rollout_request_seconds",
+    "Seconds a request spent in its version's batcher and model during a rollout, by model, "
+    "version and role.",
+    ["model", "version", "role"],
+    buckets=LATENCY_BUCKETS,
+)
+ROLLOUT_SHADOW = Counter(
+    "dlserve_rollout_shadow_total",
+    "Shadow runs by model and outcome: compared, dropped (too many in flight, or the "
+    "candidate's queue full), error; and rows agreeing or disagreeing with the served answer.",
+    ["model", "outcome"],
+)
+ROLLOUT_TRANSITIONS = Counter(
+    "dlserve_rollout_transitions_total",
+    "Rollout transitions by model and the state entered: loading, canary, shadow, promoted, "
+    "rolled_back, canceled, failed.",
+    ["model", "state"],
+)
+ROLLOUT_PSI = Gauge(
+    "dlserve_rollout_psi",
+    "Population stability index of the candidate's scores against the served version's, by "
+    "model (the automatic rollback's statistic; per worker, the largest shown).",
+    ["model"],
+    multiprocess_mode="max",
+)
+ROLLOUT_ACTIVE = Gauge(
+    "dlserve_rollout_active",
+    "1 while a rollout of the candidate runs (loading, canary or shadow), by model, candidate "
+    "and mode; 0 once it ended.",
+    ["model", "candidate", "mode"],
+    multiprocess_mode="max",
+)
+
+
+class RolloutSpec(BaseModel):
+    """A rollout as declared (``DLSERVE_ROLLOUTS``) or posted (``POST .../rollout``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    candidate: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the stored version to roll out",
+    )
+    mode: Mode
+    percent: float = Field(10.0, gt=0, le=100, description="canary: share of requests, in %")
+    sample: float = Field(1.0, gt=0, le=1, description="shadow: share of requests also run")
+    min_requests: int = Field(
+        200, ge=10, le=1_000_000, description="candidate answers before any verdict"
+    )
+    max_error_ratio: float = Field(0.05, ge=0, le=1)
+    max_psi: float = Field(0.25, gt=0, le=100)
+    min_agreement: float | None = Field(None, ge=0, le=1, description="shadow: rows agreeing")
+    agree_within: float = Field(0.05, ge=0, le=1, description="shadow: score difference")
+    promote_after: int | None = Field(
+        2000, ge=10, le=100_000_000, description="candidate answers; null: only by a call"
+    )
+
+    @field_validator("promote_after")
+    @classmethod
+    def _after_the_verdict(cls, value: int | None, info: Any) -> int | None:
+        least = info.data.get("min_requests")
+        if value is not None and least is not None and value < least:
+            raise ValueError(f"must be at least min_requests ({least})")
+        return value
+
+
+class CandidateError(Exception):
+    """The candidate could not be loaded (the reason); the rollout is ``failed``."""
+
+
+def stable_share(*parts: str) -> float:
+    """A number in [0, 1) fixed by ``parts`` (blake2b), the same in every process."""
+    digest = hashlib.blake2b(":".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def psi(reference: np.ndarray, observed: np.ndarray) -> float:
+    """Population stability index of two histograms over the same bins: sum over bins of
+    (q - p) ln(q / p), each proportion floored at ``PSI_FLOOR``."""
+    p = np.maximum(reference / max(reference.sum(), 1), PSI_FLOOR)
+    q = np.maximum(observed / max(observed.sum(), 1), PSI_FLOOR)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+class VersionFigures:
+    """One version's figures during a rollout (updated on the event loop)."""
+
+    def __init__(self, score_bounds: np.ndarray) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
+        self.score_bounds = score_bounds
+        self._bounds = score_bounds.tolist()
+        self.scores = np.zeros(len(score_bounds) + 1, dtype=np.int64)
+
+    def answered(self, seconds: float, scores: np.ndarray | None) -> None:
+        self.requests += 1
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        if scores is None:
+            return
+        values = scores.ravel()
+        if values.size > FEW_SCORES:
+            self.scores += np.bincount(
+                np.searchsorted(self.score_bounds, values), minlength=len(self.scores)
+            )
+            return
+        for value in values.tolist():  # numpy's fixed cost is more than a few bisects
+            self.scores[bisect_left(self._bounds, value)] += 1
+
+    def failed(self) -> None:
+        self.requests += 1
+        self.errors += 1
+
+    @property
+    def error_ratio(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        bounds = [*LATENCY_BUCKETS, "+Inf"]
+        scores = [*self.score_bounds.tolist(), "+Inf"]
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_ratio": round(self.error_ratio, 4),
+            "latency_seconds": dict(zip(map(str, bounds), self.latency.tolist(), strict=True)),
+            "scores": dict(zip(map(str, scores), self.scores.tolist(), strict=True)),
+        }
+
+
+@dataclass
+class ShadowFigures:
+    """Shadow runs: compared, dropped, failed, and rows agreeing with the served answer."""
+
+    compared: int = 0
+    dropped: int = 0
+    errors: int = 0
+    rows: int = 0
+    agreeing_rows: int = 0
+    abs_difference: float = 0.0
+    in_flight: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreeing_rows / self.rows if self.rows else None
+
+    def describe(self) -> dict[str, Any]:
+        agreement = self.agreement
+        return {
+            "compared": self.compared,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "rows": self.rows,
+            "agreement": None if agreement is None else round(agreement, 4),
+            "mean_abs_difference": round(self.abs_difference / self.rows, 6) if self.rows else None,
+            "in_flight": self.in_flight,
+        }
+
+
+class Rollout:
+    """The rollout of ``spec.candidate`` beside ``served``'s version (see the module
+    docstring). Built in state ``loading``; ``load()`` (blocking, off the event loop) brings
+    the candidate in; the other methods run on the event loop."""
+
+    def __init__(self, served: ServedModel, spec: RolloutSpec, max_shadows: int) -> None:
+        ready = served.ready
+        assert ready is not None, "a rollout needs a served version"
+        self.served = served
+        self.spec = spec
+        self.baseline = ready.version
+        self.state: State = "loading"
+        self.reason: str | None = None
+        self.candidate: Generation | None = None
+        self.psi: float | None = None
+        self.max_shadows = max_shadows
+        self.transitions: deque[dict[str, Any]] = deque(maxlen=KEPT_TRANSITIONS)
+        bounds = np.asarray(served.spec.score_buckets, dtype=np.float64)
+        self.figures = {"served": VersionFigures(bounds), "candidate": VersionFigures(bounds)}
+        self.shadow = ShadowFigures()
+        self._pin_before = served.pinned
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        name = served.name
+        self._shadow_series = {o: ROLLOUT_SHADOW.labels(name, o) for o in SHADOW_OUTCOMES}
+        self._score = served.spec.score_output
+        self._share = spec.percent / 100
+        self._enter("loading", f"candidate {spec.candidate} beside {self.baseline}")
+        served.pinned = self.baseline  # polling and the load route keep the served version
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the candidate beside the served version; ``CandidateError`` (state
+        ``failed``) when it cannot serve."""
+        try:
+            generation = self.served.build_generation(self.spec.candidate)
+        except Exception as exc:
+            self._end("failed", f"candidate {self.spec.candidate}: {exc}")
+            raise CandidateError(str(exc)) from exc
+        if self.state != "loading":  # canceled meanwhile
+            generation.runner.close()
+            return
+        self.candidate = generation
+        ROLLOUT_ACTIVE.labels(self.served.name, self.spec.candidate, self.spec.mode).set(1)
+        share = (
+            f"{self.spec.percent:g}% of requests"
+            if self.spec.mode == "canary"
+            else (f"{self.spec.sample:g} of requests shadowed")
+        )
+        self._enter(self.spec.mode, f"candidate {self.spec.candidate} ready: {share}")
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING
+
+    def promote(self, reason: str) -> None:
+        """Serve the candidate from now on (held there); the rollout ends ``promoted``."""
+        candidate = self.candidate
+        if candidate is None or self.state not in ("canary", "shadow"):
+            raise RuntimeError(f"nothing to promote: the rollout is {self.state}")
+        self.served.pinned = self.spec.candidate
+        self.candidate = None
+        self.served.swap_in(candidate)
+        self._end("promoted", reason)
+
+    def rollback(self, reason: str) -> None:
+        """Stop sending anything to the candidate; the served version keeps serving, held."""
+        self._drop_candidate()
+        self._end("rolled_back", reason)
+
+    def cancel(self) -> None:
+        """End the rollout without a verdict; the hold goes back to the settings' pin."""
+        self._drop_candidate()
+        self.served.pinned = self._pin_before
+        self._end("canceled", "canceled by a call")
+
+    def _drop_candidate(self) -> None:
+        candidate, self.candidate = self.candidate, None
+        if candidate is not None:
+            self.served.retire(candidate)
+
+    def _enter(self, state: State, reason: str) -> None:
+        previous = self.transitions[-1]["state"] if self.transitions else None
+        self.state, self.reason = state, reason
+        self.transitions.append(
+            {"state": state, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ"), "reason": reason}
+        )
+        ROLLOUT_TRANSITIONS.labels(model=self.served.name, state=state).inc()
+        log.info("model %s rollout: %s -> %s: %s", self.served.name, previous, state, reason)
+
+    def _end(self, state: State, reason: str) -> None:
+        ROLLOUT_ACTIVE.labels(self.served.name, self.spec.candidate, self.spec.mode).set(0)
+        self._enter(state, reason)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def route(self, current: Generation) -> Generation:
+        """The generation a new request runs on: the candidate for a canary's share of keys
+        (a random share without a key), else ``current``."""
+        candidate = self.candidate
+        if candidate is None or self.state != "canary":
+            return current
+        routing = current_routing()
+        key = routing.key if routing is not None else None
+        if key is None:
+            share = random.random()
+        else:
+            share = stable_share(self.served.name, self.spec.candidate, key)
+        return candidate if share < self._share else current
+
+    def answered(self, generation: Generation, inputs: Arrays, outputs: Arrays, s: float) -> None:
+        """A request answered on ``generation`` after ``s`` seconds: count it, check the
+        bounds, and (shadow) maybe run it on the candidate too."""
+        if not self.running:
+            return
+        scores = outputs[self._score] if self._score is not None else None
+        if generation is self.candidate:
+            self._count(generation, "canary", "ok", s)
+            self.figures["candidate"].answered(s, scores)
+            self._judge()
+            return
+        self._count(generation, "served", "ok", s)
+        self.figures["served"].answered(s, scores)
+        if self.state == "shadow" and random.random() < self.spec.sample:
+            self._start_shadow(inputs, scores)
+
+    def failed(self, generation: Generation) -> None:
+        """A request failed on ``generation`` (a 500): count it and check the bounds."""
+        if not self.running:
+            return
+        role = "candidate" if generation is self.candidate else "served"
+        self._count(generation, "canary" if role == "candidate" else "served", "error", 0.0)
+        self.figures[role].failed()
+        if role == "candidate":
+            self._judge()
+
+    def _count(self, generation: Generation, role: str, outcome: str, seconds: float) -> None:
+        version = generation.ready.version
+        series = self._series.get((version, role, outcome))
+        if series is None:  # ``labels()`` costs ~1.7 us a call: looked up once per series
+            name = self.served.name
+            series = (
+                ROLLOUT_REQUESTS.labels(name, version, role, outcome),
+                ROLLOUT_SECONDS.labels(name, version, role),
+            )
+            self._series[(version, role, outcome)] = series
+        series[0].inc()
+        if outcome == "ok":
+            series[1].observe(seconds)
+
+    def _start_shadow(self, inputs: Arrays, served_scores: np.ndarray | None) -> None:
+        candidate = self.candidate
+        if candidate is None:
+            return
+        if self.shadow.in_flight >= self.max_shadows:
+            self._shadow_dropped()
+            return
+        routing = current_routing()
+        if routing is not None:
+            routing.shadows[self.served.name] = self.spec.candidate
+        self.served.hold(candidate)
+        self.shadow.in_flight += 1
+        task = asyncio.get_running_loop().create_task(
+            self._shadow_run(candidate, inputs, served_scores)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _shadow_dropped(self) -> None:
+        self.shadow.dropped += 1
+        self._shadow_series["dropped"].inc()
+
+    async def _shadow_run(
+        self, candidate: Generation, inputs: Arrays, served_scores: np.ndarray | None
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            assert isinstance(candidate.runner, MicroBatcher)
+            outputs = await candidate.runner.submit(inputs)
+        except OverloadedError:
+            self._shadow_dropped()
+            return
+        except Exception as exc:  # the candidate's failure is counted, never the client's
+            log.debug("shadow run of %s failed", self.spec.candidate, exc_info=exc)
+            if self.running:
+                self.shadow.errors += 1
+                self.figures["candidate"].failed()
+                self._shadow_series["error"].inc()
+                self._count(candidate, "shadow", "error", 0.0)
+                self._judge()
+            return
+        finally:
+            self.shadow.in_flight -= 1
+            self.served.release(candidate)
+        if not self.running:
+            return
+        seconds = time.perf_counter() - started
+        scores = outputs[self._score] if self._score is not None else None
+        self._count(candidate, "shadow", "ok", seconds)
+        self.figures["candidate"].answered(seconds, scores)
+        self.shadow.compared += 1
+        self._shadow_series["compared"].inc()
+        if scores is not None and served_scores is not None:
+            difference = np.abs(np.asarray(scores, np.float64) - served_scores).ravel()
+            agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
+            self.shadow.rows += difference.size
+            self.shadow.agreeing_rows += agreeing
+            self.shadow.abs_difference += float(difference.sum())
+            self._shadow_series["agreeing_rows"].inc(agreeing)
+            self._shadow_series["disagreeing_rows"].inc(difference.size - agreeing)
+        self._judge()
+
+    # -- verdicts ---------------------------------------------------------------------------
+
+    def _judge(self) -> None:
+        """Roll back on a bound broken over ``min_requests`` answers; promote after
+        ``promote_after`` answers within bounds."""
+        candidate, served = self.figures["candidate"], self.figures["served"]
+        spec = self.spec
+        if not self.running or candidate.requests < spec.min_requests:
+            return
+        if candidate.error_ratio > spec.max_error_ratio:
+            self.rollback(
+                f"error ratio {candidate.error_ratio:.3f} > {spec.max_error_ratio} over "
+                f"{candidate.requests} requests"
+            )
+            return
+        checks_scores = candidate.requests % PSI_EVERY == 0
+        if self._score is not None and served.requests >= spec.min_requests and checks_scores:
+            self.psi = psi(served.scores, candidate.scores)
+            ROLLOUT_PSI.labels(self.served.name).set(self.psi)
+            if self.psi > spec.max_psi:
+                self.rollback(
+                    f"score PSI {self.psi:.3f} > {spec.max_psi} over {candidate.requests} "
+                    f"candidate and {served.requests} served answers"
+                )
+                return
+        agreement = self.shadow.agreement
+        floor = spec.min_agreement
+        if floor is not None and agreement is not None and agreement < floor:
+            self.rollback(
+                f"shadow agreement {agreement:.3f} < {floor} over {self.shadow.rows} rows"
+            )
+            return
+        if spec.promote_after is not None and candidate.requests >= spec.promote_after:
+            self.promote(f"{candidate.requests} candidate answers within bounds")
+
+    def describe(self) -> dict[str, Any]:
+        """``/v1/models``' ``rollout``: state, share, bounds, figures so far, transitions."""
+        spec = self.spec
+        return {
+            "candidate": spec.candidate,
+            "baseline": self.baseline,
+            "mode": spec.mode,
+            "state": self.state,
+            "reason": self.reason,
+            "share": spec.percent / 100 if spec.mode == "canary" else spec.sample,
+            "bounds": spec.model_dump(exclude={"candidate", "mode", "percent", "sample"}),
+            "psi": None if self.psi is None else round(self.psi, 4),
+            "figures": {role: figures.describe() for role, figures in self.figures.items()},
+            "shadow": self.shadow.describe() if spec.mode == "shadow" else None,
+            "transitions": list(self.transitions),
+        }
+
+
+def start(served: ServedModel, spec: RolloutSpec, max_shadows: int) -> Rollout:
+    """Start ``spec`` on ``served`` and load its candidate (blocking): the rollout, in state
+    ``canary``/``shadow``, or ``CandidateError`` (it is kept, ``failed``, for ``/v1/models``).
+    ``ValueError`` when the model cannot take one (stepwise, nothing served, the candidate
+    is the served version, another rollout running)."""
+    refusal = refusal_of(served, spec)
+    if refusal is not None:
+        raise ValueError(refusal)
+    rollout = Rollout(served, spec, max_shadows)
+    served.rollout = rollout
+    rollout.load()
+    return rollout
+
+
+def refusal_of(served: ServedModel, spec: RolloutSpec) -> str | None:
+    """Why ``served`` cannot take ``spec`` now, or ``None``."""
+    if served.spec.stepwise:
+        return f"model {served.name!r} is stepwise: rollouts serve batched models only"
+    ready = served.ready
+    if ready is None:
+        return f"model {served.name!r} serves no version yet: {served.reason}"
+    if ready.version == spec.candidate:
+        return f"version {spec.candidate!r} is the served version"
+    current = served.rollout
+    if current is not None and current.running:
+        return f"a rollout of {current.spec.candidate!r} is {current.state}: cancel it first"
+    return None
+
+
+def start_declared(settings: Settings, served: Mapping[str, ServedModel]) -> None:
+    """Count every served model's transitions from 0 and start the rollouts of
+    ``DLSERVE_ROLLOUTS`` (model -> spec); ``SettingsError`` naming
+    the variable for an unknown model or a bad spec; a candidate that cannot serve is
+    logged and shown ``failed`` (the served version keeps serving)."""
+    for model in served:  # from 0, so that the first transition is an increase()
+        for state in State.__args__:
+            ROLLOUT_TRANSITIONS.labels(model=model, state=state)
+    name = variable("rollouts")
+    for model, raw in settings.rollouts.items():
+        if model not in served:
+            raise SettingsError(f"{name}: model {model!r} is not served here ({sorted(served)})")
+        try:
+            spec = RolloutSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise SettingsError(f"{name}: {model}: {describe_errors(exc)}") from None
+        try:
+            start(served[model], spec, settings.rollout_shadow_max_in_flight)
+        except (ValueError, CandidateError) as exc:
+            log.error("model %s: the declared rollout did not start: %s", model, exc)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per broken rule of a ``RolloutSpec``: the field and the rule."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )

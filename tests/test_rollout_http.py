@@ -1,0 +1,266 @@
+"""Canary and shadow rollouts over HTTP (issue 23): each server serves a private copy of the
+smoke fraud model, pinned to it, and a candidate version registered beside it; clients post
+all along and no request may fail. Tests wait on ``/v1/models``' rollout state, never on time."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.http_checks import metric_value
+from harness.local_server import LocalServer
+from harness.payloads import transactions
+from tests import model_versions as mv
+from tests.test_model_reload_http import _store, _until
+
+pytestmark = pytest.mark.http
+FRAUD = "fraud-scorer"
+ROUTE = "/v1/fraud/score"
+BODY = {"transactions": transactions(2)}
+KEY = "x-rollout-key"
+API_KEY = "rollout-test-key-0123456789"
+ROLLOUT_REQUESTS = "dlserve_rollout_requests_total"
+AUTH = {"authorization": f"Bearer {API_KEY}"}
+
+
+def _server(tmp_path: Path, stored_models: dict, alter: mv.Alter | None = None):
+    """A keyed server serving the stored fraud version, pinned; and a candidate registered
+    beside it (``alter``ed). Returns (server, old version, candidate)."""
+    home = _store(tmp_path / "home", [FRAUD])
+    old = stored_models[FRAUD]["version"]
+    candidate = mv.new_version(mv.store_of(home), FRAUD, alter)
+    env = {
+        "BENTOML_HOME": str(home),
+        "DLSERVE_MODELS": "fraud",
+        "DLSERVE_PINNED_MODELS": f"{FRAUD}:{old}",
+        "DLSERVE_API_KEYS": API_KEY,
+    }
+    return LocalServer(env), old, candidate
+
+
+def _rollout(server: LocalServer) -> dict:
+    return _entry_keyed(server)["rollout"]
+
+
+def _entry_keyed(server: LocalServer) -> dict:
+    models = httpx.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()["models"]
+    return next(entry for entry in models if entry["name"] == FRAUD)
+
+
+class Clients:
+    """``connections`` threads posting the fraud route, each request with the next key of
+    ``keys`` (none: no key header), until the keys run out or ``stop()``; every answer's
+    (key, status, version) in ``answers``."""
+
+    def __init__(self, url: str, keys: Iterator[str | None], connections: int = 16) -> None:
+        self.answers: list[tuple[str | None, int, str | None]] = []
+        self._keys = keys
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(url,)) for _ in range(connections)
+        ]
+
+    def _next(self) -> tuple[bool, str | None]:
+        with self._lock:
+            return next(((True, key) for key in self._keys), (False, None))
+
+    def _run(self, url: str) -> None:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
+            while not self._stop.is_set():
+                more, key = self._next()
+                if not more:
+                    return
+                try:
+                    response = client.post(ROUTE, json=BODY, headers={KEY: key} if key else {})
+                    status = response.status_code
+                    version = response.json()["model"]["version"] if status == 200 else None
+                except httpx.HTTPError:
+                    status, version = 0, None
+                self.answers.append((key, status, version))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __enter__(self) -> Clients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.join()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def failed(self) -> list[tuple[str | None, int, str | None]]:
+        return [answer for answer in self.answers if answer[1] != 200]
+
+
+def _forever(prefix: str) -> Iterator[str]:
+    number = 0
+    while True:
+        number += 1
+        yield f"{prefix}-{number}"
+
+
+def test_a_canary_gets_its_share_and_a_key_sticks_to_one_version(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """10% canary over 4,000 distinct keys, 16 connections; then the same keys again; then
+    promoted by a call."""
+    server, old, candidate = _server(tmp_path, stored_models)
+    with server:
+        server.wait("/readyz", timeout=120)
+        spec = {"candidate": candidate, "mode": "canary", "percent": 10, "promote_after": None}
+        started = httpx.post(
+            server.url + f"/v1/models/{FRAUD}/rollout", json=spec, headers=AUTH, timeout=60
+        )
+        assert started.status_code == 200, started.text
+        assert started.json()["state"] == "canary"
+        keys = [f"client-{n}" for n in range(4000)]
+        with Clients(server.url, iter(keys)) as first:
+            pass
+        assert not first.failed(), first.failed()[:5]
+        versions = {key: version for key, _, version in first.answers}
+        share = Counter(versions.values())[candidate] / len(keys)
+        assert set(versions.values()) == {old, candidate}
+        assert 0.08 <= share <= 0.12, f"the 10% canary got {share:.1%} of {len(keys)} keys"
+        with Clients(server.url, iter(keys[:1000])) as again:
+            pass
+        assert not again.failed()
+        moved = [key for key, _, version in again.answers if versions[key] != version]
+        assert not moved, f"{len(moved)} keys changed version: {moved[:5]}"
+        rollout = _rollout(server)
+        assert rollout["figures"]["candidate"]["requests"] == sum(
+            1 for key, _, version in first.answers + again.answers if version == candidate
+        )
+        with Clients(server.url, _forever("after")) as during:
+            promoted = httpx.post(
+                server.url + f"/v1/models/{FRAUD}/rollout/promote", headers=AUTH, timeout=10
+            )
+            assert promoted.status_code == 200 and promoted.json()["state"] == "promoted"
+            after_promotion = len(during.answers) + 16  # requests in flight may end on old
+            _until(lambda: len(during.answers) > after_promotion + 100, 60, "answers")
+            during.stop()
+        assert not during.failed(), during.failed()[:5]
+        assert {v for *_, v in during.answers[after_promotion:]} == {candidate}
+        assert _entry_keyed(server)["version"] == candidate
+        assert (
+            metric_value(server, "dlserve_rollout_transitions_total", model=FRAUD, state="promoted")
+            == 1
+        )
+
+
+def test_a_shadow_answers_with_the_served_version_records_agreement_and_is_promoted(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """Every request shadowed on an equal copy; promoted on its own after 300 answers."""
+    server, old, candidate = _server(tmp_path, stored_models)
+    with server:
+        server.wait("/readyz", timeout=120)
+        spec = {"candidate": candidate, "mode": "shadow", "min_requests": 50, "promote_after": 300}
+        with Clients(server.url, _forever("shadow")) as clients:
+            started = httpx.post(
+                server.url + f"/v1/models/{FRAUD}/rollout", json=spec, headers=AUTH, timeout=60
+            )
+            assert started.status_code == 200, started.text
+            _until(lambda: _rollout(server)["state"] == "promoted", 120, "promoted")
+            promoted_at = len(clients.answers) + 16
+            _until(lambda: len(clients.answers) > promoted_at + 50, 60, "answers after")
+            clients.stop()
+        assert not clients.failed(), clients.failed()[:5]
+        rollout = _rollout(server)
+        shadow = rollout["shadow"]
+        assert shadow["compared"] >= 300 - shadow["errors"], shadow
+        assert shadow["errors"] == 0 and shadow["agreement"] == 1.0, shadow
+        assert shadow["rows"] == 2 * shadow["compared"]
+        assert rollout["figures"]["served"]["requests"] >= shadow["compared"]
+        assert rollout["transitions"][-1]["state"] == "promoted"
+        assert "300 candidate answers" in rollout["reason"]
+        served = {"model": FRAUD, "outcome": "ok"}
+        # while shadowed, no client got the candidate's answer
+        assert (
+            metric_value(server, ROLLOUT_REQUESTS, version=candidate, role="canary", **served) == 0
+        )
+        assert metric_value(server, ROLLOUT_REQUESTS, version=old, role="served", **served) > 0
+        assert {v for *_, v in clients.answers} == {old, candidate}
+        assert {v for *_, v in clients.answers[promoted_at:]} == {candidate}
+        compared = metric_value(
+            server, "dlserve_rollout_shadow_total", model=FRAUD, outcome="compared"
+        )
+        assert compared == shadow["compared"]
+
+
+def test_a_bad_candidate_is_rolled_back_within_its_window(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """A fraud graph answering 1 - p, as a 50% canary: rolled back on its score PSI once it
+    has 100 answers; the route's bad input first."""
+    server, old, candidate = _server(tmp_path, stored_models, mv.invert_output("fraud_probability"))
+    with server:
+        server.wait("/readyz", timeout=120)
+        route = server.url + f"/v1/models/{FRAUD}/rollout"
+        assert httpx.post(route, json={"candidate": candidate, "mode": "canary"}).status_code == 401
+        refused = httpx.post(
+            route, json={"candidate": candidate, "mode": "canary", "percent": 150}, headers=AUTH
+        )
+        assert refused.status_code == 400, refused.text
+        detail = refused.json()["detail"]
+        assert detail[0]["loc"] == ["body", "percent"] and "100" in detail[0]["msg"], detail
+        too_soon = {
+            "candidate": candidate,
+            "mode": "canary",
+            "min_requests": 500,
+            "promote_after": 100,
+        }
+        refused = httpx.post(route, json=too_soon, headers=AUTH)
+        assert refused.status_code == 400 and refused.json()["detail"][0]["loc"] == [
+            "body",
+            "promote_after",
+        ]
+        missing = httpx.post(
+            route, json={"candidate": "nosuchversion", "mode": "canary"}, headers=AUTH, timeout=60
+        )
+        assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == [
+            "body",
+            "candidate",
+        ]
+        unknown = httpx.post(server.url + "/v1/models/nope/rollout", json={}, headers=AUTH)
+        assert unknown.status_code == 404
+        assert httpx.post(route + "/promote", headers=AUTH).status_code == 409
+
+        spec = {
+            "candidate": candidate,
+            "mode": "canary",
+            "percent": 50,
+            "min_requests": 100,
+            "promote_after": None,
+        }
+        with Clients(server.url, _forever("bad")) as clients:
+            started = httpx.post(route, json=spec, headers=AUTH, timeout=60)
+            assert started.status_code == 200, started.text
+            assert httpx.post(route, json=spec, headers=AUTH, timeout=60).status_code == 409
+            _until(lambda: _rollout(server)["state"] == "rolled_back", 120, "rolled back")
+            rolled_back_at = len(clients.answers) + 16
+            _until(lambda: len(clients.answers) > rolled_back_at + 100, 60, "answers after")
+            clients.stop()
+        assert not clients.failed(), clients.failed()[:5]
+        rollout = _rollout(server)
+        assert "PSI" in rollout["reason"] and rollout["psi"] > 0.25, rollout["reason"]
+        candidate_answers = rollout["figures"]["candidate"]["requests"]
+        assert 100 <= candidate_answers < 150, candidate_answers  # the window, and its verdict
+        assert {v for *_, v in clients.answers[rolled_back_at:]} == {old}
+        assert _entry_keyed(server)["version"] == old
+        assert (
+            metric_value(
+                server, "dlserve_rollout_transitions_total", model=FRAUD, state="rolled_back"
+            )
+            == 1
+        )
