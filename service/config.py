@@ -8,6 +8,7 @@ variable and the rule, which stops the start. docs/OPERATIONS.md's settings tabl
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ ENV_PREFIX = "DLSERVE_"
 NameList = Annotated[tuple[str, ...], NoDecode]
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 MIN_API_KEY_CHARS = 16
+FIELD_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def split_names(text: str) -> tuple[str, ...]:
@@ -230,6 +232,51 @@ class Settings(BaseSettings):
         description="HTTP batch jobs waiting per worker (each keeps its upload on disk); "
         "beyond, `/submit` answers 429",
     )
+    payload_log_dir: Path | None = Field(
+        None,
+        description="absolute folder of the payload logs (Parquet parts, one subfolder per "
+        "worker); unset: no payload log; see Payload logs",
+    )
+    payload_log_rate: NameList = Field(
+        (),
+        description="comma list of `model=share` (0 to 1): the share of that model's requests "
+        "recorded, chosen by a hash of the request id (a model not listed: none)",
+    )
+    payload_log_redact: NameList = Field(
+        (),
+        description="comma list of field names whose values a record never holds (JSON object "
+        "keys at any depth, V2 input and output names); with any set, a body that is not JSON "
+        "is not recorded",
+    )
+    payload_log_queue: int = Field(
+        1024, ge=1, description="records waiting for the writer per worker; beyond, dropped"
+    )
+    payload_log_queue_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="bytes of bodies and answers waiting for the writer per worker; beyond, "
+        "dropped",
+    )
+    payload_log_max_record_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="a request whose body or answer is larger is not recorded (dropped)",
+    )
+    payload_log_part_records: int = Field(
+        1000, ge=1, description="records per Parquet part at most (a part is written then)"
+    )
+    payload_log_flush_s: float = Field(
+        5.0, gt=0, description="a part is written at the latest this long after its first record"
+    )
+    payload_log_max_bytes: int = Field(
+        1024**3,
+        ge=1024,
+        description="the payload log folder's parts, all workers together: the oldest are "
+        "deleted beyond this size",
+    )
+    payload_log_max_age_s: int = Field(
+        7 * 24 * 3600, ge=60, description="parts older than this are deleted"
+    )
     model_poll_s: float = Field(
         10.0,
         ge=0,
@@ -294,7 +341,15 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("models", "area_modules", "pinned_models", "lean_areas", mode="before")
+    @field_validator(
+        "models",
+        "area_modules",
+        "pinned_models",
+        "lean_areas",
+        "payload_log_rate",
+        "payload_log_redact",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return split_names(value) if isinstance(value, str) else value
@@ -311,7 +366,28 @@ class Settings(BaseSettings):
             raise ValueError(f"every key must have at least {MIN_API_KEY_CHARS} characters")
         return keys
 
-    @field_validator("batch_dir", "api_keys_file")
+    @field_validator("payload_log_rate")
+    @classmethod
+    def _shares(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pair in value:
+            name, _, share = pair.partition("=")
+            try:
+                valid = bool(name) and 0 <= float(share) <= 1
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ValueError(f"{pair!r} is not model=share with a share from 0 to 1")
+        return value
+
+    @field_validator("payload_log_redact")
+    @classmethod
+    def _field_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not FIELD_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a field name (letters, digits, _ and -)")
+        return value
+
+    @field_validator("batch_dir", "api_keys_file", "payload_log_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -332,6 +408,13 @@ class Settings(BaseSettings):
         ``max_request_<unit>`` and ``max_batch_<unit>`` (``tokens``: ``DLSERVE_MAX_REQUEST_TOKENS``,
         ``DLSERVE_MAX_BATCH_TOKENS``)."""
         return getattr(self, f"max_request_{unit}"), getattr(self, f"max_batch_{unit}")
+
+    def payload_log_share(self, name: str) -> float:
+        """The share of model ``name``'s requests the payload log records (0 when off)."""
+        if self.payload_log_dir is None:
+            return 0.0
+        shares = dict(pair.partition("=")[::2] for pair in self.payload_log_rate)
+        return float(shares.get(name, 0))
 
     def pinned_version(self, name: str) -> str | None:
         """The version ``DLSERVE_PINNED_MODELS`` pins model ``name`` to, if any."""

@@ -24,6 +24,7 @@ from service.area import ReadyModel
 from service.batching import Arrays
 from service.config import Settings
 from service.errors import ModelNotFoundError
+from service.payload_log.answered import note_version
 from service.served_model import ServedModel, request_scope
 from service.traffic import Traffic
 
@@ -81,7 +82,9 @@ class DataPlane:
     async def predict(self, name: str, inputs: Arrays) -> tuple[ReadyModel, Arrays]:
         """Batched inference on the request's version: its outputs. ``ModelNotFoundError``,
         ``ModelNotReadyError`` (503, before ``inputs`` is read), ``OverloadedError``."""
-        return await self.model(name).predict(inputs)
+        ready, outputs = await self.model(name).predict(inputs)
+        note_version(ready.name, ready.version)  # the payload log's record of who answered
+        return ready, outputs
 
     async def stream(
         self, name: str, requests: Sequence[Any]
@@ -90,7 +93,9 @@ class DataPlane:
         its version and the outputs as ``(index in requests, output)``; leaving the iteration
         early frees its places. ``ModelNotFoundError``, ``ModelNotReadyError``,
         ``QueueFullError`` (429)."""
-        return self.model(name).stream(requests)
+        ready, outputs = self.model(name).stream(requests)
+        note_version(ready.name, ready.version)
+        return ready, outputs
 
     def tensor_model(self, name: str) -> ServedModel:
         """The enabled tensor model ``name`` (``ModelSpec.tensors``); ``ModelNotFoundError``
@@ -129,6 +134,7 @@ class DataPlane:
                 if tensor_inputs.check is not None:
                     tensor_inputs.check(decoded.inputs, ready)
             ready, outputs = await served.predict(decoded.inputs if decoded else {})
+        note_version(ready.name, ready.version)
         return ready, decoded, outputs
 
 

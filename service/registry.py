@@ -64,10 +64,10 @@ def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
 
 def checked_settings(settings: Settings) -> Settings:
     """``settings`` checked against the declared areas, as the service runs it once at start:
-        the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
-        (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every pin
-    names a served model; ``SettingsError``
-        naming the variable otherwise."""
+    the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
+    (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every
+    pin and every payload log share names a served model; ``SettingsError`` naming the variable
+    otherwise."""
     try:
         areas = all_areas(settings.area_modules)
     except RegistryError as exc:
@@ -90,6 +90,11 @@ def checked_settings(settings: Settings) -> Settings:
                 f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
                 f"({sorted(names)})"
             )
+    unlogged = sorted({pair.partition("=")[0] for pair in settings.payload_log_rate} - names)
+    if unlogged:
+        raise SettingsError(
+            f"DLSERVE_PAYLOAD_LOG_RATE names unknown models {unlogged}; known: {sorted(names)}"
+        )
     return settings.model_copy(update={"models": models})
 
 

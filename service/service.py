@@ -65,6 +65,8 @@ from service.model_watcher import ModelWatcher
 from service.multipart_guard import JsonBodyGuard, UploadForm, UploadGuard
 from service.openapi import OpenAPIDocument, openapi_document
 from service.openapi_mounted import mounted_paths
+from service.payload_log import writer as payload_writer
+from service.payload_log.middleware import PayloadLog
 from service.refusal_pacing import PacedRefusals
 from service.routing import RolloutKeys
 from service.served_model import request_scope
@@ -355,9 +357,18 @@ DLServe.mount_asgi_app(v1_app, path="/v1")
 V2_APP = open_inference.build_app(PLANE)
 DLServe.mount_asgi_app(V2_APP, path="/")  # its routes only (PassiveMount)
 DLServe.mount_asgi_app(try_page.build_app(), path="/")  # /ui: the try-it page, its files only
-# The first middleware added is the outermost: every error gets dlserve's shape (routes of
-# other protocols theirs), and the counter also sees the 401s of the key check and the 413s of
-# the limit.
+# The first middleware added is the outermost. The payload log (off unless
+# DLSERVE_PAYLOAD_LOG_DIR is set) records requests and answers as the client sends and gets them.
+DLServe.add_asgi_middleware(
+    PayloadLog,
+    writer=payload_writer.from_settings(SETTINGS),
+    routes={e.route: e.metric_model for e in ENDPOINTS if e.models},
+    model_of_path=open_inference.counted_model,
+    share=SETTINGS.payload_log_share,
+    max_bytes=SETTINGS.payload_log_max_record_bytes,
+)
+# Every error gets dlserve's shape (routes of other protocols theirs), and the counter also sees
+# the 401s of the key check and the 413s of the limit.
 DLServe.add_asgi_middleware(
     ProtocolErrors,
     routes={e.route: e.errors for e in ENDPOINTS if e.errors is not None},

@@ -67,6 +67,21 @@ CASES = {
     ),
     "rollout_key_header": ("x-client-id", "x-client-id", "X Client", "should match pattern"),
     "rollout_shadow_max_in_flight": ("4", 4, "0", "greater than or equal to 1"),
+    "payload_log_dir": ("/srv/payloads", Path("/srv/payloads"), "logs", "absolute path"),
+    "payload_log_rate": (
+        "fraud-scorer=0.1, text-generator=1",
+        ("fraud-scorer=0.1", "text-generator=1"),
+        "fraud-scorer=1.5",
+        "is not model=share with a share from 0 to 1",
+    ),
+    "payload_log_redact": ("amount, hour", ("amount", "hour"), "amount,a b", "not a field name"),
+    "payload_log_queue": ("16", 16, "0", "greater than or equal to 1"),
+    "payload_log_queue_bytes": ("2048", 2048, "10", "greater than or equal to 1024"),
+    "payload_log_max_record_bytes": ("4096", 4096, "10", "greater than or equal to 1024"),
+    "payload_log_part_records": ("10", 10, "0", "greater than or equal to 1"),
+    "payload_log_flush_s": ("0.5", 0.5, "0", "greater than 0"),
+    "payload_log_max_bytes": ("1048576", 1048576, "1", "greater than or equal to 1024"),
+    "payload_log_max_age_s": ("3600", 3600, "59", "greater than or equal to 60"),
     "access_log": ("true", True, "sometimes", "valid boolean"),
     "tracing": ("1", True, "sampled", "valid boolean"),
     "request_metrics": ("false", False, "few", "valid boolean"),
@@ -111,6 +126,16 @@ def test_a_bad_value_names_the_variable_and_the_rule(
     with pytest.raises(SettingsError) as raised:
         registry.settings_from_env()
     assert rule in str(raised.value) and variable in str(raised.value)
+
+
+def test_a_payload_log_share_of_an_unknown_model_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DLSERVE_PAYLOAD_LOG_RATE", "fraud-scorer=0.1,fraud=0.5")
+    with pytest.raises(
+        SettingsError, match=r"DLSERVE_PAYLOAD_LOG_RATE names unknown models \['fraud'\]"
+    ):
+        registry.settings_from_env()
 
 
 def test_public_lists_every_setting_by_variable() -> None:

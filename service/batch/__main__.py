@@ -16,6 +16,7 @@ from service.batch.adapter import UnknownModelError, model_choices
 from service.batch.job import JobConfig, Summary, dry_run, run_local
 from service.batch.parts import ResumeMismatchError
 from service.batch.readers import InputError
+from service.payload_log.replay import PAYLOAD_ROW, is_payload_log
 
 EXIT_REJECTS = 3
 EXIT_BAD_JOB = 2
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         type=Path,
         required=True,
-        help="CSV, Parquet or JSON Lines (.jsonl) file, or a folder of image files",
+        help="CSV, Parquet or JSON Lines (.jsonl) file, a folder of image files, or a payload "
+        "log folder (DLSERVE_PAYLOAD_LOG_DIR: its answered requests' rows, keyed payload_row)",
     )
     parser.add_argument(
         "--output",
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per chunk and per ONNX call (default: the model's: "
         + ", ".join(sorted({f"{a.model} {a.batch_size}" for a in choices.values()}))
         + ")",
+    )
+    parser.add_argument(
+        "--version", default="latest", help="the stored version to score with (default: latest)"
     )
     parser.add_argument(
         "--resume", action="store_true", help="skip chunks a killed run already committed"
@@ -94,9 +99,10 @@ def config_from(args: argparse.Namespace) -> JobConfig:
         output=args.output,
         batch_size=args.batch_size,
         resume=args.resume,
-        id_column=args.id_column,
+        id_column=args.id_column or (PAYLOAD_ROW if is_payload_log(args.input) else None),
         quiet=args.quiet,
         column_map=tuple(args.column),
+        version=args.version,
     )
 
 

@@ -42,6 +42,7 @@ class JobConfig:
     id_column: str | None = None
     quiet: bool = False
     column_map: tuple[tuple[str, str], ...] = ()  # (model input column, file column) pairs
+    version: str = "latest"  # the stored version to score with
 
     def resolved(self, adapter: BatchAdapter) -> JobConfig:
         """This config with the adapter's batch size when none was given; ``InputError`` for
@@ -67,7 +68,10 @@ class JobConfig:
     def open(self, adapter: BatchAdapter) -> Source:
         """The input, opened to read the columns ``adapter`` needs, in chunks."""
         categorical = self.file_names(adapter.categorical_columns)
-        return open_source(self.input, self.batch_size, self.file_columns(adapter), categorical)
+        model = (adapter.model, adapter.input_columns)
+        return open_source(
+            self.input, self.batch_size, self.file_columns(adapter), categorical, model
+        )
 
     def to_model_columns(self, table: pa.Table) -> pa.Table:
         """``table`` with its mapped file columns renamed to the model's input names."""
@@ -148,11 +152,12 @@ class Summary:
         )
 
 
-def load_for_batch(adapter: BatchAdapter) -> ReadyModel:
-    """The adapter's model as the service would load it (same settings, checks, companion)."""
+def load_for_batch(adapter: BatchAdapter, version: str = "latest") -> ReadyModel:
+    """The adapter's model (its stored ``version``) as the service would load it (same
+    settings, checks, companion)."""
     settings = Settings.from_env()
     spec = registry.area_of(adapter.model).spec_by_name[adapter.model]
-    return spec.load(settings.provider, settings.intra_op_threads)
+    return spec.load(settings.provider, settings.intra_op_threads, version)
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ def dry_run(config: JobConfig) -> str:
     """Score only the first chunk and write nothing; a line saying what it found."""
     adapter = find_adapter(config.model)
     config = config.resolved(adapter)
-    model = load_for_batch(adapter)
+    model = load_for_batch(adapter, config.version)
     table = next(config.open(adapter).chunks, None)
     if table is None:
         raise InputError(f"input {config.input} has no rows")
@@ -270,7 +275,7 @@ def run_local(
     started = time.perf_counter()
     adapter = find_adapter(config.model)
     config = config.resolved(adapter)
-    model = model or load_for_batch(adapter)
+    model = model or load_for_batch(adapter, config.version)
     source = config.open(adapter)
     store = open_store(config, adapter, source.fingerprint, model)
 

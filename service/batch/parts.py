@@ -1,5 +1,11 @@
 """Exactly-once output: one part file per chunk, atomic renames, and a manifest.
 
+``write_part`` and ``Manifest`` are the store both batch jobs and payload logs
+(``service.payload_log``) write through: a part is written to a temporary name and
+``os.replace``-d (Arrow IPC for ``.arrow``, Parquet for ``.parquet``), and only then recorded in
+``manifest.json`` (replaced atomically), so a reader that trusts the manifest sees every
+recorded part complete and no other.
+
 Chunk ``i``'s scores go to ``part-00000i.arrow`` and its rejects to ``rejects-00000i.arrow``
 (Arrow IPC: cheap to write and read back) in the work folder, each written to a temporary name
 and then ``os.replace``-d; only after both does the manifest (replaced atomically too) record
@@ -39,25 +45,69 @@ def _replace_json(path: Path, content: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _write_part(table: pa.Table, path: Path) -> None:
+def write_part(table: pa.Table, path: Path) -> int:
+    """Put ``table`` at ``path`` atomically (a temporary name, then ``os.replace``): Parquet for
+    a ``.parquet`` path, Arrow IPC otherwise; the bytes written."""
     temporary = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    if path.suffix == ".parquet":
+        pq.write_table(table, temporary)
+    else:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as out:
+            out.write_table(table)
     os.replace(temporary, path)
+    return path.stat().st_size
 
 
-def _read_part(path: Path) -> pa.Table:
+def read_part(path: Path) -> pa.Table:
+    """A part ``write_part`` wrote."""
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
     with pa.memory_map(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
+
+
+class Manifest:
+    """``manifest.json`` of a part folder: the writer's ``identity`` and one entry per recorded
+    part (``entries``: key -> figures), rewritten whole and replaced atomically on every
+    change. One writer per folder; readers may read it at any time (``read``)."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any], entries: dict[str, Any]) -> None:
+        self.path = folder / MANIFEST
+        self.identity = identity
+        self.entries = entries
+        self.pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+
+    @staticmethod
+    def read(folder: Path) -> dict[str, Any] | None:
+        """``{"identity", "chunks"}`` as last recorded in ``folder``; ``None`` without one."""
+        try:
+            return json.loads((folder / MANIFEST).read_text())
+        except FileNotFoundError:
+            return None
+
+    def record(self, key: str, entry: dict[str, Any]) -> None:
+        """Record part ``key`` (its file must already be in place)."""
+        if self.pause:
+            time.sleep(self.pause)
+        self.entries[key] = entry
+        self.save()
+
+    def forget(self, keys: list[str]) -> None:
+        """Drop the entries of parts that are gone (deleted by retention)."""
+        for key in keys:
+            self.entries.pop(key, None)
+        self.save()
+
+    def save(self) -> None:
+        _replace_json(self.path, {"identity": self.identity, "chunks": self.entries})
 
 
 def write_parts(folder: Path, index: int, scored: pa.Table, rejects: pa.Table) -> int:
     """Put chunk ``index``'s scores and rejects in place atomically (not yet recorded); the
     bytes written."""
     paths = (folder / f"rejects-{index:06d}.arrow", folder / f"part-{index:06d}.arrow")
-    for table, path in zip((rejects, scored), paths, strict=True):
-        _write_part(table, path)
-    return sum(path.stat().st_size for path in paths)
+    tables = (rejects, scored)
+    return sum(write_part(table, path) for table, path in zip(tables, paths, strict=True))
 
 
 def _differences(original: dict[str, Any], current: dict[str, Any]) -> str:
@@ -117,23 +167,21 @@ class PartStore:
         self.folder = folder
         self.identity = identity
         self.targets = targets
-        self.chunks: dict[str, dict[str, int]] = {}
-        manifest = folder / MANIFEST
-        if resume and manifest.exists():
-            stored = json.loads(manifest.read_text())
+        stored = Manifest.read(folder) if resume else None
+        if stored is not None:
             if stored["identity"] != identity:
                 raise ResumeMismatchError(
                     f"{folder} belongs to another job ({_differences(stored['identity'], identity)}"
                     "); resume with the original options, or rerun without --resume to start over"
                 )
-            self.chunks = stored["chunks"]
         else:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest(folder, identity, stored["chunks"] if stored else {})
+        self.chunks: dict[str, dict[str, int]] = self.manifest.entries
         self.streams = None if self.chunks else [FinalFile(target) for target in targets]
         self.streamed = 0
         self.bytes_written = 0  # parts written by this run (the final files hold as much again)
-        self.pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
 
     def done(self, index: int) -> bool:
         return str(index) in self.chunks
@@ -149,10 +197,7 @@ class PartStore:
 
     def record(self, index: int, scored: int, rejected: int) -> None:
         """Mark chunk ``index`` done in the manifest (its parts must already be in place)."""
-        if self.pause:
-            time.sleep(self.pause)
-        self.chunks[str(index)] = {"scored": scored, "rejected": rejected}
-        _replace_json(self.folder / MANIFEST, {"identity": self.identity, "chunks": self.chunks})
+        self.manifest.record(str(index), {"scored": scored, "rejected": rejected})
 
     def totals(self) -> tuple[int, int]:
         """``(scored, rejected)`` rows over every recorded chunk."""
@@ -166,8 +211,8 @@ class PartStore:
         if self.streams is None or self.streamed != len(self.chunks):
             self.streams = [FinalFile(target) for target in self.targets]
             for index in sorted(map(int, self.chunks)):
-                self.streams[0].append(_read_part(self.folder / f"part-{index:06d}.arrow"))
-                self.streams[1].append(_read_part(self.folder / f"rejects-{index:06d}.arrow"))
+                self.streams[0].append(read_part(self.folder / f"part-{index:06d}.arrow"))
+                self.streams[1].append(read_part(self.folder / f"rejects-{index:06d}.arrow"))
         for stream in self.streams:
             stream.close()
         shutil.rmtree(self.folder)

@@ -45,7 +45,7 @@ class ChunkScorer:
     def __init__(self, config: JobConfig) -> None:
         self.config = config
         self.adapter = find_adapter(config.model)
-        self.model = load_for_batch(self.adapter)
+        self.model = load_for_batch(self.adapter, config.version)
         self.columns = config.file_columns(self.adapter)
         self.categorical = config.file_names(self.adapter.categorical_columns)
 
@@ -103,7 +103,7 @@ def run_ray(config: JobConfig, address: str | None, actors: int | None = None) -
         raise InputError("the Ray engine reads Parquet only; use --engine local for CSV/JSONL")
     adapter = find_adapter(config.model)
     config = config.resolved(adapter)
-    model = load_for_batch(adapter)
+    model = load_for_batch(adapter, config.version)
     fingerprint = open_source(config.input, config.batch_size, []).fingerprint
     store = open_store(config, adapter, fingerprint, model)
     total = pq.ParquetFile(config.input).metadata.num_rows

@@ -4,7 +4,9 @@ Chunking is deterministic: chunk ``i`` holds rows ``[i * batch_size, (i + 1) * b
 whatever the file's row groups or blocks, so a resumed job sees the same chunks. Parquet is read
 with pyarrow; CSV and JSON Lines with pandas' chunked readers (a column holding a bad value is
 kept as text for the validator to reject, rather than failing the read). A folder is read as
-image files: one row per file, ``path`` (its name) and ``image`` (its bytes).
+image files: one row per file, ``path`` (its name) and ``image`` (its bytes); a payload log
+folder (``service.payload_log``) as the rows of the model's answered requests, keyed by
+``payload_row``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from service.payload_log import replay
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 
@@ -47,10 +51,20 @@ def input_format(path: Path) -> str:
 
 
 def open_source(
-    path: Path, batch_size: int, columns: list[str], categorical: list[str] | None = None
+    path: Path,
+    batch_size: int,
+    columns: list[str],
+    categorical: list[str] | None = None,
+    model: tuple[str, tuple[str, ...]] | None = None,
 ) -> Source:
     """Open ``path`` for chunked reading of ``columns`` (missing ones are left to the validator);
-    Parquet delivers the ``categorical`` ones dictionary-encoded."""
+    Parquet delivers the ``categorical`` ones dictionary-encoded. ``model``: the scoring model's
+    name and input columns, which pick a payload log's rows."""
+    if model is not None and replay.is_payload_log(path):
+        rows, fingerprint = replay.payload_source_rows(path, *model)
+        present = rows.select([name for name in columns if name in rows.column_names])
+        chunks = (present.slice(start, batch_size) for start in range(0, len(rows), batch_size))
+        return Source(chunks, len(rows), fingerprint)
     if path.is_dir():
         return _image_folder(path, batch_size)
     if not path.is_file():
