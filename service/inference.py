@@ -24,7 +24,7 @@ from service.area import ReadyModel
 from service.batching import Arrays
 from service.config import Settings
 from service.errors import ModelNotFoundError
-from service.payload_log.answered import note_version
+from service.routing import note_answered
 from service.served_model import ServedModel, request_scope
 from service.traffic import Traffic
 
@@ -83,7 +83,7 @@ class DataPlane:
         """Batched inference on the request's version: its outputs. ``ModelNotFoundError``,
         ``ModelNotReadyError`` (503, before ``inputs`` is read), ``OverloadedError``."""
         ready, outputs = await self.model(name).predict(inputs)
-        note_version(ready.name, ready.version)  # the payload log's record of who answered
+        note_answered(ready.name, ready.version)  # the request's record of who answered
         return ready, outputs
 
     async def stream(
@@ -94,7 +94,7 @@ class DataPlane:
         early frees its places. ``ModelNotFoundError``, ``ModelNotReadyError``,
         ``QueueFullError`` (429)."""
         ready, outputs = self.model(name).stream(requests)
-        note_version(ready.name, ready.version)
+        note_answered(ready.name, ready.version)
         return ready, outputs
 
     def tensor_model(self, name: str) -> ServedModel:
@@ -134,7 +134,7 @@ class DataPlane:
                 if tensor_inputs.check is not None:
                     tensor_inputs.check(decoded.inputs, ready)
             ready, outputs = await served.predict(decoded.inputs if decoded else {})
-        note_version(ready.name, ready.version)
+        note_answered(ready.name, ready.version)
         return ready, decoded, outputs
 
 

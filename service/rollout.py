@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.batching import Arrays, MicroBatcher
 from service.config import Settings, SettingsError, variable
 from service.errors import OverloadedError
-from service.routing import current_routing
+from service.routing import current_routing, note_shadow
 from service.served_model import Generation, ServedModel
 
 log = logging.getLogger(__name__)
@@ -389,9 +389,7 @@ class Rollout:
         if self.shadow.in_flight >= self.max_shadows:
             self._shadow_dropped()
             return
-        routing = current_routing()
-        if routing is not None:
-            routing.shadows[self.served.name] = self.spec.candidate
+        note_shadow(self.served.name, self.spec.candidate)
         self.served.hold(candidate)
         self.shadow.in_flight += 1
         task = asyncio.get_running_loop().create_task(

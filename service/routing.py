@@ -1,10 +1,12 @@
 """Per request: the key a rollout assigns it by, and the model versions that served it.
 
-``RolloutKeys`` (ASGI middleware) gives every HTTP request a ``RequestRouting`` keyed by the
-header ``DLSERVE_ROLLOUT_KEY_HEADER`` (else ``x-request-id``; else none, and a canary draws at
-random). ``ServedModel.predict`` records in it the version that answered each model, and a
-shadow rollout the candidate version that also ran the request. ``current_routing()`` is the
-one place to read it (a payload log, after the answer: the object is the request's own).
+``RolloutKeys`` (ASGI middleware, outermost) gives every HTTP request a ``RequestRouting``
+keyed by the header ``DLSERVE_ROLLOUT_KEY_HEADER`` (else ``x-request-id``; else none, and a
+canary draws at random). The data plane notes in it the version that answered each model
+(``note_answered``), and a shadow rollout the candidate version that also ran the request
+(``note_shadow``); both do nothing outside an HTTP request (gRPC, batch jobs).
+``current_routing()`` is the one place to read it: the payload log reads it after the answer
+(the object is the request's own).
 """
 
 from __future__ import annotations
@@ -33,6 +35,20 @@ _ROUTING: ContextVar[RequestRouting | None] = ContextVar("dlserve_routing", defa
 def current_routing() -> RequestRouting | None:
     """This request's ``RequestRouting`` (``None`` outside an HTTP request)."""
     return _ROUTING.get()
+
+
+def note_answered(model: str, version: str) -> None:
+    """Model ``model``'s version ``version`` answered (part of) the current request."""
+    routing = _ROUTING.get()
+    if routing is not None:
+        routing.answered[model] = version
+
+
+def note_shadow(model: str, version: str) -> None:
+    """The current request also ran on ``model``'s shadow version ``version`` (rollouts)."""
+    routing = _ROUTING.get()
+    if routing is not None:
+        routing.shadows[model] = version
 
 
 class RolloutKeys:

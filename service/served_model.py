@@ -55,7 +55,6 @@ from service.metrics import (
     observe_scores,
     score_histogram,
 )
-from service.routing import current_routing
 from service.stepping import StepScheduler
 
 if TYPE_CHECKING:
@@ -471,9 +470,6 @@ class ServedModel:
         finally:
             self.release(generation)
         self._ok.inc()
-        routing = current_routing()
-        if routing is not None:
-            routing.answered[self.name] = generation.ready.version
         if self.rollout is not None:
             self.rollout.answered(generation, inputs, outputs, time.perf_counter() - started)
         return generation.ready, outputs

@@ -357,8 +357,11 @@ DLServe.mount_asgi_app(v1_app, path="/v1")
 V2_APP = open_inference.build_app(PLANE)
 DLServe.mount_asgi_app(V2_APP, path="/")  # its routes only (PassiveMount)
 DLServe.mount_asgi_app(try_page.build_app(), path="/")  # /ui: the try-it page, its files only
-# The first middleware added is the outermost. The payload log (off unless
-# DLSERVE_PAYLOAD_LOG_DIR is set) records requests and answers as the client sends and gets them.
+# The first middleware added is the outermost. Each request's rollout key and the record of the
+# versions that served it (service/routing.py), which the payload log reads once answered.
+DLServe.add_asgi_middleware(RolloutKeys, header=SETTINGS.rollout_key_header)
+# The payload log (off unless DLSERVE_PAYLOAD_LOG_DIR is set) records requests and answers as
+# the client sends and gets them.
 DLServe.add_asgi_middleware(
     PayloadLog,
     writer=payload_writer.from_settings(SETTINGS),
@@ -414,8 +417,6 @@ UPLOAD_FORMS, JSON_ROUTES = body_guards()
 DLServe.add_asgi_middleware(OpenAPIDocument, build=dlserve_openapi)
 DLServe.add_asgi_middleware(UploadGuard, forms=UPLOAD_FORMS)
 DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
-# Each request's rollout key and the versions that served it (service/routing.py).
-DLServe.add_asgi_middleware(RolloutKeys, header=SETTINGS.rollout_key_header)
 # Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
 # own job records rather than BentoML's task store (see service/batch/tasks.py).
 DLServe.add_asgi_middleware(BatchTaskRoutes, served=PLANE, default_model=BATCH_MODEL_DEFAULT)

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 
 from service.batch.compare import compare_field, psi
-from service.payload_log.answered import answering, note_shadow, note_version
-from service.payload_log.middleware import sampled
+from service.payload_log.middleware import note_versions, sampled
 from service.payload_log.records import (
     NOT_RECORDED,
     REDACTED,
@@ -38,6 +37,7 @@ from service.payload_log.writer import (
     Retention,
     retain,
 )
+from service.routing import _ROUTING, RequestRouting, note_answered, note_shadow
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
 
@@ -108,16 +108,29 @@ def test_sampling_is_a_pure_function_of_the_id() -> None:
     assert set(chosen) <= {i for i in ids if sampled(i, 0.5)}  # a larger share adds requests
 
 
-def test_the_hook_notes_versions_only_inside_a_recorded_request() -> None:
-    note_version("m", "outside")  # no record open: nothing happens, nothing raises
-    with answering() as answered:
-        note_version("fraud-scorer", "v2")
-        note_shadow("v3")
-    assert (answered.model, answered.version, answered.shadow_version) == (
+def test_a_record_names_the_version_that_answered_and_its_shadow() -> None:
+    """The versions come from the request's routing record (``service.routing``): the notes do
+    nothing outside a request, and a record takes the last model noted and that model's
+    shadow."""
+    note_answered("m", "outside")  # no request: nothing happens, nothing raises
+    routing = RequestRouting(key=None)
+    token = _ROUTING.set(routing)
+    try:
+        note_answered("image-generator", "g1")
+        note_answered("fraud-scorer", "v2")
+        note_shadow("fraud-scorer", "v3")
+    finally:
+        _ROUTING.reset(token)
+    record = Captured("r", 0.0, "/v1/fraud/score", "fraud-scorer", "application/json", b"{}")
+    note_versions(record, routing)
+    assert (record.answered_model, record.version, record.shadow_version) == (
         "fraud-scorer",
         "v2",
         "v3",
     )
+    untouched = Captured("r", 0.0, "/v1/fraud/score", "fraud-scorer", "application/json", b"{}")
+    note_versions(untouched, None)
+    assert untouched.version is None and untouched.shadow_version is None
 
 
 def test_the_writer_acknowledges_parts_in_its_manifest(tmp_path: Path) -> None:

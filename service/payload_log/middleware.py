@@ -5,7 +5,7 @@ For a ``POST`` to an area's route or a V2 infer route, ``PayloadLog`` gives the 
 and answers it in ``X-Request-Id``. Whether the request is recorded is decided from the id
 alone (``sampled``): a hash of it below the model's share. A recorded request's body and
 answer are captured as they pass (bytes only; nothing is parsed on the event loop), the
-versions that answered are noted through ``service.payload_log.answered``, and the record is
+versions that answered are read from the request's ``service.routing`` record, and the record is
 handed to the writer's bounded queue when the answer is sent (``PayloadWriter.offer``, which
 never blocks). A body or answer over the record bound is not kept (dropped, ``too_large``).
 Being outermost, it sees every answer as the client gets it: 401, 413 and 503 too.
@@ -21,12 +21,22 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.payload_log.answered import answering
 from service.payload_log.records import Captured
 from service.payload_log.writer import DROPPED, PayloadWriter
+from service.routing import RequestRouting, current_routing
 
 REQUEST_ID_HEADER = b"x-request-id"
 VALID_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def note_versions(record: Captured, routing: RequestRouting | None) -> None:
+    """The model and version that answered ``record``'s request (the last one the data plane
+    noted, for a route answering with several models) and that model's shadow, if one ran."""
+    if routing is None or not routing.answered:
+        return
+    model, version = list(routing.answered.items())[-1]
+    record.answered_model, record.version = model, version
+    record.shadow_version = routing.shadows.get(model)
 
 
 def request_id(scope: Scope) -> str:
@@ -134,19 +144,16 @@ class PayloadLog:
                     record.latency_ms = (time.perf_counter() - clock) * 1000
             await send_with_id(message)
 
-        with answering() as answered:
-            try:
-                await self.app(scope, receive_and_keep, send_and_keep)
-            finally:
-                if not record.status:
-                    record.status = 500  # the app raised before answering
-                if not record.latency_ms:
-                    record.latency_ms = (time.perf_counter() - clock) * 1000
-                record.answered_model = answered.model
-                record.version = answered.version
-                record.shadow_version = answered.shadow_version
-                if max(held) > self.max_bytes:
-                    DROPPED.labels(model=model, reason="too_large").inc()
-                else:
-                    record.request, record.response = b"".join(request), b"".join(response)
-                    self.writer.offer(record)
+        try:
+            await self.app(scope, receive_and_keep, send_and_keep)
+        finally:
+            if not record.status:
+                record.status = 500  # the app raised before answering
+            if not record.latency_ms:
+                record.latency_ms = (time.perf_counter() - clock) * 1000
+            note_versions(record, current_routing())
+            if max(held) > self.max_bytes:
+                DROPPED.labels(model=model, reason="too_large").inc()
+            else:
+                record.request, record.response = b"".join(request), b"".join(response)
+                self.writer.offer(record)
