@@ -65,8 +65,8 @@ def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
 def checked_settings(settings: Settings) -> Settings:
     """``settings`` checked against the declared areas, as the service runs it once at start:
     the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
-    (``models`` defaults to every area) and every pin names a served model; ``SettingsError``
-    naming the variable otherwise."""
+    (``models`` defaults to every area), every pin and every per-model precision names a
+    served model; ``SettingsError`` naming the variable otherwise."""
     try:
         areas = all_areas(settings.area_modules)
     except RegistryError as exc:
@@ -83,6 +83,12 @@ def checked_settings(settings: Settings) -> Settings:
             raise SettingsError(
                 f"DLSERVE_PINNED_MODELS: {pin!r} is not `name:version` of a served model "
                 f"({sorted(names)})"
+            )
+    for item in settings.precision:
+        name = item.rpartition("=")[0].strip()
+        if "=" in item and name not in names:
+            raise SettingsError(
+                f"DLSERVE_PRECISION: {item!r} names no served model ({sorted(names)})"
             )
     return settings.model_copy(update={"models": models})
 
