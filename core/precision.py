@@ -10,6 +10,7 @@ names the FP32 version. A variant's ``metadata.json`` holds ``precision``, ``var
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from core.model_store import (
@@ -30,19 +31,38 @@ def precision_of(metadata: dict[str, Any]) -> str:
     return str(metadata.get("precision", FP32))
 
 
+def _declared_precision(path: Path) -> str | None:
+    """The precision a metadata file declares; ``None`` when unreadable (loading says why)."""
+    try:
+        metadata = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return precision_of(metadata) if isinstance(metadata, dict) else None
+
+
 def version_for_precision(name: str, precision: str) -> str | None:
     """The stored version of ``name`` to serve at ``precision``; ``None`` when none is stored.
 
-    FP32: the version the store's ``latest`` pointer names (``latest_version``). Another
+    FP32: the version the store's ``latest`` pointer names (``latest_version``), unless it is a
+    variant (deleting a run's FP32 version points ``latest`` at its variant). Another
     precision: the newest version of that precision whose gate passed and that was made from
     the latest version's graph (its ``variant_of.sha256``), so a variant never serves weights
     older than the FP32 version would. ``ModelUnavailableError`` when there is no such
     variant (it failed its gate, or was never made), naming the latest version.
     """
     latest = latest_version(name)
-    if latest is None or precision == FP32:
-        return latest
+    if latest is None:
+        return None
     folder = model_store_folder() / name
+    if precision == FP32:
+        declared = _declared_precision(folder / latest / METADATA_FILE)
+        if declared not in (None, FP32):
+            raise ModelUnavailableError(
+                f"model {name!r}: the store's latest version {latest} is an {declared} variant, "
+                f"not an {FP32} graph (its FP32 version was deleted?); delete the variant or "
+                "register the model again"
+            )
+        return latest
     base = read_metadata(folder / latest, f"{name}:{latest}")
     if precision_of(base) == precision:
         return latest

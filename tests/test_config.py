@@ -58,6 +58,12 @@ CASES = {
         "fraud-scorer",
         "is not `name:version` of a served model",
     ),
+    "precision": (
+        "INT8, fraud-scorer=fp32",
+        ("int8", "fraud-scorer=fp32"),
+        "fraud-scorer=int4",
+        "unknown precision 'int4'",
+    ),
     "access_log": ("true", True, "sometimes", "valid boolean"),
     "tracing": ("1", True, "sampled", "valid boolean"),
     "request_metrics": ("false", False, "few", "valid boolean"),
