@@ -109,7 +109,9 @@ def test_a_variant_that_loses_too_much_is_refused_and_never_registered(
     assert not variant.passed and check["lost"] > check["most_lost"], check
     name = "fraud-scorer-gate-test"  # a store name of its own: the served model is untouched
     try:
-        stored, report = register_with_variants(name, fp32, {"task": "t"}, [variant], True)
+        stored, report = register_with_variants(
+            name, fp32, {"task": "t", "inputs": [], "outputs": []}, [variant], True
+        )
         assert report[0]["registered"] is None
         assert report[0]["not_registered"] == "failed its gate"
         versions = [path.name for path in (STORE / name).iterdir() if path.is_dir()]

@@ -63,6 +63,7 @@ class Tolerance:
 ACCURACY = Tolerance("accuracy", 0.003)
 PR_AUC = Tolerance("pr_auc", 0.01)
 VAL_LOSS = Tolerance("val_loss", 0.02, higher_is_better=False)
+CLASS_CONSISTENCY = Tolerance("class_consistency", 0.02)  # the GAN, judged by the classifier
 
 
 ROUNDING = 1e-9  # 3 answers in 1,000 lost is 0.003 lost, not 0.0030000000000000027
