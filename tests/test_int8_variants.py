@@ -36,6 +36,7 @@ REPORTED = {
     "image-classifier": ("image-smoke", ()),
     "sentiment-rnn": ("sentiment-smoke", ("rnn",)),
     "sentiment-transformer": ("sentiment-smoke", ("transformer",)),
+    "image-generator": ("gan-smoke", ()),
 }
 # The smoke models whose INT8 variant passes its gate on the smoke data (the transformer's
 # 40 test sentences make one flipped answer 2.5 points, so its gate may refuse it).
