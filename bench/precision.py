@@ -6,7 +6,9 @@ thread, as a worker's session with ``DLSERVE_INTRA_OP_THREADS=1``) at batch 1 an
 batch, and the served route's requests per second at 16 connections (wrk, one request of one
 row each), the service started once with ``DLSERVE_PRECISION=fp32`` and once with each model at
 ``int8``, alternating ``--rounds`` times; beside them, the accuracy the variant lost on the
-held-out set (its gate, from its metadata). Models without a variant are listed with the reason.
+held-out set (its gate, from its metadata). A model whose variant failed its gate is listed with
+the reason, and the in-process speed of a dynamic INT8 graph made here (not registered, never
+served).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,15 @@ from pathlib import Path
 from bench.ceiling import ceiling_rows_per_second
 from bench.runner import tiled
 from bench.workloads import Body, drive, image_upload
-from core.model_store import ModelUnavailableError, latest_version, load_model, read_stored_model
+from core.model_store import (
+    LoadedModel,
+    ModelUnavailableError,
+    latest_version,
+    load_model,
+    read_stored_model,
+)
 from core.precision import FP32, INT8, version_for_precision
+from core.runtime import create_session
 from harness.images import encode, load_test_images
 from harness.local_server import LocalServer
 from service.areas import fraud, images
@@ -32,6 +42,7 @@ from service.areas.sentiment import stored_encoder
 from service.batching import Arrays
 from training.fraud.simulator import simulate_transactions
 from training.sentiment.data import load_reviews, split_reviews
+from training.variants import dynamic_int8
 
 CONNECTIONS = 16
 AREAS = "fraud,image,sentiment"
@@ -83,12 +94,25 @@ def versions(name: str) -> tuple[str, str | None, str | None]:
         return fp32, None, str(exc)
 
 
-def in_process(name: str, version: str, case: Case, seconds: float) -> dict[str, float]:
+def ungated_int8(name: str, version: str, scratch: Path) -> LoadedModel:
+    """The FP32 version quantized here with ``training.variants.dynamic_int8`` (the model's
+    own plan when its variant failed its gate), for the in-process speed only."""
+    metadata, fp32 = read_stored_model(f"{name}:{version}")
+    dynamic_int8()(fp32, scratch / "int8.onnx")
+    session, provider = create_session(scratch / "int8.onnx", "cpu", 1)
+    return LoadedModel(metadata, session, provider, fp32.parent)
+
+
+def in_process(model: LoadedModel, case: Case, seconds: float) -> dict[str, float]:
     """Rows/s of one session (one thread) at batch 1 and at the case's typical batch."""
-    model = load_model(f"{name}:{version}", "cpu", intra_op_threads=1)
     one, _ = ceiling_rows_per_second(model, case.one, seconds)
     typical, _ = ceiling_rows_per_second(model, tiled(case.one, case.typical_rows), seconds)
     return {"batch_1": round(one), f"batch_{case.typical_rows}": round(typical)}
+
+
+def stored(name: str, version: str) -> LoadedModel:
+    """A stored version on one CPU thread (a worker's session with one intra-op thread)."""
+    return load_model(f"{name}:{version}", "cpu", intra_op_threads=1)
 
 
 def served(chosen: dict[str, str], measured: list[Case], seconds: int) -> dict[str, float]:
@@ -125,7 +149,12 @@ def markdown(rows: list[dict]) -> str:
     ]
     for row in rows:
         if row.get("int8") is None:
-            lines.append(f"| {row['model']} | none | {row['why']} | | | |")
+            speed = [
+                f"{row['fp32'][key]:,.0f} / {row['ungated_int8'][key]:,.0f} "
+                f"({row['ungated_int8'][key] / row['fp32'][key]:.2f}x, not registered)"
+                for key in ("batch_1", row["typical"])
+            ]
+            lines.append(f"| {row['model']} | none | {row['why']} | " + " | ".join(speed) + " | |")
             continue
         cells = []
         for key in ("batch_1", row["typical"], "served"):
@@ -154,13 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         fp32, int8, why = versions(case.name)
         row: dict = {"model": case.name, "fp32_version": fp32, "int8_version": int8}
         row["typical"] = f"batch_{case.typical_rows}"
-        row["fp32"] = in_process(case.name, fp32, case, args.ceiling_seconds)
+        row["fp32"] = in_process(stored(case.name, fp32), case, args.ceiling_seconds)
         if int8 is None:
-            rows.append({**row, "int8": None, "why": why})
+            with tempfile.TemporaryDirectory() as scratch:
+                model = ungated_int8(case.name, fp32, Path(scratch))
+                speed = in_process(model, case, args.ceiling_seconds)
+            rows.append({**row, "int8": None, "why": why, "ungated_int8": speed})
             continue
         metadata, _ = read_stored_model(f"{case.name}:{int8}")
         row |= {"method": metadata["gate"]["method"], "cost": accuracy_cost(case.name, int8)}
-        row["int8"] = in_process(case.name, int8, case, args.ceiling_seconds)
+        row["int8"] = in_process(stored(case.name, int8), case, args.ceiling_seconds)
         rows.append(row)
         measured.append(case)
     chosen = {case.name: INT8 for case in measured}
@@ -169,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         rounds[FP32].append(served({}, measured, args.seconds))
         rounds[INT8].append(served(chosen, measured, args.seconds))
     for row in rows:
+        if row["int8"] is None:
+            continue  # not served at INT8: no side-by-side route figure
         for precision in (FP32, INT8):
-            if row.get(precision) is not None:
-                runs = [run[row["model"]] for run in rounds[precision]]
-                row[precision]["served"] = round(statistics.median(runs))
+            runs = [run[row["model"]] for run in rounds[precision]]
+            row[precision]["served"] = round(statistics.median(runs))
     table = markdown(rows)
     print(table)
     loads = {"before": load_before[0], "after": os.getloadavg()[0]}
