@@ -111,6 +111,7 @@ class LoadedModel:
             "outputs": meta["outputs"],
             "labels": meta.get("labels", []),
             "metrics": meta.get("headline_metrics", {}),
+            "precision": meta.get("precision", "fp32"),  # core.precision; fp32 before variants
             # True only when `--time-guard` cut the run short of its preset (training.completion)
             "under_trained": bool(meta.get("training", {}).get("under_trained", False)),
         }

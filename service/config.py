@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.precision import FP32, PRECISIONS
 from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
@@ -309,6 +310,14 @@ class Settings(BaseSettings):
         description="shadow runs on a candidate at once per worker; beyond, a run is dropped "
         'and counted (`dlserve_rollout_shadow_total{outcome="dropped"}`)',
     )
+    precision: NameList = Field(
+        (),
+        json_schema_extra={"shown_default": f"`{FP32}`"},
+        description=f"comma list of a precision ({', '.join(PRECISIONS)}) for every model and/or "
+        "`name=precision` for one: a model serves the newest version of that precision whose "
+        "gate passed, made from its latest FP32 version (none: not ready, saying why); a pin "
+        "wins; see Precision",
+    )
     access_log: bool = Field(
         False,
         description="BentoML's access log: one log line per request (its cost: BENCHMARKS.md)",
@@ -353,6 +362,22 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return split_names(value) if isinstance(value, str) else value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precisions(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        items = split_names(value.lower())
+        for item in items:
+            precision = item.rpartition("=")[2].strip()
+            if precision not in PRECISIONS:
+                raise ValueError(
+                    f"{item!r}: unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
+                )
+        if sum("=" not in item for item in items) > 1:
+            raise ValueError("names more than one precision for every model")
+        return items
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -420,6 +445,14 @@ class Settings(BaseSettings):
         """The version ``DLSERVE_PINNED_MODELS`` pins model ``name`` to, if any."""
         pins = dict(pin.partition(":")[::2] for pin in self.pinned_models)
         return pins.get(name)
+
+    def precision_for(self, name: str) -> str:
+        """The precision ``DLSERVE_PRECISION`` chooses for model ``name`` (default FP32)."""
+        chosen = {
+            key.strip(): precision.strip()
+            for key, _, precision in (item.rpartition("=") for item in self.precision)
+        }
+        return chosen.get(name, chosen.get("", FP32))
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -44,6 +44,13 @@ MODEL_INFO = Gauge(
     ["model", "version", "provider"],
     multiprocess_mode="max",
 )
+MODEL_PRECISION = Gauge(
+    "dlserve_model_precision",
+    "1 for each served model version, labelled with its numeric precision (fp32, int8; "
+    "DLSERVE_PRECISION chooses it); 0 once a worker has swapped it for another version.",
+    ["model", "version", "precision"],
+    multiprocess_mode="max",
+)
 WORKER_MODEL_VERSION_NAME = "dlserve_worker_model_version"
 WORKER_MODEL_VERSION = Gauge(
     WORKER_MODEL_VERSION_NAME,

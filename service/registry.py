@@ -66,8 +66,8 @@ def checked_settings(settings: Settings) -> Settings:
     """``settings`` checked against the declared areas, as the service runs it once at start:
     the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
     (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every
-    pin and every payload log share names a served model; ``SettingsError`` naming the variable
-    otherwise."""
+    pin, every payload log share and every per-model precision names a served model;
+    ``SettingsError`` naming the variable otherwise."""
     try:
         areas = all_areas(settings.area_modules)
     except RegistryError as exc:
@@ -95,6 +95,12 @@ def checked_settings(settings: Settings) -> Settings:
         raise SettingsError(
             f"DLSERVE_PAYLOAD_LOG_RATE names unknown models {unlogged}; known: {sorted(names)}"
         )
+    for item in settings.precision:
+        name = item.rpartition("=")[0].strip()
+        if "=" in item and name not in names:
+            raise SettingsError(
+                f"DLSERVE_PRECISION: {item!r} names no served model ({sorted(names)})"
+            )
     return settings.model_copy(update={"models": models})
 
 

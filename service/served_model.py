@@ -3,7 +3,8 @@
 A ``ServedModel`` serves one ``Generation`` at a time: a loaded version with the micro-batcher
 (batched model) or step scheduler (stepwise model) that runs it. ``refresh()`` (at start, from
 the worker's ``ModelWatcher`` and from ``POST /v1/models/{name}/load``) loads the wanted version
-(the store's latest, or the one ``DLSERVE_PINNED_MODELS`` names) beside the served one:
+(the store's latest at the precision ``DLSERVE_PRECISION`` chooses, or the version
+``DLSERVE_PINNED_MODELS`` names) beside the served one:
 metadata, sha256, session, warm-up, the area's contract, companion and rehearsal; then swaps it
 in with one assignment. A request keeps the generation it started on until it finishes; a
 retired generation's batcher or scheduler, and with it its session, is released when its last
@@ -36,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
 
-from core.model_store import ModelUnavailableError, latest_version, missing_model_error
+from core.model_store import ModelUnavailableError, missing_model_error
+from core.precision import precision_of, version_for_precision
 from core.training_status import training_state
 from service.area import ModelSpec, ReadyModel
 from service.batching import Arrays, MicroBatcher
@@ -48,6 +50,7 @@ from service.metrics import (
     MODEL_INFO,
     MODEL_LOAD_SECONDS,
     MODEL_LOADS,
+    MODEL_PRECISION,
     PREDICTIONS,
     REQUESTS_RUNNING,
     REQUESTS_WAITING,
@@ -137,6 +140,13 @@ def request_scope() -> Iterator[None]:
             served.release(generation)
 
 
+def _precision_gauge(metadata: dict[str, Any]) -> Any:
+    """The ``dlserve_model_precision`` series of a stored version."""
+    return MODEL_PRECISION.labels(
+        model=metadata["name"], version=metadata["version"], precision=precision_of(metadata)
+    )
+
+
 class ServedModel:
     """Serves ``spec``'s model; never raises on a load, records why one failed.
 
@@ -157,6 +167,7 @@ class ServedModel:
     ) -> None:
         self.spec = spec
         self.pinned = settings.pinned_version(spec.name)
+        self.precision = settings.precision_for(spec.name)  # a pin wins over it
         self.error: str | None = None  # why no version is served; None while one is
         self.last_load: LoadAttempt | None = None
         self._settings = settings
@@ -215,7 +226,7 @@ class ServedModel:
         with self._load_lock:
             pointer_error: ModelUnavailableError | None = None
             try:
-                version = self.pinned or latest_version(self.name)
+                version = self.pinned or version_for_precision(self.name, self.precision)
             except ModelUnavailableError as exc:  # an unreadable or empty ``latest`` pointer
                 version, pointer_error = UNKNOWN_VERSION, exc
             if version is None:
@@ -337,6 +348,7 @@ class ServedModel:
         model = new.ready.model
         MODEL_INFO.labels(model=model.name, version=model.version, provider=model.provider).set(1)
         WORKER_MODEL_VERSION.labels(model=model.name, version=model.version).set(1)
+        _precision_gauge(model.metadata).set(1)
         if old is None:
             log.info("model %s: serving %s on %s", self.name, model.version, model.provider)
             return
@@ -347,6 +359,7 @@ class ServedModel:
             ).set(0)
         if previous.version != model.version:
             WORKER_MODEL_VERSION.labels(model=previous.name, version=previous.version).set(0)
+            _precision_gauge(previous.metadata).set(0)
         log.info(
             "model %s: swapped %s -> %s (%d requests finish on %s)",
             self.name,
@@ -417,6 +430,7 @@ class ServedModel:
             "routes": routes,
             "kind": "stepwise" if self.spec.stepwise else "batched",
             "pinned": self.pinned,
+            "precision_chosen": self.precision,
             "last_load": self.last_load.describe() if self.last_load else None,
             "rollout": self.rollout.describe() if self.rollout is not None else None,
         }

@@ -82,6 +82,12 @@ CASES = {
     "payload_log_flush_s": ("0.5", 0.5, "0", "greater than 0"),
     "payload_log_max_bytes": ("1048576", 1048576, "1", "greater than or equal to 1024"),
     "payload_log_max_age_s": ("3600", 3600, "59", "greater than or equal to 60"),
+    "precision": (
+        "INT8, fraud-scorer=fp32",
+        ("int8", "fraud-scorer=fp32"),
+        "fraud-scorer=int4",
+        "unknown precision 'int4'",
+    ),
     "access_log": ("true", True, "sometimes", "valid boolean"),
     "tracing": ("1", True, "sampled", "valid boolean"),
     "request_metrics": ("false", False, "few", "valid boolean"),

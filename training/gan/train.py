@@ -20,12 +20,25 @@ from models.gan import Discriminator, GANConfig, Generator, parameter_count
 from training.areas import TrainingArea
 from training.completion import Completion, add_time_guard_argument, guard_reached
 from training.export import check_parity, export_onnx
-from training.gan.judge import CLASSIFIER, Classifier, class_consistency, judge, onnx_generator
+from training.gan.judge import (
+    CLASSIFIER,
+    Classifier,
+    class_consistency,
+    generate_pixels,
+    judge,
+    onnx_generator,
+)
 from training.image.data import CLASSES, Split, add_data_dir_argument, default_dir, load_splits
 from training.loop import progress_bar, seed_everything
 from training.precision import add_precision_argument, use_bf16
-from training.registry import register_model
 from training.reports import plot_image_grid, plot_training_curves, report_dir, write_metrics
+from training.variants import (
+    CLASS_CONSISTENCY,
+    Int8Plan,
+    build_int8,
+    dynamic_int8,
+    register_with_variants,
+)
 
 MODEL_NAME = "image-generator"
 JUDGE_SEED = 20_000  # noise of the judged samples: not the monitor's, not training's
@@ -313,6 +326,34 @@ def write_report(
     )
 
 
+def int8_plan(classifier: Classifier, preset: Preset) -> Int8Plan:
+    """Dynamic INT8 of the generator, gated on class consistency (the judge's classifier on
+    the judge's own noise): the served images must still show the class asked for."""
+
+    def evaluate(path: Path) -> dict[str, float]:
+        pixels, requested = generate_pixels(
+            onnx_generator(path),
+            preset.model.n_classes,
+            preset.samples_per_class,
+            preset.model.noise_dim,
+            JUDGE_SEED,
+        )
+        predicted = classifier.probabilities(pixels).argmax(axis=1)
+        return {
+            "class_consistency": class_consistency(predicted, requested, preset.model.n_classes)[0]
+        }
+
+    return Int8Plan(
+        dynamic_int8(),
+        "dynamic",
+        "a generator's inputs are noise and a class, not training rows: no calibration set to "
+        "fit activation ranges to; dynamic INT8 covers its Gemm and convolutions (ONNX Runtime "
+        "has no integer ConvTranspose, so those stay FP32)",
+        evaluate,
+        (CLASS_CONSISTENCY,),
+    )
+
+
 def run(args: argparse.Namespace) -> str:
     """Train, export, judge (through ONNX Runtime), register and report; return the headline."""
     started = time.perf_counter()
@@ -347,7 +388,10 @@ def run(args: argparse.Namespace) -> str:
         )
         completion = Completion("epochs", preset.epochs, len(curves["discriminator_loss"]))
         metadata = model_metadata(metrics, preset.model, completion, args)
-        stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
+        int8 = build_int8(onnx_path, int8_plan(classifier, preset), Path(scratch))
+        stored, variants = register_with_variants(
+            MODEL_NAME, onnx_path, metadata, [int8], args.register
+        )
     extra = {
         "preset_config": asdict(preset),
         "parameters": {
@@ -359,6 +403,7 @@ def run(args: argparse.Namespace) -> str:
         "bf16": use_bf16(args.precision),
         "curves": curves,
         "parity_max_abs_diff": parity,
+        "variants": variants,
         "registered": {"name": MODEL_NAME, "version": stored["version"]} if args.register else None,
         "training_seconds": round(training_seconds, 1),
         "duration_seconds": round(time.perf_counter() - started, 1),

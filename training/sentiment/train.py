@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from core.text_encoding import TOKENIZER_FILE
@@ -18,7 +19,6 @@ from training.areas import TrainingArea
 from training.evaluation import label_report
 from training.export import check_parity, export_onnx
 from training.loop import seed_everything
-from training.registry import register_model
 from training.reports import (
     plot_calibration,
     plot_confusion_matrix,
@@ -30,6 +30,13 @@ from training.sentiment.baseline import tfidf_probabilities
 from training.sentiment.data import TextSplit, load_reviews, split_reviews
 from training.sentiment.fit import fit, predict_probabilities, text_loader
 from training.sentiment.models import Built, build_rnn, build_transformer
+from training.variants import (
+    ACCURACY,
+    Int8Plan,
+    build_int8,
+    dynamic_int8,
+    register_with_variants,
+)
 
 STORE_NAMES = {"rnn": "sentiment-rnn", "transformer": "sentiment-transformer"}
 CLASS_NAMES = ["negative", "positive"]
@@ -150,6 +157,29 @@ def export_model(trained: Trained, splits: list[TextSplit], directory: Path) -> 
     return path, parity
 
 
+INT8_WHY = {
+    "rnn": "no convolution to calibrate: the embedding (Gather) and the head (Gemm) get INT8 "
+    "weights; ONNX Runtime has no integer GRU, so the recurrence stays FP32",
+    "transformer": "MatMul-heavy encoder: dynamic INT8 weights for every MatMul and Gemm, "
+    "activations quantized per call (static ranges would not fit attention's spread)",
+}
+
+
+def int8_plan(kind: str, trained: Trained, test: TextSplit) -> Int8Plan:
+    """Dynamic INT8 of the model, gated on test accuracy (P(positive) >= 0.5)."""
+    batches = [
+        {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+        for ids, mask, _ in text_loader(test, trained.built.encoder, 128, None)
+    ]
+
+    def evaluate(path: Path) -> dict[str, float]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        probability = np.concatenate([session.run(None, batch)[0] for batch in batches])
+        return {"accuracy": float(((probability >= 0.5) == test.labels).mean())}
+
+    return Int8Plan(dynamic_int8(), "dynamic", INT8_WHY[kind], evaluate, (ACCURACY,))
+
+
 def model_metadata(
     kind: str, trained: Trained, metrics: dict, preset: Preset, args: argparse.Namespace
 ) -> dict:
@@ -195,8 +225,11 @@ def publish(
         trained.built.encoder.tokenizer.save(str(tokenizer_path))
         entry = {**metrics, "parity_max_abs_diff": parity}
         metadata = model_metadata(kind, trained, entry, preset, args)
+        int8 = build_int8(onnx_path, int8_plan(kind, trained, splits[2]), Path(scratch))
+        stored, entry["variants"] = register_with_variants(
+            STORE_NAMES[kind], onnx_path, metadata, [int8], args.register, (tokenizer_path,)
+        )
         if args.register:
-            stored = register_model(STORE_NAMES[kind], onnx_path, metadata, (tokenizer_path,))
             entry["registered"] = {"name": stored["name"], "version": stored["version"]}
     return entry
 
