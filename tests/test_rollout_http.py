@@ -15,6 +15,7 @@ import pytest
 from harness.http_checks import metric_value
 from harness.local_server import LocalServer
 from harness.payloads import transactions
+from service.payload_log.replay import read_records
 from tests import model_versions as mv
 from tests.test_model_reload_http import _store, _until
 
@@ -28,9 +29,10 @@ ROLLOUT_REQUESTS = "dlserve_rollout_requests_total"
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
-def _server(tmp_path: Path, stored_models: dict, alter: mv.Alter | None = None):
-    """A keyed server serving the stored fraud version, pinned; and a candidate registered
-    beside it (``alter``ed). Returns (server, old version, candidate)."""
+def _server(tmp_path: Path, stored_models: dict, alter: mv.Alter | None = None, **settings: str):
+    """A keyed server serving the stored fraud version, pinned, with ``settings`` (more
+    environment); and a candidate registered beside it (``alter``ed). Returns (server, old
+    version, candidate)."""
     home = _store(tmp_path / "home", [FRAUD])
     old = stored_models[FRAUD]["version"]
     candidate = mv.new_version(mv.store_of(home), FRAUD, alter)
@@ -39,6 +41,7 @@ def _server(tmp_path: Path, stored_models: dict, alter: mv.Alter | None = None):
         "DLSERVE_MODELS": "fraud",
         "DLSERVE_PINNED_MODELS": f"{FRAUD}:{old}",
         "DLSERVE_API_KEYS": API_KEY,
+        **settings,
     }
     return LocalServer(env), old, candidate
 
@@ -264,3 +267,47 @@ def test_a_bad_candidate_is_rolled_back_within_its_window(
             )
             == 1
         )
+
+
+def test_a_payload_record_names_the_served_version_and_the_shadow_that_also_ran(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """The payload log reads the request's routing record: the version that answered, and the
+    candidate a shadow rollout also ran the request on."""
+    folder = tmp_path / "payloads"
+    server, old, candidate = _server(
+        tmp_path,
+        stored_models,
+        DLSERVE_PAYLOAD_LOG_DIR=str(folder),
+        DLSERVE_PAYLOAD_LOG_RATE=f"{FRAUD}=1",
+        DLSERVE_PAYLOAD_LOG_FLUSH_S="0.2",
+    )
+    with server:
+        server.wait("/readyz", timeout=120)
+        spec = {"candidate": candidate, "mode": "shadow", "promote_after": None}
+        started = httpx.post(
+            server.url + f"/v1/models/{FRAUD}/rollout", json=spec, headers=AUTH, timeout=60
+        )
+        assert started.status_code == 200, started.text
+        _until(lambda: _rollout(server)["state"] == "shadow", 120, "shadowing")
+        ids = [f"shadowed-{index}" for index in range(5)]
+        for request_id in ids:  # one at a time: no shadow run is dropped
+            answer = httpx.post(
+                server.url + ROUTE,
+                json=BODY,
+                headers={**AUTH, "x-request-id": request_id},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model"]["version"] == old
+
+        def logged() -> dict[str, dict] | None:
+            records = {r["request_id"]: r for r in read_records(folder).to_pylist()}
+            return records if set(ids) <= set(records) else None
+
+        _until(lambda: logged() is not None, 60, "the records in the payload log")
+        records = logged()
+    assert records is not None
+    for request_id in ids:
+        assert records[request_id]["version"] == old
+        assert records[request_id]["shadow_version"] == candidate
