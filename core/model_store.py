@@ -20,6 +20,7 @@ import bentoml
 import numpy as np
 import onnxruntime as ort
 
+from core.precision_names import precision_of
 from core.runtime import ProviderUnavailableError, create_session
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class LoadedModel:
             "outputs": meta["outputs"],
             "labels": meta.get("labels", []),
             "metrics": meta.get("headline_metrics", {}),
-            "precision": meta.get("precision", "fp32"),  # core.precision; fp32 before variants
+            "precision": precision_of(meta),
             # True only when `--time-guard` cut the run short of its preset (training.completion)
             "under_trained": bool(meta.get("training", {}).get("under_trained", False)),
         }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from core.model_store import (
     METADATA_FILE,
@@ -20,15 +19,9 @@ from core.model_store import (
     model_store_folder,
     read_metadata,
 )
+from core.precision_names import FP32, INT8, PRECISIONS, precision_of
 
-FP32 = "fp32"
-INT8 = "int8"
-PRECISIONS = (FP32, INT8)  # what training makes (no FP16: training.variants says why)
-
-
-def precision_of(metadata: dict[str, Any]) -> str:
-    """The precision a stored version's metadata declares (FP32 when it declares none)."""
-    return str(metadata.get("precision", FP32))
+__all__ = ["FP32", "INT8", "PRECISIONS", "precision_of", "version_for_precision"]
 
 
 def _declared_precision(path: Path) -> str | None:

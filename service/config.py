@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.precision import FP32, PRECISIONS
+from core.precision_names import FP32, PRECISIONS
 from service.cpus import available_cpus
 
 ENV_PREFIX = "DLSERVE_"
