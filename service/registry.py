@@ -64,10 +64,9 @@ def all_areas(plugins: tuple[str, ...] | None = None) -> dict[str, Area]:
 
 def checked_settings(settings: Settings) -> Settings:
     """``settings`` checked against the declared areas, as the service runs it once at start:
-        the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
-        (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every pin
-    names a served model; ``SettingsError``
-        naming the variable otherwise."""
+    the plug-in modules import and declare areas, every area of ``DLSERVE_MODELS`` is known
+    (``models`` defaults to every area), so is every area of ``DLSERVE_LEAN_AREAS``, and every
+    pin names a served model; ``SettingsError`` naming the variable otherwise."""
     try:
         areas = all_areas(settings.area_modules)
     except RegistryError as exc:
