@@ -106,6 +106,17 @@ class Clients:
         return [answer for answer in self.answers if answer[1] != 200]
 
 
+def _answers_once(server: LocalServer, clients: Clients, state: str, more: int) -> int:
+    """Wait until the rollout is in ``state``, then for ``more`` answers to requests sent
+    after that, and stop ``clients``; the index in ``clients.answers`` from which every answer
+    is to a request sent in ``state`` (at most 16 were in flight when it was seen)."""
+    _until(lambda: _rollout(server)["state"] == state, 120, state)
+    since = len(clients.answers) + 16
+    _until(lambda: len(clients.answers) > since + more, 60, f"{more} answers in {state}")
+    clients.stop()
+    return since
+
+
 def _forever(prefix: str) -> Iterator[str]:
     number = 0
     while True:
@@ -174,10 +185,7 @@ def test_a_shadow_answers_with_the_served_version_records_agreement_and_is_promo
                 server.url + f"/v1/models/{FRAUD}/rollout", json=spec, headers=AUTH, timeout=60
             )
             assert started.status_code == 200, started.text
-            _until(lambda: _rollout(server)["state"] == "promoted", 120, "promoted")
-            promoted_at = len(clients.answers) + 16
-            _until(lambda: len(clients.answers) > promoted_at + 50, 60, "answers after")
-            clients.stop()
+            promoted_at = _answers_once(server, clients, "promoted", more=50)
         assert not clients.failed(), clients.failed()[:5]
         rollout = _rollout(server)
         shadow = rollout["shadow"]
@@ -250,10 +258,7 @@ def test_a_bad_candidate_is_rolled_back_within_its_window(
             started = httpx.post(route, json=spec, headers=AUTH, timeout=60)
             assert started.status_code == 200, started.text
             assert httpx.post(route, json=spec, headers=AUTH, timeout=60).status_code == 409
-            _until(lambda: _rollout(server)["state"] == "rolled_back", 120, "rolled back")
-            rolled_back_at = len(clients.answers) + 16
-            _until(lambda: len(clients.answers) > rolled_back_at + 100, 60, "answers after")
-            clients.stop()
+            rolled_back_at = _answers_once(server, clients, "rolled_back", more=100)
         assert not clients.failed(), clients.failed()[:5]
         rollout = _rollout(server)
         assert "PSI" in rollout["reason"] and rollout["psi"] > 0.25, rollout["reason"]
