@@ -329,8 +329,9 @@ class Settings(BaseSettings):
     )
     request_metrics: bool = Field(
         True,
-        description="BentoML's `bentoml_service_request_*` metrics on the areas' routes (the "
-        "alerts and the autoscaler read them); off also drops those routes' access log lines",
+        description="off: the areas' routes leave BentoML's access log and its last-request "
+        "timestamp; BentoML 1.4 counts them in `bentoml_service_request_*` either way (its "
+        "skip list covers the timestamp only), which the alerts and the autoscaler read",
     )
     lean_path: bool = Field(
         True,

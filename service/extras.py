@@ -24,8 +24,9 @@ EVERY_URL = "."
 def service_config(settings: Settings, routes: Iterable[str]) -> dict[str, Any]:
     """The ``logging`` and ``tracing`` keyword arguments of ``bentoml.service`` for ``settings``.
 
-    BentoML skips the same paths (prefixes) in its access log and its request metrics, so with
-    ``request_metrics`` off, ``routes`` get neither.
+    BentoML skips the same paths (prefixes) in its access log and its last-request timestamp
+    (1.4 still counts them in its other request metrics), so with ``request_metrics`` off,
+    ``routes`` get neither.
     """
     access: dict[str, Any] = {"enabled": settings.access_log}
     if not settings.request_metrics:
