@@ -5,6 +5,7 @@ all along and no request may fail. Tests wait on ``/v1/models``' rollout state, 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,7 @@ class Clients:
 
     def __init__(self, url: str, keys: Iterator[str | None], connections: int = 16) -> None:
         self.answers: list[tuple[str | None, int, str | None]] = []
+        self.sent: list[float] = []  # when each answer's request was sent (time.monotonic)
         self._keys = keys
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,13 +81,16 @@ class Clients:
                 more, key = self._next()
                 if not more:
                     return
+                sent = time.monotonic()
                 try:
                     response = client.post(ROUTE, json=BODY, headers={KEY: key} if key else {})
                     status = response.status_code
                     version = response.json()["model"]["version"] if status == 200 else None
                 except httpx.HTTPError:
                     status, version = 0, None
-                self.answers.append((key, status, version))
+                with self._lock:
+                    self.answers.append((key, status, version))
+                    self.sent.append(sent)
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,19 +107,23 @@ class Clients:
         for thread in self._threads:
             thread.join()
 
+    def versions_sent_after(self, moment: float) -> set[str | None]:
+        """The versions that answered requests sent after ``moment``."""
+        return {a[2] for a, sent in zip(self.answers, self.sent, strict=True) if sent > moment}
+
     def failed(self) -> list[tuple[str | None, int, str | None]]:
         return [answer for answer in self.answers if answer[1] != 200]
 
 
-def _answers_once(server: LocalServer, clients: Clients, state: str, more: int) -> int:
-    """Wait until the rollout is in ``state``, then for ``more`` answers to requests sent
-    after that, and stop ``clients``; the index in ``clients.answers`` from which every answer
-    is to a request sent in ``state`` (at most 16 were in flight when it was seen)."""
+def _answers_once(server: LocalServer, clients: Clients, state: str, more: int) -> float:
+    """Wait until the rollout is in ``state``, then for ``more`` answers more, and stop
+    ``clients``; the moment ``state`` was seen (requests sent after it were sent in it)."""
     _until(lambda: _rollout(server)["state"] == state, 120, state)
-    since = len(clients.answers) + 16
-    _until(lambda: len(clients.answers) > since + more, 60, f"{more} answers in {state}")
+    seen = time.monotonic()
+    count = len(clients.answers)
+    _until(lambda: len(clients.answers) > count + more + 16, 60, f"{more} answers in {state}")
     clients.stop()
-    return since
+    return seen
 
 
 def _forever(prefix: str) -> Iterator[str]:
@@ -160,11 +169,12 @@ def test_a_canary_gets_its_share_and_a_key_sticks_to_one_version(
                 server.url + f"/v1/models/{FRAUD}/rollout/promote", headers=AUTH, timeout=10
             )
             assert promoted.status_code == 200 and promoted.json()["state"] == "promoted"
-            after_promotion = len(during.answers) + 16  # requests in flight may end on old
-            _until(lambda: len(during.answers) > after_promotion + 100, 60, "answers")
+            after_promotion = time.monotonic()  # requests sent before may end on old
+            count = len(during.answers)
+            _until(lambda: len(during.answers) > count + 116, 60, "answers")
             during.stop()
         assert not during.failed(), during.failed()[:5]
-        assert {v for *_, v in during.answers[after_promotion:]} == {candidate}
+        assert during.versions_sent_after(after_promotion) == {candidate}
         assert _entry_keyed(server)["version"] == candidate
         assert (
             metric_value(server, "dlserve_rollout_transitions_total", model=FRAUD, state="promoted")
@@ -202,7 +212,7 @@ def test_a_shadow_answers_with_the_served_version_records_agreement_and_is_promo
         )
         assert metric_value(server, ROLLOUT_REQUESTS, version=old, role="served", **served) > 0
         assert {v for *_, v in clients.answers} == {old, candidate}
-        assert {v for *_, v in clients.answers[promoted_at:]} == {candidate}
+        assert clients.versions_sent_after(promoted_at) == {candidate}
         compared = metric_value(
             server, "dlserve_rollout_shadow_total", model=FRAUD, outcome="compared"
         )
@@ -264,7 +274,7 @@ def test_a_bad_candidate_is_rolled_back_within_its_window(
         assert "PSI" in rollout["reason"] and rollout["psi"] > 0.25, rollout["reason"]
         candidate_answers = rollout["figures"]["candidate"]["requests"]
         assert 100 <= candidate_answers < 150, candidate_answers  # the window, and its verdict
-        assert {v for *_, v in clients.answers[rolled_back_at:]} == {old}
+        assert clients.versions_sent_after(rolled_back_at) == {old}
         assert _entry_keyed(server)["version"] == old
         assert (
             metric_value(
