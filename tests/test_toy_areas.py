@@ -217,11 +217,14 @@ def test_running_streams_advance_together_in_one_call(toy_server: LocalServer) -
     def batch_sizes(start: int) -> list[int]:
         body = {"start": start, "steps": 50, "delay_ms": 20}
         with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=20) as r:
-            return [event["batch"] for event in _events(r) if event != "[DONE]"]
+            events = list(_events(r))
+        assert events and events[-1] == "[DONE]", f"the stream ended early: {events[-3:]}"
+        values = [event["value"] for event in events[:-1]]
+        assert values == list(range(start + 1, start + 51)), values
+        return [event["batch"] for event in events[:-1]]
 
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(batch_sizes, [0, 100]))
-    assert all(len(steps) == 50 for steps in sizes)
     assert max(max(steps) for steps in sizes) == 2  # both advanced in the same call
 
 
