@@ -217,12 +217,15 @@ def test_running_streams_advance_together_in_one_call(toy_server: LocalServer) -
     def batch_sizes(start: int) -> list[int]:
         body = {"start": start, "steps": 50, "delay_ms": 20}
         with httpx.stream("POST", toy_server.url + "/v1/toy/count", json=body, timeout=20) as r:
+            assert r.status_code == 200, r.read()
             events = list(_events(r))
         assert events and events[-1] == "[DONE]", f"the stream ended early: {events[-3:]}"
         values = [event["value"] for event in events[:-1]]
         assert values == list(range(start + 1, start + 51)), values
         return [event["batch"] for event in events[:-1]]
 
+    # The earlier tests' streams leave their places at the next step: both must find room.
+    _wait_for_counts(toy_server, (0, 0))
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(batch_sizes, [0, 100]))
     assert max(max(steps) for steps in sizes) == 2  # both advanced in the same call
