@@ -156,12 +156,22 @@ def _environment() -> dict[str, str]:
 
 
 class TritonServer:
-    """``tritonserver`` on 127.0.0.1:``port`` (HTTP only) over ``models``, ``instances`` each."""
+    """``tritonserver`` on 127.0.0.1:``port`` over ``models``, ``instances`` each: HTTP, and
+    gRPC on ``grpc_port`` when one is given (``grpc_address``)."""
 
-    def __init__(self, models: dict[str, Path], instances: int, port: int) -> None:
+    def __init__(
+        self, models: dict[str, Path], instances: int, port: int, grpc_port: int | None = None
+    ) -> None:
+        self.instances = instances
         self.scratch = Path(tempfile.mkdtemp(prefix="dlserve-triton-"))
         repository = model_repository(models, instances, self.scratch / "models")
         self.url = f"http://127.0.0.1:{port}"
+        self.grpc_address = None if grpc_port is None else f"127.0.0.1:{grpc_port}"
+        grpc = (
+            ["--allow-grpc=false"]
+            if grpc_port is None
+            else ["--allow-grpc=true", "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}"]
+        )
         self._log = (self.scratch / "triton.log").open("w")
         home = triton_home()
         self.process = subprocess.Popen(
@@ -171,7 +181,7 @@ class TritonServer:
                 f"--backend-directory={home / 'backends'}",
                 "--http-address=127.0.0.1",
                 f"--http-port={port}",
-                "--allow-grpc=false",
+                *grpc,
                 "--allow-metrics=false",
                 "--log-verbose=0",
             ],

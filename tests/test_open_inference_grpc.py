@@ -342,3 +342,23 @@ def test_sigterm_makes_the_server_unready_and_refuses_new_inference(
         assert caught.value.details() == "this worker is shutting down (SIGTERM); retry"
         assert ("retry-after", "1") in caught.value.trailing_metadata()
         client.close()
+
+
+def test_the_grpc_bench_compares_dlserve_with_the_faster_triton() -> None:
+    cell = grpc_vs_http.Cell("fraud, 2", FRAUD, {"x": np.zeros((2, 1), np.float32)}, "y")
+    rates = {
+        "dlserve gRPC": 100,
+        "dlserve HTTP": 200,
+        "Triton 1 instance gRPC": 50,
+        "Triton 2 instances gRPC": 400,
+    }
+    results = {
+        (cell.label, name, 16): grpc_vs_http.Measured(calls=rate, seconds=1.0, latencies=[0.001])
+        for name, rate in rates.items()
+    }
+    header, _, row = grpc_vs_http.table([cell], results, [16], list(rates))
+    columns = [value.strip() for value in row.strip("| ").split(" | ")]
+    named = dict(zip([value.strip() for value in header.strip("| ").split(" | ")], columns))
+    assert named["gRPC / HTTP"] == "0.50"
+    assert named["gRPC / faster Triton gRPC"] == "0.25"
+    assert named["dlserve gRPC rows/s"] == "200"
