@@ -15,8 +15,8 @@ file renamed over the old one (a reader sees the old or the new declaration, who
   (``Rollout.claim``, asked by ``promote``/``rollback``/``cancel``) when the latest
   declaration is still the one the rollout runs under. The first claim wins; a refused one
   changes nothing here, and this worker applies the winner's declaration at its next poll.
-- **Apply** (every worker, ``Fleet.watch``: every ``POLL_S`` seconds a ``stat`` per model, a
-  read when the file changed): a declaration newer than the last one this worker applied is
+- **Apply** (every worker, ``Fleet.watch``: every ``POLL_S`` seconds a read of each model's
+  file, a few hundred bytes): a declaration newer than the last one this worker applied is
   applied once: ``running`` starts the rollout (loading the candidate off the event loop;
   one running under an older generation is canceled first), an ending ends the local rollout
   of that candidate the same way (a promotion on a worker without the candidate, e.g. one
@@ -38,7 +38,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from service.rollout import CandidateError, Rollout, RolloutSpec, State, start
 from service.served_model import ServedModel
@@ -81,15 +81,9 @@ class DeclarationFile:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{model}.json"
         self._lock = folder / f"{model}.lock"
-        self._seen: tuple[int, int, int] | None = None
-
-    def changed(self) -> bool:
-        """Whether the file differs from the last one ``read`` returned (a ``stat``)."""
-        return self._signature() != self._seen
 
     def read(self) -> Declaration | None:
         """The latest declaration; ``None`` before the first."""
-        self._seen = self._signature()
         try:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
@@ -110,17 +104,6 @@ class DeclarationFile:
             temporary.write_text(json.dumps(asdict(declared)))
             os.replace(temporary, self.path)
             return declared.generation
-
-    def forget(self) -> None:
-        """Make the next ``changed`` true (a declaration to apply again)."""
-        self._seen = None
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 class Fleet:
@@ -175,7 +158,8 @@ class Fleet:
         declared something since the rollout's generation (then ``False``, and no later
         verdict of this rollout asks again)."""
         assert state in ENDINGS, state
-        ended = self.end(rollout.served.name, rollout.generation, rollout.spec, state, reason)  # type: ignore[arg-type]
+        ending = cast(Declared, state)
+        ended = self.end(rollout.served.name, rollout.generation, rollout.spec, ending, reason)
         if not ended:
             rollout.claim = _refuse
         return ended
@@ -208,40 +192,41 @@ class Fleet:
     # -- applying (every worker) ------------------------------------------------------------
 
     async def watch(self) -> None:
-        """Apply each new declaration, every ``POLL_S`` seconds, until canceled."""
-        while True:
+        """Apply each new declaration, every ``POLL_S`` seconds, until canceled (at once
+        without a shared folder)."""
+        while self.files:
             await self.poll()
             await asyncio.sleep(POLL_S)
 
     async def poll(self) -> None:
-        """Apply the latest declaration of each model whose file changed, when newer than the
-        last one this worker applied (never raises: a failure is logged)."""
+        """Apply the latest declaration of each model when newer than the last one this
+        worker applied (never raises: a failure is logged)."""
         for name, file in self.files.items():
-            if not file.changed():
-                continue
             try:
                 declared = file.read()
-                newer = declared is not None and declared.generation > self.applied[name]
-                if newer and not await self._apply(self.served[name], declared):
-                    file.forget()
+                if declared is not None and declared.generation > self.applied[name]:
+                    await self._apply(self.served[name], declared)
             except Exception:
                 log.exception("model %s: applying the rollout declaration failed", name)
 
-    async def _apply(self, served: ServedModel, declared: Declaration) -> bool:
-        """Apply ``declared`` here; ``False`` when it must wait (a promotion of a candidate
-        this worker's own call is still loading)."""
+    async def _apply(self, served: ServedModel, declared: Declaration) -> None:
+        """Apply ``declared`` here, unless it must wait for a later poll (a promotion of a
+        candidate this worker's own call is still loading, a start while no version is served
+        yet)."""
         name, local = served.name, served.rollout
         same = local is not None and local.spec.candidate == declared.candidate
         if declared.state != "running":
             if same and local is not None and local.running:
                 if local.state == "loading" and declared.state == "promoted":
-                    return False
+                    return
                 self._end(local, declared)
             elif declared.state == "promoted" and served.pinned != declared.candidate:
                 served.pinned = declared.candidate  # serve it as the other workers do
                 await asyncio.to_thread(served.refresh, True)
             self.applied[name] = declared.generation
-            return True
+            return
+        if served.ready is None:
+            return
         self.applied[name] = declared.generation
         if local is not None and local.running:
             local.claim = None
@@ -258,7 +243,6 @@ class Fleet:
                 declared.generation,
                 exc,
             )
-        return True
 
     @staticmethod
     def _end(rollout: Rollout, declared: Declaration) -> None:
