@@ -25,8 +25,10 @@ model is held at the version it serves (``ServedModel.pinned``): the store's ``l
 moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
 
 Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
-``describe`` (``/v1/models``' ``rollout``). Which version answered a request and which
-candidate ran as its shadow: ``service.routing.current_routing()``.
+``describe`` (``/v1/models``' ``rollout``). ``service.rollout_fleet`` declares each start and
+ending to the server's other workers (``generation``, ``claim``), which apply it. Which
+version answered a request and which candidate ran as its shadow:
+``service.routing.current_routing()``.
 """
 
 from __future__ import annotations

@@ -80,8 +80,10 @@ def test_a_posted_canary_runs_on_both_workers_and_a_rollback_call_stops_it_on_bo
         per_worker = {pid: r["figures"]["candidate"]["requests"] for pid, r in figures.items()}
         assert all(count > 0 for count in per_worker.values()), per_worker
         assert sum(per_worker.values()) == Counter(versions.values())[candidate], per_worker
+        served = {pid: r["figures"]["served"]["requests"] for pid, r in figures.items()}
 
         with Clients(server.url, _forever("after")) as during:
+            asked = time.monotonic()
             called = httpx.post(
                 server.url + f"/v1/models/{FRAUD}/rollout/rollback", headers=AUTH, timeout=10
             )
@@ -102,6 +104,12 @@ def test_a_posted_canary_runs_on_both_workers_and_a_rollback_call_stops_it_on_bo
         ], reasons
         assert {r["generation"] for r in ended.values()} == {1}
         assert _entry_keyed(server)["version"] == old
+        print(
+            f"\ncanary on {WORKERS} workers: {share:.1%} of {len(keys)} keys; candidate/served "
+            f"answers per worker {per_worker}/{served}; rolled back on both "
+            f"{both_ended - asked:.2f} s after the call (polled every 0.1 s); "
+            f"{len(split.answers) + len(during.answers)} requests, 0 failed"
+        )
 
 
 def test_one_workers_automatic_rollback_stops_the_candidate_on_both(
@@ -142,3 +150,9 @@ def test_one_workers_automatic_rollback_stops_the_candidate_on_both(
             server, "dlserve_rollout_transitions_total", model=FRAUD, state="rolled_back"
         )
         assert rolled_back == WORKERS  # once per worker, summed over the workers
+        print(
+            f"\nautomatic rollback: {ended[judged[0]]['figures']['candidate']['requests']} "
+            f"candidate answers on the judging worker, "
+            f"{follower['figures']['candidate']['requests']} on the other; "
+            f"{len(clients.answers)} requests, 0 failed"
+        )
