@@ -24,6 +24,7 @@ from service.area import ReadyModel
 from service.batching import Arrays
 from service.config import Settings
 from service.errors import ModelNotFoundError
+from service.rollout_fleet import Fleet
 from service.routing import note_answered
 from service.served_model import ServedModel, request_scope
 from service.traffic import Traffic
@@ -42,10 +43,19 @@ class DataPlane:
     """This worker's inference core (see the module docstring); ``settings``: the service's
     settings, which route handlers read for their request budgets."""
 
-    def __init__(self, settings: Settings, served: dict[str, ServedModel], traffic: Traffic):
+    def __init__(
+        self,
+        settings: Settings,
+        served: dict[str, ServedModel],
+        traffic: Traffic,
+        fleet: Fleet | None = None,
+    ):
         self.settings = settings
         self.served = served
         self.traffic = traffic
+        shadows = settings.rollout_shadow_max_in_flight
+        # the rollouts of this worker's server (service/rollout_fleet.py); none: this one alone
+        self.fleet = fleet if fleet is not None else Fleet(served, None, shadows)
 
     @classmethod
     def load(
@@ -59,7 +69,8 @@ class DataPlane:
             for spec in registry.model_specs(settings.models)
         }
         rollout.start_declared(settings, served)  # DLSERVE_ROLLOUTS
-        return cls(settings, served, traffic)
+        fleet = Fleet.of_server(served, settings.rollout_shadow_max_in_flight)
+        return cls(settings, served, traffic, fleet)
 
     def is_ready(self) -> bool:
         """Every enabled model is ready and the worker is not draining (after SIGTERM)."""

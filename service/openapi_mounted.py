@@ -1,6 +1,7 @@
 """The OpenAPI entries of the routes dlserve mounts beside BentoML's (which BentoML's document
-leaves out): ``GET /v1/models``, ``POST /v1/models/{name}/load``, a batch job's downloads and
-the Open Inference Protocol's ``/v2`` routes.
+leaves out): ``GET /v1/models``, ``POST /v1/models/{name}/load``, the rollout routes
+(``service.rollout_routes``: their body is ``RolloutSpec``'s own JSON Schema), a batch job's
+downloads and the Open Inference Protocol's ``/v2`` routes.
 
 Each schema states only what the route checks (so an answer to data the schema calls invalid
 is a 4xx, and schema fuzzing reaches every route): a ``/v2`` error is ``{"error": message}``,
@@ -11,6 +12,9 @@ an inference request is a JSON object whose ``inputs`` are the model's tensors, 
 from __future__ import annotations
 
 from typing import Any
+
+from service.rollout import RolloutSpec
+from service.rollout_routes import ACTIONS
 
 REF = "#/components/schemas/"
 PROTOCOL_ERROR: dict[str, Any] = {
@@ -115,7 +119,40 @@ MODEL_ENTRY = {
         "version": STRING,
         "reason": {"type": ["string", "null"]},
         "last_load": {"type": ["object", "null"]},
+        "rollout": {"anyOf": [{"$ref": REF + "Rollout"}, {"type": "null"}]},
         "routes": {"type": "array", "items": OBJECT},
+    },
+}
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+ROLLOUT = {
+    "type": "object",
+    "title": "Rollout",
+    "description": "A model's rollout on the worker that answered: its state, the declaration "
+    "it runs under (`generation`, the same on every worker), bounds, this worker's figures and "
+    "its last transitions.",
+    "required": ["candidate", "baseline", "mode", "state", "reason", "generation", "transitions"],
+    "properties": {
+        "candidate": STRING,
+        "baseline": STRING,
+        "mode": {"enum": ["canary", "shadow"]},
+        "state": {
+            "enum": ["loading", "canary", "shadow", "promoted", "rolled_back", "canceled", "failed"]
+        },
+        "reason": {"type": ["string", "null"]},
+        "generation": {"type": "integer", "minimum": 0},
+        "share": {"type": "number"},
+        "bounds": OBJECT,
+        "psi": NUMBER_OR_NULL,
+        "figures": OBJECT,
+        "shadow": {"type": ["object", "null"]},
+        "transitions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["state", "at", "reason"],
+                "properties": {"state": STRING, "at": STRING, "reason": STRING},
+            },
+        },
     },
 }
 SCHEMAS = {
@@ -124,6 +161,8 @@ SCHEMAS = {
     "InferenceResponse": INFER_RESPONSE,
     "ModelList": MODEL_LIST,
     "ModelEntry": MODEL_ENTRY,
+    "Rollout": ROLLOUT,
+    "RolloutSpec": RolloutSpec.model_json_schema(),
 }
 
 
@@ -147,6 +186,11 @@ def _operation(
     if body is not None:
         operation["requestBody"] = {"required": True, "content": {"application/json": body}}
     return operation
+
+
+def _errors(answers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Each status with its description, answered as the ``Error`` schema."""
+    return {status: _json({"$ref": REF + "Error"}, why) for status, why in answers.items()}
 
 
 def _path_parameter(name: str, values: list[str] | None = None) -> dict[str, Any]:
@@ -213,6 +257,45 @@ def mounted_paths(
                 {"200": _json({"$ref": REF + "ModelEntry"})},
                 "Error",
                 name,
+            )
+        },
+        "/v1/models/{name}/rollout": {
+            "post": _operation(
+                "Roll out a candidate version beside the served one, on every worker",
+                {
+                    "200": _json(
+                        {"$ref": REF + "Rollout"}, "Started: this worker's rollout, loaded"
+                    ),
+                    **_errors(
+                        {
+                            "400": "A field of the body out of its limit (named in `detail`)",
+                            "401": "No valid API key (when keys are set)",
+                            "404": "The model is not enabled",
+                            "409": "Another rollout runs on a worker, or the model cannot take one",
+                            "422": "The candidate cannot be loaded (`detail` names `candidate`)",
+                        }
+                    ),
+                },
+                "Error",
+                name,
+                {"schema": {"$ref": REF + "RolloutSpec"}},
+            )
+        },
+        "/v1/models/{name}/rollout/{action}": {
+            "post": _operation(
+                "Promote, roll back or cancel the running rollout, on every worker",
+                {
+                    "200": _json({"$ref": REF + "Rollout"}, "Ended: this worker's rollout"),
+                    **_errors(
+                        {
+                            "401": "No valid API key (when keys are set)",
+                            "404": "The model is not enabled, or no such action",
+                            "409": "No rollout runs here, or another worker ended it first",
+                        }
+                    ),
+                },
+                "Error",
+                [*name, _path_parameter("action", list(ACTIONS))],
             )
         },
         "/v1/batch/jobs/{job_id}/{name}": {

@@ -25,8 +25,10 @@ model is held at the version it serves (``ServedModel.pinned``): the store's ``l
 moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
 
 Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
-``describe`` (``/v1/models``' ``rollout``). Which version answered a request and which
-candidate ran as its shadow: ``service.routing.current_routing()``.
+``describe`` (``/v1/models``' ``rollout``). ``service.rollout_fleet`` declares each start and
+ending to the server's other workers (``generation``, ``claim``), which apply it. Which
+version answered a request and which candidate ran as its shadow:
+``service.routing.current_routing()``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import random
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -139,6 +141,11 @@ class RolloutSpec(BaseModel):
         return value
 
 
+Claim = Callable[["Rollout", State, str], bool]
+"""May this worker end ``rollout`` in ``state`` for ``reason``? (``service.rollout_fleet``:
+declared to every worker of the server; ``False``: another worker ended it first.)"""
+
+
 class CandidateError(Exception):
     """The candidate could not be loaded (the reason); the rollout is ``failed``."""
 
@@ -234,9 +241,19 @@ class ShadowFigures:
 class Rollout:
     """The rollout of ``spec.candidate`` beside ``served``'s version (see the module
     docstring). Built in state ``loading``; ``load()`` (blocking, off the event loop) brings
-    the candidate in; the other methods run on the event loop."""
+    the candidate in; the other methods run on the event loop. ``generation``: the server's
+    declaration it runs under (``service.rollout_fleet``; 0: ``DLSERVE_ROLLOUTS``); ``claim``
+    asks before each ending (promote, rollback, cancel) whether this worker may end it (none:
+    it may)."""
 
-    def __init__(self, served: ServedModel, spec: RolloutSpec, max_shadows: int) -> None:
+    def __init__(
+        self,
+        served: ServedModel,
+        spec: RolloutSpec,
+        max_shadows: int,
+        generation: int = 0,
+        claim: Claim | None = None,
+    ) -> None:
         ready = served.ready
         assert ready is not None, "a rollout needs a served version"
         self.served = served
@@ -247,6 +264,8 @@ class Rollout:
         self.candidate: Generation | None = None
         self.psi: float | None = None
         self.max_shadows = max_shadows
+        self.generation = generation
+        self.claim = claim
         self.transitions: deque[dict[str, Any]] = deque(maxlen=KEPT_TRANSITIONS)
         bounds = np.asarray(served.spec.score_buckets, dtype=np.float64)
         self.figures = {"served": VersionFigures(bounds), "candidate": VersionFigures(bounds)}
@@ -288,25 +307,37 @@ class Rollout:
         return self.state in RUNNING
 
     def promote(self, reason: str) -> None:
-        """Serve the candidate from now on (held there); the rollout ends ``promoted``."""
+        """Serve the candidate from now on (held there); the rollout ends ``promoted``
+        (unless ``claim`` refuses: then nothing changes)."""
         candidate = self.candidate
         if candidate is None or self.state not in ("canary", "shadow"):
             raise RuntimeError(f"nothing to promote: the rollout is {self.state}")
+        if not self._claimed("promoted", reason):
+            return
         self.served.pinned = self.spec.candidate
         self.candidate = None
         self.served.swap_in(candidate)
         self._end("promoted", reason)
 
     def rollback(self, reason: str) -> None:
-        """Stop sending anything to the candidate; the served version keeps serving, held."""
+        """Stop sending anything to the candidate; the served version keeps serving, held
+        (unless ``claim`` refuses: then nothing changes)."""
+        if not self._claimed("rolled_back", reason):
+            return
         self._drop_candidate()
         self._end("rolled_back", reason)
 
-    def cancel(self) -> None:
-        """End the rollout without a verdict; the hold goes back to the settings' pin."""
+    def cancel(self, reason: str = "canceled by a call") -> None:
+        """End the rollout without a verdict; the hold goes back to the settings' pin
+        (unless ``claim`` refuses: then nothing changes)."""
+        if not self._claimed("canceled", reason):
+            return
         self._drop_candidate()
         self.served.pinned = self._pin_before
-        self._end("canceled", "canceled by a call")
+        self._end("canceled", reason)
+
+    def _claimed(self, state: State, reason: str) -> bool:
+        return self.claim is None or self.claim(self, state, reason)
 
     def _drop_candidate(self) -> None:
         candidate, self.candidate = self.candidate, None
@@ -486,6 +517,7 @@ class Rollout:
             "mode": spec.mode,
             "state": self.state,
             "reason": self.reason,
+            "generation": self.generation,
             "share": spec.percent / 100 if spec.mode == "canary" else spec.sample,
             "bounds": spec.model_dump(exclude={"candidate", "mode", "percent", "sample"}),
             "psi": None if self.psi is None else round(self.psi, 4),
@@ -495,15 +527,22 @@ class Rollout:
         }
 
 
-def start(served: ServedModel, spec: RolloutSpec, max_shadows: int) -> Rollout:
+def start(
+    served: ServedModel,
+    spec: RolloutSpec,
+    max_shadows: int,
+    generation: int = 0,
+    claim: Claim | None = None,
+) -> Rollout:
     """Start ``spec`` on ``served`` and load its candidate (blocking): the rollout, in state
     ``canary``/``shadow``, or ``CandidateError`` (it is kept, ``failed``, for ``/v1/models``).
     ``ValueError`` when the model cannot take one (stepwise, nothing served, the candidate
-    is the served version, another rollout running)."""
+    is the served version, another rollout running). ``generation`` and ``claim`` as
+    ``Rollout`` takes them."""
     refusal = refusal_of(served, spec)
     if refusal is not None:
         raise ValueError(refusal)
-    rollout = Rollout(served, spec, max_shadows)
+    rollout = Rollout(served, spec, max_shadows, generation, claim)
     served.rollout = rollout
     rollout.load()
     return rollout

@@ -1,11 +1,16 @@
-"""The rollout routes (behind the API key, like every ``/v1`` route), on this worker:
+"""The rollout routes (behind the API key, like every ``/v1`` route), for every worker of the
+server (``service.rollout_fleet``): the worker that takes the call declares it, the others
+apply it within a poll.
 
-- ``POST /v1/models/{name}/rollout`` with a ``RolloutSpec`` body: load the candidate beside the
-  served version and start the canary or shadow; 200 with the model's ``rollout``, 400 naming
-  the field and its limit, 404 for a model not served, 409 while another rollout runs (or the
-  model cannot take one), 422 naming ``candidate`` when it cannot be loaded (the reason).
+- ``POST /v1/models/{name}/rollout`` with a ``RolloutSpec`` body: declare the rollout, load
+  the candidate beside the served version on this worker and start the canary or shadow; 200
+  with this worker's ``rollout`` (its ``generation`` the declaration's), 400 naming the field
+  and its limit, 404 for a model not served, 409 while another rollout runs on any worker (or
+  the model cannot take one), 422 naming ``candidate`` when it cannot be loaded here (the
+  reason; the rollout is then canceled on every worker).
 - ``POST /v1/models/{name}/rollout/{action}``, ``action`` one of ``promote``, ``rollback``,
-  ``cancel``: 200 with the ``rollout``; 409 when no rollout is running.
+  ``cancel``: 200 with this worker's ``rollout``, ended; 409 when no rollout is running here,
+  or another worker ended it first (this worker follows within a poll).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from starlette.routing import Route
 from service.errors import error_response, field_error
 from service.inference import DataPlane
 from service.rollout import CandidateError, RolloutSpec, refusal_of, start
+from service.rollout_fleet import Refused
 from service.served_model import ServedModel
 
 ACTIONS = ("promote", "rollback", "cancel")
@@ -58,14 +64,21 @@ def routes(plane: Callable[[], DataPlane]) -> list[Route]:
         refusal = refusal_of(served, spec)
         if refusal is not None:
             return error_response(409, refusal)
-        shadows = plane().settings.rollout_shadow_max_in_flight
+        fleet = plane().fleet
         try:
-            rollout = await asyncio.to_thread(start, served, spec, shadows)
-        except CandidateError as exc:
+            generation = fleet.declare_start(served, spec)
+        except Refused as refused:
+            return error_response(409, str(refused))
+        try:
+            rollout = await asyncio.to_thread(
+                start, served, spec, fleet.max_shadows, generation, fleet.claim
+            )
+        except (CandidateError, ValueError) as exc:  # ValueError: another rollout meanwhile
+            fleet.end(served.name, generation, spec, "canceled", f"not started: {exc}")
+            if isinstance(exc, ValueError):
+                return error_response(409, str(exc))
             detail = [field_error(["body", "candidate"], str(exc), "not_loadable")]
             return error_response(422, f"candidate {spec.candidate!r} cannot serve", detail)
-        except ValueError as exc:  # another rollout started meanwhile
-            return error_response(409, str(exc))
         return JSONResponse(rollout.describe())
 
     async def act(request: Request) -> JSONResponse:
@@ -86,6 +99,10 @@ def routes(plane: Callable[[], DataPlane]) -> list[Route]:
             rollout.rollback("rolled back by a call")
         else:
             rollout.cancel()
+        if rollout.running:  # the claim was refused: another worker ended it first
+            return error_response(
+                409, f"model {served.name!r}: another worker ended the rollout first; it follows"
+            )
         return JSONResponse(rollout.describe())
 
     return [

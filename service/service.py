@@ -127,6 +127,12 @@ class DLServeBase:
             self.grpc = await grpc_server.start(self.plane, SETTINGS, API_KEYS)
             log.info("Open Inference Protocol over gRPC on port %d", SETTINGS.grpc_port)
 
+    @bentoml.on_startup
+    async def watch_rollouts(self) -> None:
+        """Apply the rollout transitions any worker of this server declares, on this worker's
+        event loop (``service/rollout_fleet.py``)."""
+        self.rollouts = asyncio.get_running_loop().create_task(self.plane.fleet.watch())
+
     @bentoml.on_shutdown
     async def stop_grpc(self) -> None:
         """Let this worker's gRPC calls in flight finish (within the grace period), then stop."""

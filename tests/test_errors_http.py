@@ -87,12 +87,16 @@ def test_the_document_declares_the_error_shape_on_every_operation(document: dict
         for method, operation in item.items():
             # the Open Inference Protocol's readiness: 503 carries the 200's {"ready"} body
             readiness = path.startswith("/v2") and path.endswith("/ready")
+            responses = operation["responses"]
             errors = [
                 status
-                for status in operation["responses"]
+                for status in responses
                 if status[0] in "45" and not (readiness and status == "503")
             ]
-            assert errors == [] and "default" in operation["responses"], (method, path)
+            assert "default" in responses, (method, path)
+            for status in errors:  # listed by status (the rollout routes'): the same shape
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
     completions = document["paths"]["/v1/completions"]["post"]["responses"]["default"]
     assert "message" in str(completions)  # OpenAI's shape, not dlserve's
     assert not [version for version in _versions() if version in str(document)]

@@ -17,6 +17,7 @@ from harness.http_checks import metric_value
 from harness.local_server import LocalServer
 from harness.payloads import transactions
 from service.payload_log.replay import read_records
+from service.rollout import RolloutSpec
 from tests import model_versions as mv
 from tests.test_model_reload_http import _store, _until
 
@@ -59,9 +60,13 @@ def _entry_keyed(server: LocalServer) -> dict:
 class Clients:
     """``connections`` threads posting the fraud route, each request with the next key of
     ``keys`` (none: no key header), until the keys run out or ``stop()``; every answer's
-    (key, status, version) in ``answers``."""
+    (key, status, version) in ``answers``. ``fresh``: each request on a new connection (so
+    that the kernel spreads them over a server's workers)."""
 
-    def __init__(self, url: str, keys: Iterator[str | None], connections: int = 16) -> None:
+    def __init__(
+        self, url: str, keys: Iterator[str | None], connections: int = 16, fresh: bool = False
+    ) -> None:
+        self._limits = httpx.Limits(max_keepalive_connections=0) if fresh else httpx.Limits()
         self.answers: list[tuple[str | None, int, str | None]] = []
         self.sent: list[float] = []  # when each answer's request was sent (time.monotonic)
         self._keys = keys
@@ -76,7 +81,7 @@ class Clients:
             return next(((True, key) for key in self._keys), (False, None))
 
     def _run(self, url: str) -> None:
-        with httpx.Client(base_url=url, timeout=60, headers=AUTH) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=AUTH, limits=self._limits) as client:
             while not self._stop.is_set():
                 more, key = self._next()
                 if not more:
@@ -100,7 +105,9 @@ class Clients:
             thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, failed: type[BaseException] | None, *_: object) -> None:
+        if failed is not None:  # the test failed while they ran: no more requests
+            self.stop()
         self.join()
 
     def join(self) -> None:
@@ -328,3 +335,25 @@ def test_a_payload_record_names_the_served_version_and_the_shadow_that_also_ran(
     for request_id in ids:
         assert records[request_id]["version"] == old
         assert records[request_id]["shadow_version"] == candidate
+
+
+def test_the_openapi_document_lists_the_rollout_routes_with_their_schemas(
+    server: LocalServer,
+) -> None:
+    document = httpx.get(server.url + "/docs.json", timeout=30).json()
+    schemas = document["components"]["schemas"]
+    assert schemas["RolloutSpec"] == RolloutSpec.model_json_schema()
+    assert schemas["RolloutSpec"]["properties"]["percent"]["maximum"] == 100
+    start = document["paths"]["/v1/models/{name}/rollout"]["post"]
+    body = start["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/RolloutSpec"}
+    act = document["paths"]["/v1/models/{name}/rollout/{action}"]["post"]
+    action = next(p for p in act["parameters"] if p["name"] == "action")
+    assert action["schema"]["enum"] == ["promote", "rollback", "cancel"]
+    for operation, statuses in ((start, {"400", "404", "409", "422"}), (act, {"404", "409"})):
+        responses = operation["responses"]
+        assert responses["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Rollout"
+        }
+        assert statuses | {"401", "default"} <= set(responses), sorted(responses)
+    assert {"generation", "state", "candidate"} <= set(schemas["Rollout"]["required"])

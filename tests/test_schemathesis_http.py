@@ -32,6 +32,8 @@ LABELS = [f"{method.upper()} {path}" for path, item in DOCUMENT["paths"].items()
 MOUNTED = [
     "GET /v1/models",
     "POST /v1/models/{name}/load",
+    "POST /v1/models/{name}/rollout",
+    "POST /v1/models/{name}/rollout/{action}",
     "GET /v1/batch/jobs/{job_id}/{name}",
     "GET /v2",
     "GET /v2/health/live",
