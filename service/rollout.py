@@ -7,22 +7,28 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
 - **canary**: ``route`` sends a request to the candidate when a stable hash of its key
   (``DLSERVE_ROLLOUT_KEY_HEADER``, else ``x-request-id``, else a random one) falls under
   ``percent``: a client that retries with the same key sees the same version, on every worker.
-- **shadow**: after the served version has answered, a sampled share (``sample``) of requests
-  is run again on the candidate in a task of its own, whose answer is only compared (agreement
-  within ``agree_within``); at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
-  per worker, the others dropped and counted, as are runs the candidate's queue refuses.
+  For a stepwise model the whole request (a stream or a completion) runs on that version.
+- **shadow** (batched models only): after the served version has answered, a sampled share
+  (``sample``) of requests is run again on the candidate in a task of its own, whose answer is
+  only compared row by row: the same class for a model with a ``ClassOutput``, else scores
+  within ``agree_within``; at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
+  per worker, the others dropped and counted, as are runs the candidate's queue refuses. A
+  stepwise model's shadow is refused (``refusal_of``): a second generation would share the
+  cores and step loop of the client's stream and slow it.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
-model) and the histogram of the model's score output over the model's fixed score buckets.
-Once the candidate has ``min_requests`` answers (and the served version as many), each new
-answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
-index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
-the served version's scores above ``max_psi`` (checked every ``PSI_EVERY`` answers), or
-(shadow) row agreement below
-``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
-(the candidate becomes the served version). While a rollout is running or after it ended, the
-model is held at the version it serves (``ServedModel.pinned``): the store's ``latest`` pointer
-moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
+model; for a stepwise request, from admission to its last output) and the model's output
+distributions: the score output over the model's fixed score buckets, the class frequencies
+(over the served version's labels), and for a stepwise model the completion lengths and
+finish reasons (``service.rollout_stepwise``). Once the candidate has ``min_requests``
+answers (and the served version as many), each new answer checks the bounds: an error ratio
+above ``max_error_ratio``, a population stability index (PSI, proportions floored at 1e-4)
+between any of the candidate's distributions and the served version's above ``max_psi``
+(checked every ``PSI_EVERY`` answers and before a promotion), or (shadow) row agreement
+below ``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds
+promote it (the candidate becomes the served version). While a rollout is running or after
+it ended, the model is held at the version it serves (``ServedModel.pinned``): the store's
+``latest`` pointer moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
 
 Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
 ``describe`` (``/v1/models``' ``rollout``). Which version answered a request and which
