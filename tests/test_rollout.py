@@ -274,6 +274,34 @@ def test_a_stepwise_length_or_finish_drift_is_rolled_back(
     assert min(rollout.drift.values()) > spec.max_psi
 
 
+def test_a_stepwise_candidate_whose_streams_fail_is_rolled_back_on_its_error_ratio(
+    text_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams of the candidate that raise, through the rollout's watcher as
+    ``ServedModel.stream`` wraps them: each an error of the candidate's."""
+
+    async def failing() -> AsyncIterator[tuple[int, Any]]:
+        yield 0, {"text": "a", "finish_reason": None, "tokens": 1}
+        raise RuntimeError("the decode call failed")
+
+    async def consume(outputs: AsyncIterator[tuple[int, Any]]) -> None:
+        with pytest.raises(RuntimeError):
+            _ = [item async for item in outputs]
+
+    with _beside(monkeypatch, "text", text_model) as (plane, candidate):
+        served = plane.model("text-generator")
+        spec = RolloutSpec(candidate=candidate, mode="canary", percent=10, min_requests=10)
+        rollout = start(served, spec, max_shadows=2)
+        generation = rollout.candidate
+        assert generation is not None
+        for _ in range(10):
+            asyncio.run(consume(rollout.watch(generation, failing())))
+    assert rollout.state == "rolled_back", rollout.reason
+    assert rollout.reason.startswith("error ratio 1.000 > 0.05 over 10 requests"), rollout.reason
+    figures = rollout.describe()["figures"]["candidate"]
+    assert figures["errors"] == figures["requests"] == 10 and figures["sequences"] == 0
+
+
 def test_the_stream_watcher_reports_an_end_a_failure_and_nothing_for_a_reader_that_left() -> None:
     seen: list[Any] = []
     end = SequenceEnd(sequence_end)
