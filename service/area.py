@@ -93,6 +93,30 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class ClassOutput:
+    """A batched model that answers one class per row (rollouts count and compare them).
+
+    ``of(outputs)``: each row's class index into ``labels(ready)`` (int, one per row of the
+    graph's outputs), the class the model's routes answer; ``labels(ready)``: the class names
+    of a version, by index.
+    """
+
+    of: Callable[[Arrays], np.ndarray]
+    labels: Callable[[ReadyModel], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class SequenceEnd:
+    """How a stepwise model's output says that its sequence ended (rollouts' figures).
+
+    ``of(output)``: for one output of the ``StepProgram``, ``(finish reason, generated
+    tokens)`` when it is its sequence's last, else ``None``.
+    """
+
+    of: Callable[[Any], tuple[str, int] | None]
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One stored model an area serves.
 
@@ -114,6 +138,9 @@ class ModelSpec:
     (``None``: rows only, ``DLSERVE_MAX_BATCH_ROWS``). ``inline_rows``: a request of at most
     that many rows, alone in its worker, runs on the event loop without the hop to the
     inference thread (``MicroBatcher``; for a model whose small calls cost less than it).
+    ``class_output``: for a batched model whose answer is a class per row, how to read it
+    (rollouts' class frequencies and shadow agreement); ``sequence_end``: for a stepwise
+    model, how its outputs end a sequence (rollouts' completion lengths and finish reasons).
     """
 
     name: str
@@ -127,10 +154,16 @@ class ModelSpec:
     tensors: TensorInputs | None = None
     budget: Budget | None = None
     inline_rows: int = 0
+    class_output: ClassOutput | None = None
+    sequence_end: SequenceEnd | None = None
 
     def __post_init__(self) -> None:
         if self.tensors is not None and self.program is not None:
             raise ValueError(f"model {self.name!r}: a stepwise model takes no client tensors")
+        if self.class_output is not None and self.program is not None:
+            raise ValueError(f"model {self.name!r}: a stepwise model has no class output")
+        if self.sequence_end is not None and self.program is None:
+            raise ValueError(f"model {self.name!r}: only a stepwise model ends sequences")
 
     @property
     def tag(self) -> str:

@@ -7,22 +7,28 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
 - **canary**: ``route`` sends a request to the candidate when a stable hash of its key
   (``DLSERVE_ROLLOUT_KEY_HEADER``, else ``x-request-id``, else a random one) falls under
   ``percent``: a client that retries with the same key sees the same version, on every worker.
-- **shadow**: after the served version has answered, a sampled share (``sample``) of requests
-  is run again on the candidate in a task of its own, whose answer is only compared (agreement
-  within ``agree_within``); at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
-  per worker, the others dropped and counted, as are runs the candidate's queue refuses.
+  For a stepwise model the whole request (a stream or a completion) runs on that version.
+- **shadow** (batched models only): after the served version has answered, a sampled share
+  (``sample``) of requests is run again on the candidate in a task of its own, whose answer is
+  only compared row by row: the same class for a model with a ``ClassOutput``, else scores
+  within ``agree_within``; at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
+  per worker, the others dropped and counted, as are runs the candidate's queue refuses. A
+  stepwise model's shadow is refused (``refusal_of``): a second generation would share the
+  cores and step loop of the client's stream and slow it.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
-model) and the histogram of the model's score output over the model's fixed score buckets.
-Once the candidate has ``min_requests`` answers (and the served version as many), each new
-answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
-index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
-the served version's scores above ``max_psi`` (checked every ``PSI_EVERY`` answers), or
-(shadow) row agreement below
-``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
-(the candidate becomes the served version). While a rollout is running or after it ended, the
-model is held at the version it serves (``ServedModel.pinned``): the store's ``latest`` pointer
-moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
+model; for a stepwise request, from admission to its last output) and the model's output
+distributions: the score output over the model's fixed score buckets, the class frequencies
+(over the served version's labels), and for a stepwise model the completion lengths and
+finish reasons (``service.rollout_stepwise``). Once the candidate has ``min_requests``
+answers (and the served version as many), each new answer checks the bounds: an error ratio
+above ``max_error_ratio``, a population stability index (PSI, proportions floored at 1e-4)
+between any of the candidate's distributions and the served version's above ``max_psi``
+(checked every ``PSI_EVERY`` answers and before a promotion), or (shadow) row agreement
+below ``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds
+promote it (the candidate becomes the served version). While a rollout is running or after
+it ended, the model is held at the version it serves (``ServedModel.pinned``): the store's
+``latest`` pointer moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
 
 Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
 ``describe`` (``/v1/models``' ``rollout``). ``service.rollout_fleet`` declares each start and
@@ -40,7 +46,7 @@ import random
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.batching import Arrays, MicroBatcher
 from service.config import Settings, SettingsError, variable
 from service.errors import OverloadedError
+from service.rollout_stepwise import Ends, SequenceFigures, watched
 from service.routing import current_routing, note_shadow
 from service.served_model import Generation, ServedModel
 
@@ -63,7 +70,10 @@ SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing
 PSI_FLOOR = 1e-4
 PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
 FEW_SCORES = 16
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+OTHER_CLASS = "(a class the served version does not have)"
+LATENCY_BUCKETS = (
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 KEPT_TRANSITIONS = 20
 
 ROLLOUT_REQUESTS = Counter(
@@ -93,8 +103,9 @@ ROLLOUT_TRANSITIONS = Counter(
 )
 ROLLOUT_PSI = Gauge(
     "dlserve_rollout_psi",
-    "Population stability index of the candidate's scores against the served version's, by "
-    "model (the automatic rollback's statistic; per worker, the largest shown).",
+    "The largest population stability index of the candidate's output distributions (scores, "
+    "classes, completion lengths, finish reasons) against the served version's, by model (the "
+    "automatic rollback's statistic; per worker, the largest shown).",
     ["model"],
     multiprocess_mode="max",
 )
@@ -165,19 +176,34 @@ def psi(reference: np.ndarray, observed: np.ndarray) -> float:
 
 
 class VersionFigures:
-    """One version's figures during a rollout (updated on the event loop)."""
+    """One version's figures during a rollout (updated on the event loop): requests, errors,
+    latency, and the output distributions the model has: ``scores`` over the score buckets,
+    ``classes`` over the served version's class labels (and a last bin for a label it does
+    not have), ``sequences`` (stepwise: completion lengths and finish reasons)."""
 
-    def __init__(self, score_bounds: np.ndarray) -> None:
+    def __init__(
+        self,
+        score_bounds: np.ndarray | None,
+        labels: list[str] | None = None,
+        stepwise: bool = False,
+    ) -> None:
         self.requests = 0
         self.errors = 0
         self.latency = np.zeros(len(LATENCY_BUCKETS) + 1, dtype=np.int64)
         self.score_bounds = score_bounds
-        self._bounds = score_bounds.tolist()
-        self.scores = np.zeros(len(score_bounds) + 1, dtype=np.int64)
+        self._bounds = score_bounds.tolist() if score_bounds is not None else []
+        self.scores = np.zeros(len(self._bounds) + 1, dtype=np.int64)
+        self.labels = labels
+        self.classes = np.zeros(len(labels) + 1 if labels is not None else 0, dtype=np.int64)
+        self.sequences = SequenceFigures() if stepwise else None
 
-    def answered(self, seconds: float, scores: np.ndarray | None) -> None:
-        self.requests += 1
-        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    def answered(
+        self, seconds: float, scores: np.ndarray | None, classes: np.ndarray | None = None
+    ) -> None:
+        """A batched answer: its scores and its rows' class bins (``None``: none)."""
+        self._took(seconds)
+        if classes is not None:
+            _add(self.classes, classes)
         if scores is None:
             return
         values = scores.ravel()
@@ -189,6 +215,16 @@ class VersionFigures:
         for value in values.tolist():  # numpy's fixed cost is more than a few bisects
             self.scores[bisect_left(self._bounds, value)] += 1
 
+    def completed(self, seconds: float, ends: Ends) -> None:
+        """A stepwise request whose sequences all ended, each ``(finish reason, tokens)``."""
+        self._took(seconds)
+        if self.sequences is not None:
+            self.sequences.ended(ends)
+
+    def _took(self, seconds: float) -> None:
+        self.requests += 1
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
     def failed(self) -> None:
         self.requests += 1
         self.errors += 1
@@ -197,21 +233,51 @@ class VersionFigures:
     def error_ratio(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
+    def paired(self, reference: VersionFigures) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``reference``'s and these counts over the same bins, per output distribution."""
+        pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.score_bounds is not None:
+            pairs["scores"] = (reference.scores, self.scores)
+        if self.labels is not None:
+            pairs["classes"] = (reference.classes, self.classes)
+        if self.sequences is not None and reference.sequences is not None:
+            pairs.update(self.sequences.paired(reference.sequences))
+        return pairs
+
     def describe(self) -> dict[str, Any]:
         bounds = [*LATENCY_BUCKETS, "+Inf"]
-        scores = [*self.score_bounds.tolist(), "+Inf"]
-        return {
+        described: dict[str, Any] = {
             "requests": self.requests,
             "errors": self.errors,
             "error_ratio": round(self.error_ratio, 4),
             "latency_seconds": dict(zip(map(str, bounds), self.latency.tolist(), strict=True)),
-            "scores": dict(zip(map(str, scores), self.scores.tolist(), strict=True)),
         }
+        if self.score_bounds is not None:
+            scores = [*self._bounds, "+Inf"]
+            described["scores"] = dict(zip(map(str, scores), self.scores.tolist(), strict=True))
+        if self.labels is not None:
+            counts = self.classes.tolist()
+            described["classes"] = dict(zip(self.labels, counts, strict=False))
+            if counts[-1]:
+                described["classes"][OTHER_CLASS] = counts[-1]
+        if self.sequences is not None:
+            described.update(self.sequences.describe())
+        return described
+
+
+def _add(counts: np.ndarray, bins: np.ndarray) -> None:
+    """Count each of ``bins`` (indices into ``counts``)."""
+    if bins.size > FEW_SCORES:
+        counts += np.bincount(bins.ravel(), minlength=len(counts))
+        return
+    for index in bins.ravel().tolist():  # numpy's fixed cost is more than a few increments
+        counts[index] += 1
 
 
 @dataclass
 class ShadowFigures:
-    """Shadow runs: compared, dropped, failed, and rows agreeing with the served answer."""
+    """Shadow runs: compared, dropped, failed, and rows agreeing with the served answer
+    (``by``: ``class``, the same class; ``score``, scores within ``agree_within``)."""
 
     compared: int = 0
     dropped: int = 0
@@ -220,6 +286,7 @@ class ShadowFigures:
     agreeing_rows: int = 0
     abs_difference: float = 0.0
     in_flight: int = 0
+    by: Literal["class", "score"] = "score"
 
     @property
     def agreement(self) -> float | None:
@@ -233,7 +300,12 @@ class ShadowFigures:
             "errors": self.errors,
             "rows": self.rows,
             "agreement": None if agreement is None else round(agreement, 4),
-            "mean_abs_difference": round(self.abs_difference / self.rows, 6) if self.rows else None,
+            "agreement_by": self.by,
+            "mean_abs_difference": (
+                round(self.abs_difference / self.rows, 6)
+                if self.rows and self.by == "score"
+                else None
+            ),
             "in_flight": self.in_flight,
         }
 
@@ -262,14 +334,26 @@ class Rollout:
         self.state: State = "loading"
         self.reason: str | None = None
         self.candidate: Generation | None = None
-        self.psi: float | None = None
+        self.psi: float | None = None  # the largest of ``drift``
+        self.drift: dict[str, float] = {}  # PSI per output distribution, at the last check
         self.max_shadows = max_shadows
         self.generation = generation
         self.claim = claim
         self.transitions: deque[dict[str, Any]] = deque(maxlen=KEPT_TRANSITIONS)
-        bounds = np.asarray(served.spec.score_buckets, dtype=np.float64)
-        self.figures = {"served": VersionFigures(bounds), "candidate": VersionFigures(bounds)}
-        self.shadow = ShadowFigures()
+        model = served.spec
+        bounds = (
+            np.asarray(model.score_buckets, dtype=np.float64)
+            if model.score_output is not None
+            else None
+        )
+        self._classes = model.class_output
+        labels = list(self._classes.labels(ready)) if self._classes is not None else None
+        self.figures = {
+            role: VersionFigures(bounds, labels, model.stepwise) for role in ("served", "candidate")
+        }
+        # the candidate's class index -> the served version's (the last bin: a label it lacks)
+        self._class_map: np.ndarray | None = None
+        self.shadow = ShadowFigures(by="class" if self._classes is not None else "score")
         self._pin_before = served.pinned
         self._tasks: set[asyncio.Task[None]] = set()
         self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
@@ -294,6 +378,13 @@ class Rollout:
             generation.runner.close()
             return
         self.candidate = generation
+        labels = self.figures["served"].labels
+        if self._classes is not None and labels is not None:
+            index = {label: i for i, label in enumerate(labels)}
+            self._class_map = np.array(
+                [index.get(label, len(labels)) for label in self._classes.labels(generation.ready)],
+                dtype=np.int64,
+            )
         ROLLOUT_ACTIVE.labels(self.served.name, self.spec.candidate, self.spec.mode).set(1)
         share = (
             f"{self.spec.percent:g}% of requests"
@@ -381,13 +472,50 @@ class Rollout:
         scores = outputs[self._score] if self._score is not None else None
         if generation is self.candidate:
             self._count(generation, "canary", "ok", s)
-            self.figures["candidate"].answered(s, scores)
+            self.figures["candidate"].answered(s, scores, self._class_bins(outputs, True))
             self._judge()
             return
+        classes = self._class_bins(outputs, False)
         self._count(generation, "served", "ok", s)
-        self.figures["served"].answered(s, scores)
+        self.figures["served"].answered(s, scores, classes)
         if self.state == "shadow" and random.random() < self.spec.sample:
-            self._start_shadow(inputs, scores)
+            self._start_shadow(inputs, classes if classes is not None else scores)
+
+    def _class_bins(self, outputs: Arrays, candidate: bool) -> np.ndarray | None:
+        """Each row's class as a bin of the served version's labels (``None``: no classes)."""
+        if self._classes is None:
+            return None
+        classes = self._classes.of(outputs)
+        if candidate and self._class_map is not None:
+            return self._class_map[classes]
+        return classes
+
+    def watch(
+        self, generation: Generation, outputs: AsyncIterator[tuple[int, Any]]
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """A stepwise request's outputs on ``generation``, passed through and counted once
+        it completed (``service.rollout_stepwise.watched``)."""
+        sequence_end = self.served.spec.sequence_end
+        if not self.running or sequence_end is None:
+            return outputs
+        return watched(
+            outputs,
+            sequence_end,
+            lambda ends, seconds: self.completed(generation, ends, seconds),
+            lambda: self.failed(generation),
+            time.perf_counter,
+        )
+
+    def completed(self, generation: Generation, ends: Ends, seconds: float) -> None:
+        """A stepwise request on ``generation`` completed after ``seconds``, its sequences
+        ending as ``ends``: count it and (candidate) check the bounds."""
+        if not self.running:
+            return
+        candidate = generation is self.candidate
+        self._count(generation, "canary" if candidate else "served", "ok", seconds)
+        self.figures["candidate" if candidate else "served"].completed(seconds, ends)
+        if candidate:
+            self._judge()
 
     def failed(self, generation: Generation) -> None:
         """A request failed on ``generation`` (a 500): count it and check the bounds."""
@@ -413,7 +541,7 @@ class Rollout:
         if outcome == "ok":
             series[1].observe(seconds)
 
-    def _start_shadow(self, inputs: Arrays, served_scores: np.ndarray | None) -> None:
+    def _start_shadow(self, inputs: Arrays, served_answer: np.ndarray | None) -> None:
         candidate = self.candidate
         if candidate is None:
             return
@@ -424,7 +552,7 @@ class Rollout:
         self.served.hold(candidate)
         self.shadow.in_flight += 1
         task = asyncio.get_running_loop().create_task(
-            self._shadow_run(candidate, inputs, served_scores)
+            self._shadow_run(candidate, inputs, served_answer)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -434,7 +562,7 @@ class Rollout:
         self._shadow_series["dropped"].inc()
 
     async def _shadow_run(
-        self, candidate: Generation, inputs: Arrays, served_scores: np.ndarray | None
+        self, candidate: Generation, inputs: Arrays, served_answer: np.ndarray | None
     ) -> None:
         started = time.perf_counter()
         try:
@@ -459,19 +587,31 @@ class Rollout:
             return
         seconds = time.perf_counter() - started
         scores = outputs[self._score] if self._score is not None else None
+        classes = self._class_bins(outputs, True)
         self._count(candidate, "shadow", "ok", seconds)
-        self.figures["candidate"].answered(seconds, scores)
+        self.figures["candidate"].answered(seconds, scores, classes)
         self.shadow.compared += 1
         self._shadow_series["compared"].inc()
-        if scores is not None and served_scores is not None:
-            difference = np.abs(np.asarray(scores, np.float64) - served_scores).ravel()
-            agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
-            self.shadow.rows += difference.size
-            self.shadow.agreeing_rows += agreeing
-            self.shadow.abs_difference += float(difference.sum())
-            self._shadow_series["agreeing_rows"].inc(agreeing)
-            self._shadow_series["disagreeing_rows"].inc(difference.size - agreeing)
+        self._agree(classes if classes is not None else scores, served_answer)
         self._judge()
+
+    def _agree(self, answer: np.ndarray | None, served_answer: np.ndarray | None) -> None:
+        """Count the rows where the candidate's ``answer`` agrees with the served one: the
+        same class (class models), else scores within ``agree_within``."""
+        if answer is None or served_answer is None:
+            return
+        if self.shadow.by == "class":
+            agreeing = int(np.count_nonzero(answer == served_answer))
+            rows = answer.size
+        else:
+            difference = np.abs(np.asarray(answer, np.float64) - served_answer).ravel()
+            agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
+            rows = difference.size
+            self.shadow.abs_difference += float(difference.sum())
+        self.shadow.rows += rows
+        self.shadow.agreeing_rows += agreeing
+        self._shadow_series["agreeing_rows"].inc(agreeing)
+        self._shadow_series["disagreeing_rows"].inc(rows - agreeing)
 
     # -- verdicts ---------------------------------------------------------------------------
 
@@ -488,13 +628,17 @@ class Rollout:
                 f"{candidate.requests} requests"
             )
             return
-        checks_scores = candidate.requests % PSI_EVERY == 0
-        if self._score is not None and served.requests >= spec.min_requests and checks_scores:
-            self.psi = psi(served.scores, candidate.scores)
+        promoting = spec.promote_after is not None and candidate.requests >= spec.promote_after
+        due = candidate.requests % PSI_EVERY == 0 or promoting
+        pairs = candidate.paired(served) if served.requests >= spec.min_requests and due else {}
+        if pairs:
+            self.drift = {name: psi(*pair) for name, pair in pairs.items()}
+            worst = max(self.drift, key=self.drift.__getitem__)
+            self.psi = self.drift[worst]
             ROLLOUT_PSI.labels(self.served.name).set(self.psi)
             if self.psi > spec.max_psi:
                 self.rollback(
-                    f"score PSI {self.psi:.3f} > {spec.max_psi} over {candidate.requests} "
+                    f"{worst} PSI {self.psi:.3f} > {spec.max_psi} over {candidate.requests} "
                     f"candidate and {served.requests} served answers"
                 )
                 return
@@ -505,7 +649,7 @@ class Rollout:
                 f"shadow agreement {agreement:.3f} < {floor} over {self.shadow.rows} rows"
             )
             return
-        if spec.promote_after is not None and candidate.requests >= spec.promote_after:
+        if promoting:
             self.promote(f"{candidate.requests} candidate answers within bounds")
 
     def describe(self) -> dict[str, Any]:
@@ -521,6 +665,7 @@ class Rollout:
             "share": spec.percent / 100 if spec.mode == "canary" else spec.sample,
             "bounds": spec.model_dump(exclude={"candidate", "mode", "percent", "sample"}),
             "psi": None if self.psi is None else round(self.psi, 4),
+            "drift": {name: round(value, 4) for name, value in self.drift.items()},
             "figures": {role: figures.describe() for role, figures in self.figures.items()},
             "shadow": self.shadow.describe() if spec.mode == "shadow" else None,
             "transitions": list(self.transitions),
@@ -536,9 +681,9 @@ def start(
 ) -> Rollout:
     """Start ``spec`` on ``served`` and load its candidate (blocking): the rollout, in state
     ``canary``/``shadow``, or ``CandidateError`` (it is kept, ``failed``, for ``/v1/models``).
-    ``ValueError`` when the model cannot take one (stepwise, nothing served, the candidate
-    is the served version, another rollout running). ``generation`` and ``claim`` as
-    ``Rollout`` takes them."""
+    ``ValueError`` when the model cannot take one (a shadow of a stepwise model, nothing
+    served, the candidate is the served version, another rollout running). ``generation``
+    and ``claim`` as ``Rollout`` takes them."""
     refusal = refusal_of(served, spec)
     if refusal is not None:
         raise ValueError(refusal)
@@ -550,8 +695,12 @@ def start(
 
 def refusal_of(served: ServedModel, spec: RolloutSpec) -> str | None:
     """Why ``served`` cannot take ``spec`` now, or ``None``."""
-    if served.spec.stepwise:
-        return f"model {served.name!r} is stepwise: rollouts serve batched models only"
+    if served.spec.stepwise and spec.mode == "shadow":
+        return (
+            f"mode 'shadow' is not available for the stepwise model {served.name!r}: a shadow "
+            "generation would share the cores and step loop time of the client's stream; roll "
+            "it out with mode 'canary'"
+        )
     ready = served.ready
     if ready is None:
         return f"model {served.name!r} serves no version yet: {served.reason}"

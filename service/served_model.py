@@ -503,6 +503,9 @@ class ServedModel:
         except Exception:
             self.release(generation)
             raise
+        rollout = self.rollout
+        if rollout is not None:  # a canary's figures: the request's time, ends or failure
+            outputs = rollout.watch(generation, outputs)
         return generation.ready, self._counted(outputs, generation)
 
     async def _counted(

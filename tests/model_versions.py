@@ -93,9 +93,41 @@ def invert_output(output: str) -> Alter:
         one = helper.make_node("Constant", [], ["one"], value_float=1.0)
         graph.node.extend([one, helper.make_node("Sub", ["one", raw], [output])])
         onnx.save(graph_model, path)
-        metadata_path = folder / "metadata.json"
-        metadata = json.loads(metadata_path.read_text())
-        metadata["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        metadata_path.write_text(json.dumps(metadata))
+        _match_sha(folder)
 
     return alter
+
+
+def reverse_classes(output: str, classes: int) -> Alter:
+    """A graph whose ``output`` (``[rows, classes]`` probabilities) lists the classes in reverse
+    order, every other output unchanged: each row's best class becomes ``classes - 1 - c``
+    with the same probability; the metadata's sha256 matches it."""
+
+    def alter(folder: Path) -> None:
+        import onnx
+        from onnx import helper
+
+        path = folder / "model.onnx"
+        graph_model = onnx.load(path)
+        graph = graph_model.graph
+        raw = f"{output}_in_order"
+        for node in graph.node:
+            node.output[:] = [raw if name == output else name for name in node.output]
+            node.input[:] = [raw if name == output else name for name in node.input]
+        order = helper.make_tensor(
+            "reversed_order", onnx.TensorProto.INT64, [classes], list(range(classes - 1, -1, -1))
+        )
+        graph.initializer.append(order)
+        graph.node.append(helper.make_node("Gather", [raw, "reversed_order"], [output], axis=1))
+        onnx.save(graph_model, path)
+        _match_sha(folder)
+
+    return alter
+
+
+def _match_sha(folder: Path) -> None:
+    """The metadata's sha256 of the (altered) graph."""
+    path = folder / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    path.write_text(json.dumps(metadata))

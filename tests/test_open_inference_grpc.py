@@ -357,8 +357,8 @@ def test_the_grpc_bench_compares_dlserve_with_the_faster_triton() -> None:
         for name, rate in rates.items()
     }
     header, _, row = grpc_vs_http.table([cell], results, [16], list(rates))
-    columns = [value.strip() for value in row.strip("| ").split(" | ")]
-    named = dict(zip([value.strip() for value in header.strip("| ").split(" | ")], columns))
+    names, columns = (line.strip("| ").split(" | ") for line in (header, row))
+    named = dict(zip(names, columns, strict=True))
     assert named["gRPC / HTTP"] == "0.50"
     assert named["gRPC / faster Triton gRPC"] == "0.25"
     assert named["dlserve gRPC rows/s"] == "200"

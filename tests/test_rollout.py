@@ -1,23 +1,32 @@
 """Rollouts in-process (``service.rollout``): the PSI, the spec's limits, the canary's hash,
 and, on the smoke fraud scorer with a second version beside it, the shadow's bound under a
-burst and the cancel."""
+burst and the cancel; on the image classifier, class frequencies, class agreement and a class
+drift rolled back; on the text generator, a canary's streams counted to their end and a
+length or finish-reason drift rolled back."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from core.text_generation import SamplingParams
+from harness.images import load_test_images
 from harness.payloads import transactions
+from service.area import SequenceEnd
 from service.areas.fraud import Transaction, to_arrays
+from service.areas.text.program import encode_request, sequence_end
 from service.config import Settings, SettingsError
 from service.inference import DataPlane
 from service.rollout import ROLLOUT_SHADOW, RolloutSpec, psi, refusal_of, stable_share, start
+from service.rollout_stepwise import watched
 from service.traffic import Traffic
 from tests import model_versions as mv
 
@@ -58,19 +67,30 @@ def test_the_canary_hash_is_stable_and_spreads_keys_evenly() -> None:
     assert other != [share < 0.1 for share in shares]
 
 
+@contextmanager
+def _beside(
+    monkeypatch: pytest.MonkeyPatch, area: str, stored: dict, alter: mv.Alter | None = None
+) -> Iterator[tuple[DataPlane, str]]:
+    """``area``'s model served at its session version ``stored`` (pinned), and a copy
+    registered beside it (``alter``ed): the data plane and the copy's version."""
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    name = stored["name"]
+    candidate = mv.new_version(store, name, alter, source=store / name / stored["version"])
+    monkeypatch.setenv("DLSERVE_MODELS", area)
+    monkeypatch.setenv("DLSERVE_PINNED_MODELS", f"{name}:{stored['version']}")
+    try:
+        yield DataPlane.load(Settings.from_env(), Traffic()), candidate
+    finally:
+        mv.remove_version(store, name, candidate)
+
+
 @pytest.fixture
 def plane_and_candidate(
     fraud_model: dict, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[DataPlane, str]]:
     """The fraud scorer served at its session version (pinned), a copy registered beside."""
-    store = Path(os.environ["BENTOML_HOME"]) / "models"
-    candidate = mv.new_version(store, NAME, source=store / NAME / fraud_model["version"])
-    monkeypatch.setenv("DLSERVE_MODELS", "fraud")
-    monkeypatch.setenv("DLSERVE_PINNED_MODELS", f"{NAME}:{fraud_model['version']}")
-    try:
-        yield DataPlane.load(Settings.from_env(), Traffic()), candidate
-    finally:
-        mv.remove_version(store, NAME, candidate)
+    with _beside(monkeypatch, "fraud", fraud_model) as beside:
+        yield beside
 
 
 def test_a_shadow_burst_is_bounded_and_the_rest_dropped_and_counted(
@@ -135,3 +155,180 @@ def test_a_declared_rollout_with_a_bad_field_stops_the_start_naming_it(
     )
     with pytest.raises(SettingsError, match=r"model 'image-classifier' is not served here"):
         DataPlane.load(Settings.from_env(), Traffic())
+
+
+async def _settled(rollout: Any, answers: list[Any]) -> list[Any]:
+    """``answers`` (awaited in order), then the rollout's shadow runs finished."""
+    done = [await answer for answer in answers]
+    while rollout.shadow.in_flight:  # the shadow tasks finish on this loop
+        await asyncio.sleep(0)
+    return done
+
+
+def test_a_class_drift_is_rolled_back_and_a_shadow_compares_classes(
+    image_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate that lists the 10 classes in reverse, shadowing requests of the same 8
+    images: every row disagrees by class while its confidences (the score output) are the
+    served ones, so only the class frequencies' PSI can roll it back, which it does at the
+    first check."""
+    images, _ = load_test_images(8)
+    reverse = mv.reverse_classes("probabilities", 10)
+    with _beside(monkeypatch, "image", image_model, reverse) as (plane, candidate):
+        served = plane.model("image-classifier")
+        labels = served.ready.contract.labels
+        spec = RolloutSpec(candidate=candidate, mode="shadow", min_requests=10, promote_after=None)
+        rollout = start(served, spec, max_shadows=64)
+        requests = [served.predict({"images": images}) for _ in range(15)]
+        asyncio.run(_settled(rollout, requests))
+        described = rollout.describe()
+    assert rollout.state == "rolled_back", described["reason"]
+    assert described["reason"].startswith("classes PSI"), described["reason"]
+    assert described["drift"]["scores"] == 0.0 and described["drift"]["classes"] > 0.25
+    shadow = described["shadow"]
+    assert shadow["agreement_by"] == "class" and shadow["mean_abs_difference"] is None
+    assert shadow["agreement"] == 0.0 and shadow["rows"] == 8 * shadow["compared"] == 80
+    served_classes = described["figures"]["served"]["classes"]
+    candidate_classes = described["figures"]["candidate"]["classes"]
+    assert list(served_classes) == labels and sum(served_classes.values()) % 8 == 0
+    # the same images each time: the candidate's counts mirror the served ones, per request
+    served_requests = sum(served_classes.values()) // 8
+    per_request = [served_classes[label] // served_requests for label in labels]
+    assert [candidate_classes[label] for label in labels] == [10 * c for c in per_request[::-1]]
+
+
+def test_an_equal_copy_agrees_by_class_in_a_shadow(
+    image_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images, _ = load_test_images(40)
+    with _beside(monkeypatch, "image", image_model) as (plane, candidate):
+        served = plane.model("image-classifier")
+        spec = RolloutSpec(candidate=candidate, mode="shadow", min_requests=10, promote_after=10)
+        rollout = start(served, spec, max_shadows=64)
+        batches = [{"images": images[i : i + 4]} for i in range(0, 40, 4)]
+        asyncio.run(_settled(rollout, [served.predict(b) for b in batches]))
+    assert rollout.state == "promoted", rollout.reason
+    figures = rollout.describe()["figures"]
+    assert figures["candidate"]["classes"] == figures["served"]["classes"]
+    assert rollout.shadow.agreement == 1.0 and rollout.shadow.rows == 40
+    assert rollout.drift == {"scores": 0.0, "classes": 0.0}
+
+
+def _completions(served: Any, count: int, max_tokens: int) -> list[tuple[str, list[Any]]]:
+    """``count`` seeded completions of one prompt streamed to the end: per request, the
+    version that answered and its outputs."""
+    ready = served.ready
+
+    async def one(seed: int) -> tuple[str, list[Any]]:
+        request = encode_request(
+            ready, ready.contract.vocabulary[0], max_tokens, SamplingParams(1.0), seed
+        )
+        version, outputs = served.stream([request])
+        return version.version, [output async for _, output in outputs]
+
+    async def every() -> list[tuple[str, list[Any]]]:
+        return [await one(seed) for seed in range(count)]
+
+    return asyncio.run(every())
+
+
+def test_a_stepwise_canary_counts_streams_to_their_end_and_refuses_a_shadow(
+    text_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _beside(monkeypatch, "text", text_model) as (plane, candidate):
+        served = plane.model("text-generator")
+        shadow = RolloutSpec(candidate=candidate, mode="shadow")
+        refusal = refusal_of(served, shadow)
+        assert refusal is not None and refusal.startswith("mode 'shadow'"), refusal
+        spec = RolloutSpec(
+            candidate=candidate, mode="canary", percent=100, min_requests=10, promote_after=12
+        )
+        rollout = start(served, spec, max_shadows=2)
+        answers = _completions(served, 12, max_tokens=5)
+    assert {version for version, _ in answers} == {candidate}
+    assert all(outputs[-1]["finish_reason"] == "length" for _, outputs in answers)
+    figures = rollout.describe()["figures"]["candidate"]
+    assert figures["requests"] == 12 and figures["errors"] == 0 and figures["sequences"] == 12
+    assert figures["finish_reasons"] == {"length": 12}
+    assert figures["completion_tokens"]["8"] == 12  # 5 tokens: the bucket up to 8
+    # no served answer reached min_requests: promoted without a drift check
+    assert rollout.state == "promoted" and rollout.drift == {}, rollout.reason
+
+
+def test_a_stepwise_length_or_finish_drift_is_rolled_back(
+    text_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Completions as the stream watcher reports them: the served version's run to their
+    length, the candidate's stop after 2 tokens; rolled back at the first check."""
+    with _beside(monkeypatch, "text", text_model) as (plane, candidate):
+        served = plane.model("text-generator")
+        current = served.acquire()  # the served version's generation (before any canary)
+        served.release(current)
+        spec = RolloutSpec(candidate=candidate, mode="canary", percent=50, min_requests=10)
+        rollout = start(served, spec, max_shadows=2)
+        for _ in range(10):
+            rollout.completed(current, [("length", 64)], 0.5)
+            rollout.completed(rollout.candidate, [("stop", 2)], 0.1)
+    assert rollout.state == "rolled_back" and rollout.candidate is None
+    assert "PSI" in rollout.reason and set(rollout.drift) == {"completion_tokens", "finish_reasons"}
+    assert min(rollout.drift.values()) > spec.max_psi
+
+
+def test_a_stepwise_candidate_whose_streams_fail_is_rolled_back_on_its_error_ratio(
+    text_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams of the candidate that raise, through the rollout's watcher as
+    ``ServedModel.stream`` wraps them: each an error of the candidate's."""
+
+    async def failing() -> AsyncIterator[tuple[int, Any]]:
+        yield 0, {"text": "a", "finish_reason": None, "tokens": 1}
+        raise RuntimeError("the decode call failed")
+
+    async def consume(outputs: AsyncIterator[tuple[int, Any]]) -> None:
+        with pytest.raises(RuntimeError):
+            _ = [item async for item in outputs]
+
+    with _beside(monkeypatch, "text", text_model) as (plane, candidate):
+        served = plane.model("text-generator")
+        spec = RolloutSpec(candidate=candidate, mode="canary", percent=10, min_requests=10)
+        rollout = start(served, spec, max_shadows=2)
+        generation = rollout.candidate
+        assert generation is not None
+        for _ in range(10):
+            asyncio.run(consume(rollout.watch(generation, failing())))
+    assert rollout.state == "rolled_back", rollout.reason
+    assert rollout.reason.startswith("error ratio 1.000 > 0.05 over 10 requests"), rollout.reason
+    figures = rollout.describe()["figures"]["candidate"]
+    assert figures["errors"] == figures["requests"] == 10 and figures["sequences"] == 0
+
+
+def test_the_stream_watcher_reports_an_end_a_failure_and_nothing_for_a_reader_that_left() -> None:
+    seen: list[Any] = []
+    end = SequenceEnd(sequence_end)
+
+    async def outputs(fail: bool) -> AsyncIterator[tuple[int, Any]]:
+        yield 0, {"text": "a", "finish_reason": None, "tokens": 1}
+        if fail:
+            raise RuntimeError("the step failed")
+        yield 0, {"text": "b", "finish_reason": "stop", "tokens": 2}
+
+    def watch(fail: bool) -> AsyncIterator[tuple[int, Any]]:
+        ticks = iter((1.0, 1.5))
+        return watched(
+            outputs(fail),
+            end,
+            lambda ends, s: seen.append((ends, s)),
+            lambda: seen.append("failed"),
+            lambda: next(ticks),
+        )
+
+    async def run() -> None:
+        assert len([item async for item in watch(False)]) == 2
+        with pytest.raises(RuntimeError):
+            _ = [item async for item in watch(True)]
+        early = watch(False)
+        await anext(early)
+        await early.aclose()
+
+    asyncio.run(run())
+    assert seen == [([("stop", 2)], 0.5), "failed"]

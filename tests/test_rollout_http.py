@@ -1,9 +1,11 @@
-"""Canary and shadow rollouts over HTTP (issue 23): each server serves a private copy of the
-smoke fraud model, pinned to it, and a candidate version registered beside it; clients post
-all along and no request may fail. Tests wait on ``/v1/models``' rollout state, never on time."""
+"""Canary and shadow rollouts over HTTP (issue 23): each server serves a private copy of a
+smoke model (the fraud scorer, the image classifier, the text generator), pinned to it, and a
+candidate version registered beside it; clients post all along and no request may fail. Tests
+wait on ``/v1/models``' rollout state, never on time."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -14,10 +16,11 @@ import httpx
 import pytest
 
 from harness.http_checks import metric_value
+from harness.images import b64, encode, load_test_images
 from harness.local_server import LocalServer
 from harness.payloads import transactions
 from service.payload_log.replay import read_records
-from service.rollout import RolloutSpec
+from service.rollout import RolloutSpec, stable_share
 from tests import model_versions as mv
 from tests.test_model_reload_http import _store, _until
 
@@ -31,41 +34,55 @@ ROLLOUT_REQUESTS = "dlserve_rollout_requests_total"
 AUTH = {"authorization": f"Bearer {API_KEY}"}
 
 
-def _server(tmp_path: Path, stored_models: dict, alter: mv.Alter | None = None, **settings: str):
-    """A keyed server serving the stored fraud version, pinned, with ``settings`` (more
-    environment); and a candidate registered beside it (``alter``ed). Returns (server, old
-    version, candidate)."""
-    home = _store(tmp_path / "home", [FRAUD])
-    old = stored_models[FRAUD]["version"]
-    candidate = mv.new_version(mv.store_of(home), FRAUD, alter)
+def _server(
+    tmp_path: Path,
+    stored_models: dict,
+    alter: mv.Alter | None = None,
+    model: str = FRAUD,
+    area: str = "fraud",
+    **settings: str,
+):
+    """A keyed server serving the stored version of ``model`` (of ``area``), pinned, with
+    ``settings`` (more environment); and a candidate registered beside it (``alter``ed).
+    Returns (server, old version, candidate)."""
+    home = _store(tmp_path / "home", [model])
+    old = stored_models[model]["version"]
+    candidate = mv.new_version(mv.store_of(home), model, alter)
     env = {
         "BENTOML_HOME": str(home),
-        "DLSERVE_MODELS": "fraud",
-        "DLSERVE_PINNED_MODELS": f"{FRAUD}:{old}",
+        "DLSERVE_MODELS": area,
+        "DLSERVE_PINNED_MODELS": f"{model}:{old}",
         "DLSERVE_API_KEYS": API_KEY,
         **settings,
     }
     return LocalServer(env), old, candidate
 
 
-def _rollout(server: LocalServer) -> dict:
-    return _entry_keyed(server)["rollout"]
+def _rollout(server: LocalServer, model: str = FRAUD) -> dict:
+    return _entry_keyed(server, model)["rollout"]
 
 
-def _entry_keyed(server: LocalServer) -> dict:
+def _entry_keyed(server: LocalServer, model: str = FRAUD) -> dict:
     models = httpx.get(server.url + "/v1/models", headers=AUTH, timeout=10).json()["models"]
-    return next(entry for entry in models if entry["name"] == FRAUD)
+    return next(entry for entry in models if entry["name"] == model)
 
 
 class Clients:
-    """``connections`` threads posting the fraud route, each request with the next key of
-    ``keys`` (none: no key header), until the keys run out or ``stop()``; every answer's
-    (key, status, version) in ``answers``. ``fresh``: each request on a new connection (so
-    that the kernel spreads them over a server's workers)."""
+    """``connections`` threads posting ``body`` to ``route`` (default: the fraud route), each
+    request with the next key of ``keys`` (none: no key header), until the keys run out or
+    ``stop()``; every answer's (key, status, version) in ``answers``. ``fresh``: each request
+    on a new connection (so that the kernel spreads them over a server's workers)."""
 
     def __init__(
-        self, url: str, keys: Iterator[str | None], connections: int = 16, fresh: bool = False
+        self,
+        url: str,
+        keys: Iterator[str | None],
+        connections: int = 16,
+        route: str = ROUTE,
+        body: dict | None = None,
+        fresh: bool = False,
     ) -> None:
+        self.route, self.body = route, body or BODY
         self._limits = httpx.Limits(max_keepalive_connections=0) if fresh else httpx.Limits()
         self.answers: list[tuple[str | None, int, str | None]] = []
         self.sent: list[float] = []  # when each answer's request was sent (time.monotonic)
@@ -88,7 +105,8 @@ class Clients:
                     return
                 sent = time.monotonic()
                 try:
-                    response = client.post(ROUTE, json=BODY, headers={KEY: key} if key else {})
+                    headers = {KEY: key} if key else {}
+                    response = client.post(self.route, json=self.body, headers=headers)
                     status = response.status_code
                     version = response.json()["model"]["version"] if status == 200 else None
                 except httpx.HTTPError:
@@ -122,10 +140,12 @@ class Clients:
         return [answer for answer in self.answers if answer[1] != 200]
 
 
-def _answers_once(server: LocalServer, clients: Clients, state: str, more: int) -> float:
-    """Wait until the rollout is in ``state``, then for ``more`` answers more, and stop
+def _answers_once(
+    server: LocalServer, clients: Clients, state: str, more: int, model: str = FRAUD
+) -> float:
+    """Wait until ``model``'s rollout is in ``state``, then for ``more`` answers more, and stop
     ``clients``; the moment ``state`` was seen (requests sent after it were sent in it)."""
-    _until(lambda: _rollout(server)["state"] == state, 120, state)
+    _until(lambda: _rollout(server, model)["state"] == state, 120, state)
     seen = time.monotonic()
     count = len(clients.answers)
     _until(lambda: len(clients.answers) > count + more + 16, 60, f"{more} answers in {state}")
@@ -357,3 +377,111 @@ def test_the_openapi_document_lists_the_rollout_routes_with_their_schemas(
         }
         assert statuses | {"401", "default"} <= set(responses), sorted(responses)
     assert {"generation", "state", "candidate"} <= set(schemas["Rollout"]["required"])
+
+
+IMAGES = "image-classifier"
+
+
+def test_a_class_drift_is_rolled_back_and_the_shadow_compares_classes(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """An image classifier listing its classes in reverse (same confidences), shadowed on every
+    request of 8 images: no row agrees by class; rolled back on the class frequencies' PSI
+    once it has 30 answers, the scores' PSI staying 0."""
+    images, _ = load_test_images(8)
+    body = {"images": [b64(encode(pixels)) for pixels in images]}
+    reverse = mv.reverse_classes("probabilities", 10)
+    server, old, candidate = _server(tmp_path, stored_models, reverse, IMAGES, "image")
+    with server:
+        server.wait("/readyz", timeout=120)
+        spec = {"candidate": candidate, "mode": "shadow", "min_requests": 30}
+        route = "/v1/images/classify_batch"
+        with Clients(server.url, _forever("image"), 8, route, body) as clients:
+            started = httpx.post(
+                server.url + f"/v1/models/{IMAGES}/rollout", json=spec, headers=AUTH, timeout=60
+            )
+            assert started.status_code == 200, started.text
+            _answers_once(server, clients, "rolled_back", more=20, model=IMAGES)
+        assert not clients.failed(), clients.failed()[:5]
+        rollout = _rollout(server, IMAGES)
+    assert {version for *_, version in clients.answers} == {old}
+    assert rollout["reason"].startswith("classes PSI"), rollout["reason"]
+    assert rollout["drift"]["scores"] == 0.0 and rollout["drift"]["classes"] > 0.25
+    shadow = rollout["shadow"]
+    assert shadow["agreement_by"] == "class" and shadow["agreement"] == 0.0, shadow
+    assert shadow["rows"] == 8 * shadow["compared"] >= 8 * 30
+    figures = rollout["figures"]
+    labels = list(figures["served"]["classes"])
+    assert len(labels) == 10 and sum(figures["served"]["classes"].values()) % 8 == 0
+    served_share = [figures["served"]["classes"][label] for label in labels]
+    candidate_share = [figures["candidate"]["classes"][label] for label in labels]
+    total_served, total_candidate = sum(served_share), sum(candidate_share)
+    # the same 8 images each time: the candidate's frequencies mirror the served ones
+    assert [c / total_candidate for c in candidate_share] == pytest.approx(
+        [c / total_served for c in served_share[::-1]]
+    )
+
+
+TEXT = "text-generator"
+
+
+def _completion(client: httpx.Client, key: str, stream: bool) -> tuple[str, str, int]:
+    """One completion of 8 tokens under ``key`` (streamed or not): the version that answered,
+    the finish reason and the status (the first two empty unless 200)."""
+    body = {"prompt": "The ", "max_tokens": 8, "seed": 11, "stream": stream}
+    with client.stream("POST", "/v1/completions", json=body, headers={KEY: key}) as response:
+        if response.status_code != 200:
+            return "", "", response.status_code
+        if stream:
+            lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+            last = json.loads(lines[-2])  # before [DONE]
+            assert lines[-1] == "[DONE]", lines[-1]
+        else:
+            last = json.loads(response.read())
+    return last["system_fingerprint"].split(":")[1], last["choices"][0]["finish_reason"], 200
+
+
+def test_a_text_canary_splits_streams_by_key_shows_their_lengths_and_is_promoted(
+    stored_models: dict, tmp_path: Path
+) -> None:
+    """A 50% canary of the text generator: completions, streamed or not, go to the version
+    the key's hash chose; the candidate's completions show as lengths and finish reasons; it is
+    promoted after 20 of them. A shadow of it is refused with a 409 naming ``mode``."""
+    server, old, candidate = _server(tmp_path, stored_models, model=TEXT, area="text")
+    with server:
+        server.wait("/readyz", timeout=120)
+        route = server.url + f"/v1/models/{TEXT}/rollout"
+        shadow = httpx.post(route, json={"candidate": candidate, "mode": "shadow"}, headers=AUTH)
+        assert shadow.status_code == 409 and "mode 'shadow'" in shadow.json()["error"], shadow.text
+        spec = {
+            "candidate": candidate,
+            "mode": "canary",
+            "percent": 50,
+            "min_requests": 10,
+            "promote_after": 20,
+        }
+        started = httpx.post(route, json=spec, headers=AUTH, timeout=60)
+        assert started.status_code == 200, started.text
+        answers: list[tuple[str, str, str, int]] = []
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+            while _rollout(server, TEXT)["state"] == "canary":
+                key = f"writer-{len(answers)}"
+                answers.append((key, *_completion(client, key, len(answers) % 3 != 0)))
+                assert len(answers) < 200, "not promoted after 200 completions"
+            after = [_completion(client, f"late-{n}", True) for n in range(5)]
+        rollout = _rollout(server, TEXT)
+    assert [a for a in answers if a[3] != 200] == [] and {a[2] for a in after} == {200}
+    for key, version, finish, _ in answers:
+        chosen = candidate if stable_share(TEXT, candidate, key) < 0.5 else old
+        assert (version, finish) == (chosen, "length"), key
+    assert {version for version, *_ in after} == {candidate}
+    assert rollout["state"] == "promoted" and "20 candidate answers" in rollout["reason"]
+    figures = rollout["figures"]["candidate"]
+    assert figures["requests"] == 20 and figures["errors"] == 0 and figures["sequences"] == 20
+    assert figures["finish_reasons"] == {"length": 20}
+    assert figures["completion_tokens"]["8"] == 20
+    served = rollout["figures"]["served"]
+    assert served["requests"] == len(answers) - 20 and served["finish_reasons"] == {
+        "length": served["requests"]
+    }
+    assert set(rollout["drift"].values()) <= {0.0}

@@ -38,6 +38,7 @@ from service.abandon import stop_if_set, unless_client_leaves, until_client_leav
 from service.area import (
     Area,
     BatchAdapter,
+    ClassOutput,
     Endpoint,
     ModelSpec,
     ReadyModel,
@@ -276,10 +277,16 @@ def decode_column(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
     return {"images": images}, reasons
 
 
+def best_class(outputs: Arrays) -> np.ndarray:
+    """Graph outputs -> per image the most probable class's index (the lower one on a tie, as
+    ``to_results`` orders them)."""
+    return np.argmax(outputs["probabilities"], axis=1)
+
+
 def to_columns(outputs: Arrays, labels: list[str]) -> dict[str, np.ndarray]:
     """Graph outputs -> per image the best class (as ``to_results``) and its probability."""
     probabilities = outputs["probabilities"]
-    best = np.argsort(-probabilities, axis=1, kind="stable")[:, 0]
+    best = best_class(outputs)
     return {
         "label": np.asarray(labels, dtype=object)[best],
         "class_id": best,
@@ -364,6 +371,7 @@ AREA = Area(
             rehearse=rehearse,
             score_output="confidence",
             score_buckets=SCORE_BUCKETS,
+            class_output=ClassOutput(best_class, lambda ready: ready.contract.labels),
             tensors=TensorInputs(max_rows=MAX_IMAGES),  # any uint8 [28, 28] is an image
         ),
     ),

@@ -29,6 +29,7 @@ from service.area import (
     Area,
     BatchAdapter,
     Budget,
+    ClassOutput,
     Endpoint,
     ModelSpec,
     ReadyModel,
@@ -163,13 +164,18 @@ def counted_model(models: ServedModels, body: dict[str, Any] | None) -> str:
     return STORE_NAMES[choice if named else default_model(models)]
 
 
+def label_index(outputs: Arrays) -> np.ndarray:
+    """P(positive) per text -> the index of its label in ``LABELS`` (positive from 0.5)."""
+    return (outputs["positive_probability"].astype(np.float64) >= 0.5).astype(np.int64)
+
+
 def to_columns(outputs: Arrays) -> dict[str, np.ndarray]:
     """P(positive) per text -> ``label`` and the ``probability`` of that label, as arrays."""
     positive = outputs["positive_probability"].astype(np.float64)
-    is_positive = positive >= 0.5
+    index = label_index(outputs)
     return {
-        "label": np.asarray(LABELS, dtype=object)[is_positive.astype(np.int64)],
-        "probability": np.where(is_positive, positive, 1.0 - positive),
+        "label": np.asarray(LABELS, dtype=object)[index],
+        "probability": np.where(index == 1, positive, 1.0 - positive),
     }
 
 
@@ -298,6 +304,7 @@ AREA = Area(
             rehearse=rehearse,
             score_output="positive_probability",
             score_buckets=SCORE_BUCKETS,
+            class_output=ClassOutput(label_index, lambda ready: LABELS),
             join=concatenate_padded,
             tensors=TensorInputs(max_rows=MAX_TEXTS, check=check_tokens),
             budget=token_budget("texts"),

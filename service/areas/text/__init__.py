@@ -14,11 +14,11 @@ program, ``Completions``), ``route`` (the handler), ``batch`` (batch jobs), ``me
 
 from __future__ import annotations
 
-from service.area import Area, BatchAdapter, Endpoint, ModelSpec
+from service.area import Area, BatchAdapter, Endpoint, ModelSpec, SequenceEnd
 from service.areas.text.batch import BATCH_DEFAULTS, complete_all, job_tokens, validate_prompts
 from service.areas.text.limits import MODEL, ROUTE
 from service.areas.text.model import GeneratorMetadata, prepare
-from service.areas.text.program import Completions, rehearse
+from service.areas.text.program import Completions, rehearse, sequence_end
 from service.areas.text.route import complete
 from service.openai_errors import OPENAI_ERROR_SCHEMA, openai_error
 
@@ -32,6 +32,7 @@ AREA = Area(
             prepare=prepare,
             rehearse=rehearse,
             program=Completions,
+            sequence_end=SequenceEnd(sequence_end),
         ),
     ),
     endpoints=(

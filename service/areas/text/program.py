@@ -295,3 +295,10 @@ def rehearse(ready: ReadyModel) -> None:
         program.step([state])
     choice = join_outputs(program.take_outputs(state))
     JSONResponse({"choices": [{"index": 0, **choice}]})
+
+
+def sequence_end(output: dict[str, Any]) -> tuple[str, int] | None:
+    """One output of ``Completions.take_outputs``: ``(finish reason, tokens generated)`` when
+    it is its sequence's last (a finish reason is set), else ``None``."""
+    reason = output["finish_reason"]
+    return None if reason is None else (reason, output["tokens"])
