@@ -18,7 +18,7 @@ from service.areas.text.metrics import GENERATION_TOKENS
 from service.areas.text.program import Completions, encode_request
 from service.batching import OverloadedError
 from service.metrics import REQUESTS_RUNNING
-from service.stepping import StepScheduler
+from service.stepping import RUN_AHEAD, StepScheduler
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,9 @@ def test_a_client_that_stops_reading_frees_its_place(ready: ReadyModel) -> None:
                 break
             await asyncio.sleep(0.01)
         running = REQUESTS_RUNNING.labels(model="test")._value.get()
-        assert generated._value.get() - before <= 3  # stopped within a step or two, not 31
+        # Stopped within the steps the step thread may run ahead of the event loop, and a
+        # step or two (the prefill's token, the step running when the client left), not 31.
+        assert generated._value.get() - before <= RUN_AHEAD + 2
         # The freed place is taken at once by the next request.
         return running, await _text(scheduler.admit([_request(ready, "B", seed=2, max_tokens=3)]))
 
