@@ -78,6 +78,8 @@ class StepScheduler(Generic[State]):
     ``on_change(active, waiting)`` is called whenever either count changes (gauges), from the
     event loop or the step thread, one call at a time, in the order of the changes;
     ``on_step(sequences, seconds)`` after each batched step, from the step thread (metrics).
+    ``interval_s``: a request's iterator gives its outputs at most once per ``interval_s``
+    (its first at once), those produced meanwhile joined (``StepProgram.coalesce``).
     """
 
     def __init__(
@@ -88,8 +90,10 @@ class StepScheduler(Generic[State]):
         max_waiting: int,
         on_change: Callable[[int, int], None] | None = None,
         on_step: Callable[[int, float], None] | None = None,
+        interval_s: float = 0.0,
     ) -> None:
         self._program = program
+        self._interval_s = interval_s
         self._max_active = max_active
         self._max_waiting = max_waiting
         self._on_change = on_change
@@ -119,9 +123,6 @@ class StepScheduler(Generic[State]):
         one turn start together)."""
         if not requests:
             raise ValueError("a request has at least one sequence")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        group = [_Sequence(request, index, queue, loop) for index, request in enumerate(requests)]
         with self._lock:
             if self._closed:
                 raise RuntimeError("the step scheduler is closed")
@@ -131,6 +132,9 @@ class StepScheduler(Generic[State]):
                     f"{waiting} sequences already waiting, {len(requests)} more asked "
                     f"(limit {self._max_waiting})"
                 )
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            group = [_Sequence(request, i, queue, loop) for i, request in enumerate(requests)]
             if not self._arriving:
                 loop.call_soon(self._hand_over)
             self._arriving.extend(group)
@@ -149,9 +153,14 @@ class StepScheduler(Generic[State]):
 
     async def _outputs(self, group: list[_Sequence[State]]) -> AsyncIterator[tuple[int, Any]]:
         queue, running = group[0].outputs, len(group)
+        loop, next_at = group[0].loop, 0.0
         try:
             while running:
                 waiting = [await queue.get()]
+                if self._interval_s:
+                    if loop.time() < next_at:  # let this interval's outputs gather
+                        await asyncio.sleep(next_at - loop.time())
+                    next_at = loop.time() + self._interval_s
                 while not queue.empty():  # the reader fell behind: take everything at once
                     waiting.append(queue.get_nowait())
                 failure = next((i for i in waiting if isinstance(i, BaseException)), None)
@@ -214,6 +223,22 @@ class StepScheduler(Generic[State]):
             if batch:
                 self._hand_to_loops(self._step(batch))
 
+    def _hand_to_loops(self, delivery: list[tuple[_Sequence[State], Any]]) -> None:
+        """Forget the sequences that finished, then post ``delivery`` to its readers' event
+        loops, one call per loop (a reader told its sequence ended sees it gone)."""
+        with self._lock:
+            self._drop_left()
+        by_loop: dict[asyncio.AbstractEventLoop, _Delivery] = {}
+        for sequence, item in delivery:
+            by_loop.setdefault(sequence.loop, []).append((sequence.outputs, item))
+        for loop, items in by_loop.items():
+            with self._lock:
+                self._unrun[loop] = self._unrun.get(loop, 0) + 1
+            try:
+                loop.call_soon_threadsafe(self._delivered, loop, items)
+            except RuntimeError:  # the loop is closed: nobody reads these any more
+                self._delivered(loop, [])
+
     def _start(self, starting: list[_Sequence[State]]) -> list[tuple[_Sequence[State], Any]]:
         """Start each sequence (its own call), active from then on; their first outputs."""
         delivery: list[tuple[_Sequence[State], Any]] = []
@@ -255,19 +280,6 @@ class StepScheduler(Generic[State]):
         if self._program.finished(sequence.state):
             delivery.append((sequence, (sequence.index, _END)))
             sequence.left = True
-
-    def _hand_to_loops(self, delivery: list[tuple[_Sequence[State], Any]]) -> None:
-        """Post ``delivery`` to its readers' event loops: one call per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, _Delivery] = {}
-        for sequence, item in delivery:
-            by_loop.setdefault(sequence.loop, []).append((sequence.outputs, item))
-        for loop, items in by_loop.items():
-            with self._lock:
-                self._unrun[loop] = self._unrun.get(loop, 0) + 1
-            try:
-                loop.call_soon_threadsafe(self._delivered, loop, items)
-            except RuntimeError:  # the loop is closed: nobody reads these any more
-                self._delivered(loop, [])
 
     def _delivered(self, loop: asyncio.AbstractEventLoop, items: _Delivery) -> None:
         """On ``loop``, the readers' event loop: each item into its queue."""
