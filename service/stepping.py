@@ -32,7 +32,7 @@ from service.errors import QueueFullError
 
 State = TypeVar("State")
 # hand-overs the step thread may post before the event loop has run them (see the docstring)
-RUN_AHEAD = 4
+RUN_AHEAD = 8
 
 
 class StepProgram(Protocol[State]):
