@@ -58,7 +58,7 @@ def start_recording(pid: int, seconds: float, out: Path) -> threading.Thread:
     """py-spy recording process ``pid`` (every thread) for ``seconds`` into ``out``."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(round(seconds))]
-    command += ["--output", str(out), "--format", "raw", "--threads"]
+    command += ["--output", str(out), "--format", "raw", "--threads", "--rate", "500"]
     recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
     recorder.start()
     return recorder
