@@ -8,6 +8,8 @@ clients saw them, beside the in-process ceiling: the same step program (prefill,
 batched decode call per step for ``N`` sequences) run alone, measured in the same run. Prints
 the table and the ratio of 16 streams to 1; writes the figures as JSON. The clients run in this
 process, so on a small machine they take CPU from the server: the figures are a lower bound.
+``--profile PATH`` records the worker with py-spy during the 16-stream cell (collapsed stacks,
+every thread).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from bench.profile import worker_pid
 from core.text_generation import SamplingParams
 from harness.local_server import LocalServer
 from service.areas.text import AREA, MODEL, ROUTE
@@ -41,7 +48,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path("reports/bench/completions.json"),
         help="where to write the figures as JSON",
     )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy's collapsed stacks of the 16-stream cell, here"
+    )
     return parser.parse_args(argv)
+
+
+def start_recording(pid: int, seconds: float, out: Path) -> threading.Thread:
+    """py-spy recording process ``pid`` (every thread) for ``seconds`` into ``out``."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [py_spy, "record", "--pid", str(pid), "--duration", str(round(seconds))]
+    command += ["--output", str(out), "--format", "raw", "--threads", "--rate", "500"]
+    recorder = threading.Thread(target=subprocess.run, args=(command,), daemon=True)
+    recorder.start()
+    return recorder
 
 
 async def one_stream(
@@ -123,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         context = ready.companion.generator.context_length
         max_tokens = context - len(PROMPT)
         for clients in CONCURRENCY:
+            recorder = None
+            if args.profile is not None and clients == CONCURRENCY[-1]:
+                recorder = start_recording(worker_pid(server), args.seconds, args.profile)
             cell = asyncio.run(drive(server.url + ROUTE, clients, args.seconds, max_tokens))
+            if recorder is not None:
+                recorder.join(timeout=60)
             cell["ceiling_characters_per_second"] = round(ceiling(clients, max_tokens), 1)
             cell["ratio_to_ceiling"] = round(
                 cell["characters_per_second"] / cell["ceiling_characters_per_second"], 3

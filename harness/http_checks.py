@@ -28,6 +28,17 @@ def metric_value(server: LocalServer, name: str, **labels: str) -> float:
     return 0.0
 
 
+def series_sum(server: LocalServer, name: str, **labels: str) -> float:
+    """The sum of every series ``name`` on ``/metrics`` whose labels include ``labels``."""
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1).split(",") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
 UNFINISHED = frozenset({"pending", "in_progress"})
 
 

@@ -133,6 +133,14 @@ class Settings(BaseSettings):
         "bounded by this and `DLSERVE_MAX_ACTIVE_SEQUENCES`, not by "
         "`DLSERVE_MAX_CONCURRENT_REQUESTS`",
     )
+    stream_interval_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="stepwise models: a stream sends at most one event per this many ms (its "
+        "first at once); what is produced meanwhile travels joined in the next event, so a busy "
+        "server sends fewer, larger events (0: each as soon as the event loop can)",
+    )
     max_concurrent_requests: int = Field(
         64,
         ge=1,
@@ -335,13 +343,13 @@ class Settings(BaseSettings):
     )
     lean_path: bool = Field(
         True,
-        description="the V2 `infer` routes and the fraud and image routes are answered in front "
-        "of BentoML's per-request layers, with the same checks, answers and metrics "
-        "(ARCHITECTURE.md, The lean HTTP path); off, or with the access log or tracing on, "
+        description="the V2 `infer` routes and the fraud, image and completions routes are "
+        "answered in front of BentoML's per-request layers, with the same checks, answers and "
+        "metrics (ARCHITECTURE.md, The lean HTTP path); off, or with the access log or tracing on, "
         "BentoML answers them",
     )
     lean_areas: NameList = Field(
-        ("fraud", "image"),
+        ("fraud", "image", "text"),
         description="comma list of the areas whose named routes take the lean path (with "
         "`DLSERVE_LEAN_PATH`; the V2 `infer` routes always do)",
     )

@@ -9,7 +9,7 @@ response headers). ``install`` replaces that method on dlserve's service only: t
 returns is ``LeanDispatch``, which sends
 
 - ``POST /v2/models/{name}[/versions/{v}]/infer`` and
-- ``POST`` to the named routes of the areas ``DLSERVE_LEAN_AREAS`` names (fraud and image)
+- ``POST`` to the named routes of the areas ``DLSERVE_LEAN_AREAS`` names (fraud, image, text)
 
 to a lean stack, and every other request (and the lifespan) to BentoML's app unchanged. The
 lean stack keeps what those routes' behaviour needs and nothing else:

@@ -308,6 +308,7 @@ class ServedModel:
                 max_waiting=settings.max_waiting_sequences,
                 on_change=self._record_sequences,
                 on_step=self._record_step,
+                interval_s=settings.stream_interval_ms / 1000,
             )
         budget = self.spec.budget
         return MicroBatcher(

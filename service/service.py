@@ -426,9 +426,9 @@ DLServe.add_asgi_middleware(JsonBodyGuard, paths=JSON_ROUTES)
 # Innermost, behind the upload's checks: the batch job task routes, answered by dlserve with its
 # own job records rather than BentoML's task store (see service/batch/tasks.py).
 DLServe.add_asgi_middleware(BatchTaskRoutes, served=PLANE, default_model=BATCH_MODEL_DEFAULT)
-# Last, once every middleware is added: the hot routes (V2 infer, the fraud and image routes)
-# are answered in front of BentoML's per-request layers, through the same middlewares
-# (service/lean_path.py).
+# Last, once every middleware is added: the hot routes (V2 infer, the fraud, image and
+# completions routes) are answered in front of BentoML's per-request layers, through the same
+# middlewares (service/lean_path.py).
 if lean_path.wanted(SETTINGS):
     lean_path.install(
         lean_path.LeanPath(

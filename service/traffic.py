@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Traffic:
-    """One worker's traffic state (touched only from its event loop)."""
+    """One worker's traffic state (touched from its event loop; ``full_queues`` also from a
+    step scheduler's thread, one change at a time under that scheduler's lock)."""
 
     started: int = 0
     in_flight: int = 0

@@ -16,7 +16,7 @@ import pytest
 
 from core.model_store import load_model
 from core.text_generation import CharVocabulary, TextGenerator, generate, session_call
-from harness.http_checks import metric_value
+from harness.http_checks import metric_value, series_sum
 from harness.local_server import LocalServer
 from service.areas.text import MODEL, ROUTE
 
@@ -175,6 +175,22 @@ def test_even_framework_errors_use_openai_shape(server: LocalServer) -> None:
     response = httpx.post(server.url + ROUTE, content=b"{not json", timeout=10)
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_completions_are_answered_on_the_lean_path_and_counted_by_bentoml_s_metrics(
+    server: LocalServer,
+) -> None:
+    """Streamed or not, the route skips BentoML's per-request layers (service/lean_path.py);
+    BentoML's request metrics count the stream once its last byte is sent."""
+    ok = {"endpoint": ROUTE, "http_response_code": "200", "runner_name": "dlserve"}
+    before = series_sum(server, "bentoml_service_request_total", **ok)
+    body = {"prompt": PROMPT, "max_tokens": 3}
+    with httpx.stream("POST", server.url + ROUTE, json={**body, "stream": True}) as streamed:
+        events = [line for line in streamed.iter_lines() if line]
+    whole = httpx.post(server.url + ROUTE, json=body, timeout=30)
+    assert streamed.headers.get("x-dlserve-path") == "lean" == whole.headers.get("x-dlserve-path")
+    assert events[-1] == "data: [DONE]" and whole.json()["usage"]["completion_tokens"] == 3
+    assert series_sum(server, "bentoml_service_request_total", **ok) == before + 2
 
 
 def test_generation_metrics_count_tokens_and_time(

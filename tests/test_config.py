@@ -30,6 +30,7 @@ CASES = {
     "max_completion_tokens": ("512", 512, "0", "greater than or equal to 1"),
     "max_active_sequences": ("4", 4, "0", "greater than or equal to 1"),
     "max_waiting_sequences": ("0", 0, "-1", "greater than or equal to 0"),
+    "stream_interval_ms": ("5", 5.0, "1001", "less than or equal to 1000"),
     "max_concurrent_requests": ("8", 8, "0", "greater than or equal to 1"),
     "request_read_timeout_s": ("5", 5, "0", "greater than or equal to 1"),
     "refusal_delay_ms": ("0", 0, "5001", "less than or equal to 5000"),

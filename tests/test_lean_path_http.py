@@ -7,12 +7,12 @@ through BentoML."""
 from __future__ import annotations
 
 import base64
-import re
 
 import httpx
 import numpy as np
 import pytest
 
+from harness.http_checks import series_sum
 from harness.local_server import LocalServer
 from harness.payloads import transactions
 from service.areas import fraud, images
@@ -35,17 +35,6 @@ def v2_fraud_body() -> dict:
             for name, value in inputs.items()
         ]
     }
-
-
-def series_sum(server: LocalServer, name: str, **labels: str) -> float:
-    """The sum of every series ``name`` on ``/metrics`` whose labels include ``labels``."""
-    text = httpx.get(server.url + "/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"{name}\{{(.*)\}} (\S+)$", line)
-        if match and all(f'{k}="{v}"' in match.group(1).split(",") for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 def test_hot_routes_are_answered_lean_and_the_others_by_bentoml(server: LocalServer) -> None:
