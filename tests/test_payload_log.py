@@ -10,9 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from harness.payloads import transactions
+from service.areas.fraud import Transaction, to_arrays
+from service.batch import compare
+from service.batch.__main__ import main as batch_main
+from service.batch.adapter import find_adapter
 from service.batch.compare import compare_field, psi
+from service.batch.job import load_for_batch
 from service.payload_log.middleware import note_versions, sampled
 from service.payload_log.records import (
     NOT_RECORDED,
@@ -24,9 +31,12 @@ from service.payload_log.records import (
 )
 from service.payload_log.replay import (
     PAYLOAD_ROW,
+    ROUTES,
+    V2,
     acknowledged_parts,
     logged_answers,
     read_records,
+    replay,
     replay_rows,
 )
 from service.payload_log.writer import (
@@ -38,6 +48,8 @@ from service.payload_log.writer import (
     retain,
 )
 from service.routing import _ROUTING, RequestRouting, note_answered, note_shadow
+from service.tensors import InferRequest, datatype, encode_response
+from tests.multipart_bodies import MULTIPART, form_body, form_part
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
 
@@ -246,3 +258,162 @@ def test_a_redacted_field_is_not_compared() -> None:
         "c", pa.chunked_array([["a", "b", "a", "b"]]), pa.chunked_array([["a", "b", "b", "b"]])
     )
     assert labels.agreement == 0.75
+
+
+def _v2_body(arrays: dict[str, np.ndarray], binary: bool) -> bytes:
+    """A V2 request of ``arrays``: JSON data, or each input's bytes after the JSON header."""
+    entries = []
+    for name, values in arrays.items():
+        entry = {"name": name, "shape": list(values.shape), "datatype": datatype(values.dtype)}
+        if binary:
+            entry["parameters"] = {"binary_data_size": values.nbytes}
+        else:
+            entry["data"] = values.ravel().tolist()
+        entries.append(entry)
+    header = json.dumps({"inputs": entries}).encode()
+    return header + b"".join(values.tobytes() for values in arrays.values()) if binary else header
+
+
+def _v2_record(
+    request_id: str, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray], binary: bool
+) -> Captured:
+    """An answered V2 record of the fraud scorer: ``arrays`` in, ``outputs`` answered (binary
+    outputs for a binary request, as a client asking ``binary_data_output`` gets them)."""
+    answered = InferRequest(None, arrays, [(name, binary) for name in outputs])
+    response, _ = encode_response("fraud-scorer", "v1", answered, outputs)
+    media = "application/octet-stream" if binary else "application/json"
+    record = Captured(
+        request_id, time.time(), "/v2/models/fraud-scorer/infer", "fraud-scorer", media, b""
+    )
+    record.request = _v2_body(arrays, binary)
+    record.status, record.response_type, record.response = 200, media, response
+    record.version = "v1"
+    return record
+
+
+def _fraud_arrays(rows: int, seed: int) -> dict[str, np.ndarray]:
+    return to_arrays([Transaction(**row) for row in transactions(rows, seed=seed)])
+
+
+def _writer(folder: Path, redact: frozenset[str] = frozenset()) -> PayloadWriter:
+    return PayloadWriter(
+        folder, redact, 64, 10**7, part_records=100, flush_s=3600, retention=FOREVER
+    )
+
+
+def test_v2_records_replay_as_rows_of_the_graph_inputs(tmp_path: Path) -> None:
+    """JSON and binary V2 records give one row per tensor row, keyed as named-route rows, and
+    the answer's outputs per row; the other records are counted, with their reason."""
+    writer = _writer(tmp_path)
+    json_in, binary_in = _fraud_arrays(2, seed=1), _fraud_arrays(3, seed=2)
+    answers = {
+        "fraud_probability": np.array([[0.125], [0.7], [0.01]], np.float32),
+        "anomaly_score": np.array([1.5, 2.25, 3.0], np.float32),
+    }
+    json_out = {name: values[:2] for name, values in answers.items()}
+    writer.offer(_v2_record("j", json_in, json_out, binary=False))
+    writer.offer(_v2_record("b", binary_in, answers, binary=True))
+    writer.offer(_captured("n", [{"amount": 1.0}], [{"p": 0.1}]))  # a named route's
+    redacted = _v2_record("r", json_in, json_out, binary=False)
+    redacted.request = recorded_body(redacted.request, "application/json", frozenset({"numeric"}))
+    writer.offer(redacted)
+    writer.close()
+    replayed = replay(read_records(tmp_path), "fraud-scorer", V2)
+    rows = replayed.rows.to_pylist()
+    assert [row[PAYLOAD_ROW] for row in rows] == ["j/0", "j/1", "b/0", "b/1", "b/2"]
+    sources = [(json_in, 0), (json_in, 1), (binary_in, 0), (binary_in, 1), (binary_in, 2)]
+    for row, (given, position) in zip(rows, sources, strict=True):
+        numeric = np.array(row["numeric"], np.float32)
+        assert numeric.tobytes() == given["numeric"][position].tobytes()
+        assert row["categorical"] == given["categorical"][position].tolist()
+    logged = replayed.answers.to_pylist()
+    assert [answer["fraud_probability"] for answer in logged] == [
+        float(np.float32(value)) for value in (0.125, 0.7, 0.125, 0.7, 0.01)
+    ]
+    assert {answer["logged_version"] for answer in logged} == {"v1"}
+    assert replayed.skipped == {
+        "named-route records (replay them with --replay routes)": 1,
+        "V2 tensors: input 'numeric' is redacted (DLSERVE_PAYLOAD_LOG_REDACT)": 1,
+    }
+    assert replayed.note is not None and replayed.note.startswith("2 answered records")
+
+
+def test_an_upload_replays_as_its_file_unless_redaction_kept_it_out(tmp_path: Path) -> None:
+    """An upload's file is its row (the ``image`` column) beside the answer's fields; with
+    fields redacted the body is not recorded, and the replay says so."""
+    image = bytes(range(256)) * 4  # any bytes: the parser must keep them exactly
+    answer = {"model": {"name": "image-classifier", "version": "v1"}, "label": "Bag"}
+
+    def upload(request_id: str) -> Captured:
+        record = Captured(
+            request_id,
+            time.time(),
+            "/v1/images/classify",
+            "image-classifier",
+            MULTIPART,
+            form_body(form_part("image", image)),
+        )
+        record.status, record.response_type = 200, "application/json"
+        record.response, record.version = json.dumps(answer).encode(), "v1"
+        return record
+
+    for folder, fields in ((tmp_path / "kept", frozenset()), (tmp_path / "redacted", {"x"})):
+        writer = _writer(folder, frozenset(fields))
+        writer.offer(upload("u"))
+        writer.close()
+    kept = replay(read_records(tmp_path / "kept"), "image-classifier", ROUTES, ("image",))
+    assert kept.rows.to_pylist() == [{PAYLOAD_ROW: "u/0", "image": image}]
+    assert kept.answers.to_pylist() == [
+        {PAYLOAD_ROW: "u/0", "logged_version": "v1", "label": "Bag"}
+    ]
+    assert kept.skipped == {}
+    dropped = replay(read_records(tmp_path / "redacted"), "image-classifier", ROUTES, ("image",))
+    assert dropped.rows.num_rows == 0
+    assert dropped.skipped == {
+        "the request was not recorded (not JSON while DLSERVE_PAYLOAD_LOG_REDACT is set)": 1
+    }
+
+
+def test_vectors_are_compared_over_all_their_values() -> None:
+    logged = pa.chunked_array([pa.array([[0.1, 0.9], [0.5, 0.5]], pa.list_(pa.float32()))])
+    same = compare_field("probabilities", logged, logged)
+    assert same.max_difference == 0.0 and same.psi == pytest.approx(0.0, abs=1e-12)
+    shifted = pa.chunked_array([pa.array([[0.3, 0.7], [0.5, 0.5]], pa.list_(pa.float32()))])
+    moved = compare_field("probabilities", logged, shifted)
+    assert moved.max_difference == pytest.approx(0.2) and moved.mean_difference == pytest.approx(
+        0.1
+    )
+
+
+def test_a_v2_replay_scores_the_logged_tensors_as_the_version_answered(
+    fraud_model: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stored version's own answers, logged as JSON and binary V2 records, replayed with
+    the same version: every row agrees exactly; a row the version refuses is rejected with
+    the area's rule."""
+    ready = load_for_batch(find_adapter("fraud-scorer"))
+    writer = _writer(tmp_path / "log")
+    for position, binary in enumerate((False, True, False, True)):
+        arrays = _fraud_arrays(5, seed=position)
+        outputs = ready.model.run(arrays)
+        writer.offer(_v2_record(f"r{position}", arrays, outputs, binary))
+    refused = _fraud_arrays(1, seed=9)
+    refused["categorical"][:] = 99  # an unknown merchant code, as if another version took it
+    answered = ready.model.run(_fraud_arrays(1, seed=9))
+    writer.offer(_v2_record("refused", refused, answered, binary=False))
+    writer.close()
+    scores = tmp_path / "scores.parquet"
+    job = ["--model", "fraud-scorer", "--input", str(tmp_path / "log"), "--output", str(scores)]
+    assert batch_main([*job, "--replay", "v2", "--quiet"]) == 3  # one row rejected
+    rejects = pq.read_table(tmp_path / "scores.rejects.parquet").to_pylist()
+    assert [row[PAYLOAD_ROW] for row in rejects] == ["refused/0"]
+    assert rejects[0]["reason"].startswith("categorical: row 0: merchant_category codes are")
+    result = compare.compare(tmp_path / "log", scores)
+    assert result.rows == 20 and result.kind == V2
+    assert result.logged_versions == ["v1"] and result.candidate_version == ready.version
+    for field in result.fields:
+        assert field.max_difference == 0.0, field
+        assert field.psi == pytest.approx(0.0, abs=1e-12)
+    assert {field.name for field in result.fields} == {"fraud_probability", "anomaly_score"}
+    assert batch_main([*job, "--quiet"]) == 2  # the routes replay: no named-route records
+    assert "5 V2 tensor records (replay them with --replay v2)" in caplog.text
