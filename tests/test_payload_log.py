@@ -13,8 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.payloads import transactions
-from service.areas.fraud import Transaction, to_arrays
 from service.batch import compare
 from service.batch.__main__ import main as batch_main
 from service.batch.adapter import find_adapter
@@ -48,8 +46,8 @@ from service.payload_log.writer import (
     retain,
 )
 from service.routing import _ROUTING, RequestRouting, note_answered, note_shadow
-from service.tensors import InferRequest, datatype, encode_response
 from tests.multipart_bodies import MULTIPART, form_body, form_part
+from tests.payload_records import fraud_arrays, log_writer, v2_record
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
 
@@ -260,61 +258,20 @@ def test_a_redacted_field_is_not_compared() -> None:
     assert labels.agreement == 0.75
 
 
-def _v2_body(arrays: dict[str, np.ndarray], binary: bool) -> bytes:
-    """A V2 request of ``arrays``: JSON data, or each input's bytes after the JSON header."""
-    entries = []
-    for name, values in arrays.items():
-        entry = {"name": name, "shape": list(values.shape), "datatype": datatype(values.dtype)}
-        if binary:
-            entry["parameters"] = {"binary_data_size": values.nbytes}
-        else:
-            entry["data"] = values.ravel().tolist()
-        entries.append(entry)
-    header = json.dumps({"inputs": entries}).encode()
-    return header + b"".join(values.tobytes() for values in arrays.values()) if binary else header
-
-
-def _v2_record(
-    request_id: str, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray], binary: bool
-) -> Captured:
-    """An answered V2 record of the fraud scorer: ``arrays`` in, ``outputs`` answered (binary
-    outputs for a binary request, as a client asking ``binary_data_output`` gets them)."""
-    answered = InferRequest(None, arrays, [(name, binary) for name in outputs])
-    response, _ = encode_response("fraud-scorer", "v1", answered, outputs)
-    media = "application/octet-stream" if binary else "application/json"
-    record = Captured(
-        request_id, time.time(), "/v2/models/fraud-scorer/infer", "fraud-scorer", media, b""
-    )
-    record.request = _v2_body(arrays, binary)
-    record.status, record.response_type, record.response = 200, media, response
-    record.version = "v1"
-    return record
-
-
-def _fraud_arrays(rows: int, seed: int) -> dict[str, np.ndarray]:
-    return to_arrays([Transaction(**row) for row in transactions(rows, seed=seed)])
-
-
-def _writer(folder: Path, redact: frozenset[str] = frozenset()) -> PayloadWriter:
-    return PayloadWriter(
-        folder, redact, 64, 10**7, part_records=100, flush_s=3600, retention=FOREVER
-    )
-
-
 def test_v2_records_replay_as_rows_of_the_graph_inputs(tmp_path: Path) -> None:
     """JSON and binary V2 records give one row per tensor row, keyed as named-route rows, and
     the answer's outputs per row; the other records are counted, with their reason."""
-    writer = _writer(tmp_path)
-    json_in, binary_in = _fraud_arrays(2, seed=1), _fraud_arrays(3, seed=2)
+    writer = log_writer(tmp_path)
+    json_in, binary_in = fraud_arrays(2, seed=1), fraud_arrays(3, seed=2)
     answers = {
         "fraud_probability": np.array([[0.125], [0.7], [0.01]], np.float32),
         "anomaly_score": np.array([1.5, 2.25, 3.0], np.float32),
     }
     json_out = {name: values[:2] for name, values in answers.items()}
-    writer.offer(_v2_record("j", json_in, json_out, binary=False))
-    writer.offer(_v2_record("b", binary_in, answers, binary=True))
+    writer.offer(v2_record("j", json_in, json_out, binary=False))
+    writer.offer(v2_record("b", binary_in, answers, binary=True))
     writer.offer(_captured("n", [{"amount": 1.0}], [{"p": 0.1}]))  # a named route's
-    redacted = _v2_record("r", json_in, json_out, binary=False)
+    redacted = v2_record("r", json_in, json_out, binary=False)
     redacted.request = recorded_body(redacted.request, "application/json", frozenset({"numeric"}))
     writer.offer(redacted)
     writer.close()
@@ -358,7 +315,7 @@ def test_an_upload_replays_as_its_file_unless_redaction_kept_it_out(tmp_path: Pa
         return record
 
     for folder, fields in ((tmp_path / "kept", frozenset()), (tmp_path / "redacted", {"x"})):
-        writer = _writer(folder, frozenset(fields))
+        writer = log_writer(folder, frozenset(fields))
         writer.offer(upload("u"))
         writer.close()
     kept = replay(read_records(tmp_path / "kept"), "image-classifier", ROUTES, ("image",))
@@ -392,15 +349,15 @@ def test_a_v2_replay_scores_the_logged_tensors_as_the_version_answered(
     the same version: every row agrees exactly; a row the version refuses is rejected with
     the area's rule."""
     ready = load_for_batch(find_adapter("fraud-scorer"))
-    writer = _writer(tmp_path / "log")
+    writer = log_writer(tmp_path / "log")
     for position, binary in enumerate((False, True, False, True)):
-        arrays = _fraud_arrays(5, seed=position)
+        arrays = fraud_arrays(5, seed=position)
         outputs = ready.model.run(arrays)
-        writer.offer(_v2_record(f"r{position}", arrays, outputs, binary))
-    refused = _fraud_arrays(1, seed=9)
+        writer.offer(v2_record(f"r{position}", arrays, outputs, binary))
+    refused = fraud_arrays(1, seed=9)
     refused["categorical"][:] = 99  # an unknown merchant code, as if another version took it
-    answered = ready.model.run(_fraud_arrays(1, seed=9))
-    writer.offer(_v2_record("refused", refused, answered, binary=False))
+    answered = ready.model.run(fraud_arrays(1, seed=9))
+    writer.offer(v2_record("refused", refused, answered, binary=False))
     writer.close()
     scores = tmp_path / "scores.parquet"
     job = ["--model", "fraud-scorer", "--input", str(tmp_path / "log"), "--output", str(scores)]
@@ -417,3 +374,14 @@ def test_a_v2_replay_scores_the_logged_tensors_as_the_version_answered(
     assert {field.name for field in result.fields} == {"fraud_probability", "anomaly_score"}
     assert batch_main([*job, "--quiet"]) == 2  # the routes replay: no named-route records
     assert "5 V2 tensor records (replay them with --replay v2)" in caplog.text
+
+
+def test_a_field_redacted_in_some_records_only_does_not_stop_the_replay(tmp_path: Path) -> None:
+    """A log spanning a change of DLSERVE_PAYLOAD_LOG_REDACT holds numbers and REDACTED in one
+    field: the column is kept as text, and a request asking for fewer fields leaves nulls."""
+    writer = log_writer(tmp_path)
+    writer.offer(_captured("a", [{"amount": 1.0}], [{"p": 0.5, "q": 1}]))
+    writer.offer(_captured("b", [{"amount": 2.0}], [{"p": REDACTED}]))
+    writer.close()
+    answers = replay(read_records(tmp_path), "fraud-scorer").answers.to_pylist()
+    assert [(answer["p"], answer["q"]) for answer in answers] == [("0.5", 1), (REDACTED, None)]

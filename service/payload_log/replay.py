@@ -225,9 +225,29 @@ def replay(
             key = {PAYLOAD_ROW: f"{record['request_id']}/{position}"}
             rows.append({**key, **row})
             answers.append({**key, "logged_version": record["version"], **answer})
-    return Replay(
-        model, kind, pa.Table.from_pylist(rows), pa.Table.from_pylist(answers), dict(skipped)
-    )
+    return Replay(model, kind, _table(rows), _table(answers), dict(skipped))
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """``rows`` as a table with a column for every key any row has (null where a row lacks
+    it: a V2 request may ask for some outputs only), each column's type read from all rows."""
+    names = dict.fromkeys(name for row in rows for name in row)
+    return pa.table({name: _column([row.get(name) for row in rows]) for name in names})
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """``values`` as one column; values of several types (a field redacted in some records
+    only: ``REDACTED`` beside numbers) as their JSON text, which the job rejects and
+    ``compare`` compares as text."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(
+            [
+                value if value is None or isinstance(value, str) else json.dumps(value)
+                for value in values
+            ]
+        )
 
 
 def replay_rows(

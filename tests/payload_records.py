@@ -1,0 +1,60 @@
+"""Payload log records built in-process: V2 tensor records (JSON or binary) of the fraud scorer
+and a writer over a folder, for the replay tests (tests/test_payload_log.py,
+tests/test_batch_ray.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.payloads import transactions
+from service.areas.fraud import Transaction, to_arrays
+from service.payload_log.records import Captured
+from service.payload_log.writer import PayloadWriter, Retention
+from service.tensors import InferRequest, datatype, encode_response
+
+FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
+
+
+def v2_body(arrays: dict[str, np.ndarray], binary: bool) -> bytes:
+    """A V2 request of ``arrays``: JSON data, or each input's bytes after the JSON header."""
+    entries = []
+    for name, values in arrays.items():
+        entry = {"name": name, "shape": list(values.shape), "datatype": datatype(values.dtype)}
+        if binary:
+            entry["parameters"] = {"binary_data_size": values.nbytes}
+        else:
+            entry["data"] = values.ravel().tolist()
+        entries.append(entry)
+    header = json.dumps({"inputs": entries}).encode()
+    return header + b"".join(values.tobytes() for values in arrays.values()) if binary else header
+
+
+def v2_record(
+    request_id: str, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray], binary: bool
+) -> Captured:
+    """An answered V2 record of the fraud scorer: ``arrays`` in, ``outputs`` answered (binary
+    outputs for a binary request, as a client asking ``binary_data_output`` gets them)."""
+    answered = InferRequest(None, arrays, [(name, binary) for name in outputs])
+    response, _ = encode_response("fraud-scorer", "v1", answered, outputs)
+    media = "application/octet-stream" if binary else "application/json"
+    record = Captured(
+        request_id, time.time(), "/v2/models/fraud-scorer/infer", "fraud-scorer", media, b""
+    )
+    record.request = v2_body(arrays, binary)
+    record.status, record.response_type, record.response = 200, media, response
+    record.version = "v1"
+    return record
+
+
+def fraud_arrays(rows: int, seed: int) -> dict[str, np.ndarray]:
+    return to_arrays([Transaction(**row) for row in transactions(rows, seed=seed)])
+
+
+def log_writer(folder: Path, redact: frozenset[str] = frozenset()) -> PayloadWriter:
+    return PayloadWriter(
+        folder, redact, 64, 10**7, part_records=100, flush_s=3600, retention=FOREVER
+    )
