@@ -47,7 +47,7 @@ from service.payload_log.writer import (
 )
 from service.routing import _ROUTING, RequestRouting, note_answered, note_shadow
 from tests.multipart_bodies import MULTIPART, form_body, form_part
-from tests.payload_records import fraud_arrays, log_writer, v2_record
+from tests.payload_records import assert_same_answers, fraud_arrays, log_writer, v2_record
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
 
@@ -346,8 +346,8 @@ def test_a_v2_replay_scores_the_logged_tensors_as_the_version_answered(
     fraud_model: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The stored version's own answers, logged as JSON and binary V2 records, replayed with
-    the same version: every row agrees exactly; a row the version refuses is rejected with
-    the area's rule."""
+    the same version: every row agrees (``assert_same_answers``); a row the version refuses is
+    rejected with the area's rule."""
     ready = load_for_batch(find_adapter("fraud-scorer"))
     writer = log_writer(tmp_path / "log")
     for position, binary in enumerate((False, True, False, True)):
@@ -368,10 +368,7 @@ def test_a_v2_replay_scores_the_logged_tensors_as_the_version_answered(
     result = compare.compare(tmp_path / "log", scores)
     assert result.rows == 20 and result.kind == V2
     assert result.logged_versions == ["v1"] and result.candidate_version == ready.version
-    for field in result.fields:
-        assert field.max_difference == 0.0, field
-        assert field.psi == pytest.approx(0.0, abs=1e-12)
-    assert {field.name for field in result.fields} == {"fraud_probability", "anomaly_score"}
+    assert_same_answers(result)
     assert batch_main([*job, "--quiet"]) == 2  # the routes replay: no named-route records
     assert "5 V2 tensor records (replay them with --replay v2)" in caplog.text
 

@@ -41,6 +41,7 @@ from service.payload_log.replay import read_records, worker_folders
 from service.payload_log.writer import PAUSED_ENV
 from service.tensors import datatype
 from tests import model_versions as mv
+from tests.payload_records import FLOAT32_ROUNDING, assert_same_answers
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/fraud/score"
@@ -334,6 +335,7 @@ def replaying(stored_models: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     served = stored_models[FRAUD]["version"]
     candidate = mv.new_version(mv.store_of(home), FRAUD, mv.invert_output("fraud_probability"))
     folder = root / "log"
+    folder.mkdir()
     env = {
         **_log_env(folder, rate=f"{FRAUD}=1,{IMAGE}=1", flush_s="0.2"),
         "DLSERVE_MODELS": "fraud,image",
@@ -400,9 +402,7 @@ def test_a_v2_replay_with_the_version_that_answered_agrees_fully(
     result = compare.compare(replaying.folder, scores)
     assert result.rows == v2_logged and result.kind == "v2"
     assert result.logged_versions == [replaying.served] == [result.candidate_version]
-    assert {field.name for field in result.fields} == {"fraud_probability", "anomaly_score"}
-    for field in result.fields:
-        assert field.max_difference == 0.0 and field.psi == pytest.approx(0.0, abs=1e-12)
+    assert_same_answers(result)
     assert compare.main(["--log", str(replaying.folder), "--scores", str(scores)]) == 0
     printed = capsys.readouterr().out
     assert f"over {v2_logged} rows (v2 records)" in printed
@@ -413,7 +413,7 @@ def test_a_v2_replay_with_another_version_shows_the_shift(
     replaying: Replaying, v2_logged: int, tmp_path: Path
 ) -> None:
     """The candidate answers 1 - p: the probability moves far (PSI well past 0.25), the
-    anomaly score, untouched, does not."""
+    anomaly score, untouched, does not (beyond float32 rounding)."""
     scores = tmp_path / "candidate.parquet"
     job = _batch(
         replaying,
@@ -428,7 +428,7 @@ def test_a_v2_replay_with_another_version_shows_the_shift(
     by_name = {field.name: field for field in result.fields}
     assert by_name["fraud_probability"].psi > 0.25
     assert by_name["fraud_probability"].mean_difference > 0.5
-    assert by_name["anomaly_score"].max_difference == 0.0
+    assert by_name["anomaly_score"].max_difference <= FLOAT32_ROUNDING
 
 
 def _png(seed: int) -> bytes:

@@ -26,6 +26,7 @@ captured (over ``DLSERVE_PAYLOAD_LOG_MAX_RECORD_BYTES``) is not in the log at al
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections import Counter as Tally
@@ -236,9 +237,15 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _column(values: list[Any]) -> pa.Array:
-    """``values`` as one column; values of several types (a field redacted in some records
-    only: ``REDACTED`` beside numbers) as their JSON text, which the job rejects and
-    ``compare`` compares as text."""
+    """``values`` as one column. Files beside text (image uploads beside the image batch
+    route's base64 items) become base64 text too, which the image adapter decodes; values of
+    other mixed types (a field redacted in some records only: ``REDACTED`` beside numbers)
+    become their JSON text, which the job rejects and ``compare`` compares as text."""
+    if any(isinstance(value, str) for value in values):
+        values = [
+            base64.b64encode(value).decode() if isinstance(value, bytes) else value
+            for value in values
+        ]
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -248,16 +255,3 @@ def _column(values: list[Any]) -> pa.Array:
                 for value in values
             ]
         )
-
-
-def replay_rows(
-    records: pa.Table, model: str, input_columns: tuple[str, ...], kind: str = ROUTES
-) -> pa.Table:
-    """The rows of ``model``'s answered records of ``kind``, keyed by ``payload_row``."""
-    return replay(records, model, kind, input_columns).rows
-
-
-def logged_answers(records: pa.Table, model: str, kind: str = ROUTES) -> pa.Table:
-    """For every replayable row of ``model``'s records of ``kind``: its ``payload_row``,
-    ``logged_version`` and the fields of the answer it got."""
-    return replay(records, model, kind).answers
