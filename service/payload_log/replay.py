@@ -255,3 +255,16 @@ def _column(values: list[Any]) -> pa.Array:
                 for value in values
             ]
         )
+
+
+def replay_rows(
+    records: pa.Table, model: str, input_columns: tuple[str, ...], kind: str = ROUTES
+) -> pa.Table:
+    """The rows of ``model``'s answered records of ``kind``, keyed by ``payload_row``."""
+    return replay(records, model, kind, input_columns).rows
+
+
+def logged_answers(records: pa.Table, model: str, kind: str = ROUTES) -> pa.Table:
+    """For every replayable row of ``model``'s records of ``kind``: its ``payload_row``,
+    ``logged_version`` and the fields of the answer it got."""
+    return replay(records, model, kind).answers
