@@ -7,17 +7,20 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from core.features import FRAUD_SPEC
 from service.batch import compare
 from service.batch.__main__ import main as batch_main
 from service.batch.adapter import find_adapter
 from service.batch.compare import compare_field, psi
 from service.batch.job import load_for_batch
+from service.batch.tensor_adapter import validate_rows
 from service.payload_log.middleware import note_versions, sampled
 from service.payload_log.records import (
     NOT_RECORDED,
@@ -382,3 +385,31 @@ def test_a_field_redacted_in_some_records_only_does_not_stop_the_replay(tmp_path
     writer.close()
     answers = replay(read_records(tmp_path), "fraud-scorer").answers.to_pylist()
     assert [(answer["p"], answer["q"]) for answer in answers] == [("0.5", 1), (REDACTED, None)]
+
+
+def test_a_tensor_row_is_checked_as_the_v2_route_checks_a_request() -> None:
+    """The V2 replay's validation, per row: the loaded version's datatype, shape and finite
+    values, then the area's own check (here fraud's merchant codes), each reason naming the
+    input; the valid rows keep their values."""
+    width = len(FRAUD_SPEC.numeric)
+    inputs = [
+        {"name": "numeric", "dtype": "float32", "shape": ["batch", width]},
+        {"name": "categorical", "dtype": "int64", "shape": ["batch", 1]},
+    ]
+    good = fraud_arrays(1, seed=3)
+    numeric, code = good["numeric"][0].tolist(), good["categorical"][0].tolist()
+    table = pa.table(
+        {
+            "numeric": [numeric, numeric[:-1], numeric, [*numeric[:-1], None], numeric],
+            "categorical": [code, code, [99], code, [1, 2]],
+        }
+    )
+    columns, reasons = validate_rows(
+        "fraud-scorer", table, SimpleNamespace(metadata={"inputs": inputs})
+    )
+    assert reasons[0] is None
+    assert columns["numeric"][0].tobytes() == good["numeric"][:1].tobytes()
+    assert reasons[1].startswith(f"numeric: shape [1, {width - 1}]; the model takes [-1, {width}]")
+    assert reasons[2].startswith("categorical: row 0: merchant_category codes are 0 to")
+    assert reasons[3] == "numeric: data holds values that are not FP32"
+    assert reasons[4].startswith("categorical: shape [1, 2]; the model takes [-1, 1]")

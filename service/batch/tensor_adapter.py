@@ -44,7 +44,11 @@ def _row(spec: dict[str, Any], value: Any) -> np.ndarray:
     name, dtype = spec["name"], np.dtype(spec["dtype"])
     if value is None:
         raise RequestInputError([name], "missing", "missing")
-    array = values_as(name, [value], dtype, [1, *np.shape(value)])
+    try:
+        shape = np.shape(value)
+    except ValueError as exc:  # ragged lists
+        raise RequestInputError([name], "rows of unequal lengths", "wrong_shape") from exc
+    array = values_as(name, [value], dtype, [1, *shape])
     check_shape(name, list(array.shape), spec["shape"])
     check_finite(name, array)
     return array
