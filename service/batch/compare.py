@@ -161,29 +161,40 @@ def _matching(log: Path, model: str, keys: pa.ChunkedArray) -> Replay:
     return max((replay(records, model, kind) for kind in KINDS), key=matched)
 
 
+def _matched_rows(logged: pa.Table, candidate: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The rows of both with a ``payload_row`` in both, in the candidate's order, row ``i`` of
+    each the same key (taken by position: Arrow's join cannot carry every field type, such as
+    an image answer's ``top_k`` list of objects)."""
+    positions = pc.index_in(candidate[PAYLOAD_ROW], value_set=logged[PAYLOAD_ROW].combine_chunks())
+    found = pc.is_valid(positions)
+    return logged.take(positions.filter(found)), candidate.filter(found)
+
+
 def compare(log: Path, scores: Path) -> Comparison:
     """Match ``scores`` (a batch job's output over ``log``, of either kind of replay) to the
     logged answers."""
     candidate = _decoded(pq.read_table(scores))
     if candidate.num_rows == 0:
         raise ValueError(f"the scores {scores} hold no rows")
-    model = candidate["model_name"][0].as_py()
+    model, version = (candidate[name][0].as_py() for name in ("model_name", "model_version"))
     replayed = _matching(log, model, candidate[PAYLOAD_ROW])
     logged = replayed.answers
     if logged.num_rows == 0:
         raise ValueError(f"the log {log} holds no answered request of {model!r} to compare")
-    joined = logged.join(candidate, PAYLOAD_ROW, right_suffix="_candidate", join_type="inner")
+    logged, candidate = _matched_rows(logged, candidate)
+    if logged.num_rows == 0:
+        raise ValueError(f"no row of {scores} is a payload_row of the log {log}")
     fields = [
-        compare_field(name, joined[name], joined[f"{name}_candidate"])
+        compare_field(name, logged[name], candidate[name])
         for name in logged.column_names
-        if name not in NOT_FIELDS and f"{name}_candidate" in joined.column_names
+        if name not in NOT_FIELDS and name in candidate.column_names
     ]
-    versions = sorted({v for v in joined["logged_version"].to_pylist() if v is not None})
+    versions = sorted({v for v in logged["logged_version"].to_pylist() if v is not None})
     return Comparison(
         model,
         versions,
-        candidate["model_version"][0].as_py(),
-        joined.num_rows,
+        version,
+        logged.num_rows,
         fields,
         replayed.kind,
         replayed.note,
