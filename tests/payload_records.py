@@ -18,9 +18,9 @@ from service.payload_log.writer import PayloadWriter, Retention
 from service.tensors import InferRequest, datatype, encode_response
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
-# The fraud graph's anomaly score (the autoencoder's reconstruction error) is summed in another
-# order by ONNX Runtime's GEMM for another number of rows in a call: replayed in other batches
-# than the ones that answered, it moves by float32 rounding (2.4e-7 measured), no more.
+# ONNX Runtime's kernels may sum in another order for another number of rows in a call (the
+# fraud graph's anomaly score, the autoencoder's reconstruction error): an output replayed in
+# other batches than the ones that answered moves by float32 rounding (2.4e-7 measured).
 FLOAT32_ROUNDING = 1e-6
 
 
@@ -39,16 +39,20 @@ def v2_body(arrays: dict[str, np.ndarray], binary: bool) -> bytes:
 
 
 def v2_record(
-    request_id: str, arrays: dict[str, np.ndarray], outputs: dict[str, np.ndarray], binary: bool
+    request_id: str,
+    arrays: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    binary: bool,
+    model: str = "fraud-scorer",
 ) -> Captured:
-    """An answered V2 record of the fraud scorer: ``arrays`` in, ``outputs`` answered (binary
-    outputs for a binary request, as a client asking ``binary_data_output`` gets them)."""
+    """An answered V2 record of ``model`` (version ``v1``): ``arrays`` in, ``outputs``
+    answered (binary outputs for a binary request, as a client asking
+    ``binary_data_output`` gets them)."""
     answered = InferRequest(None, arrays, [(name, binary) for name in outputs])
-    response, _ = encode_response("fraud-scorer", "v1", answered, outputs)
+    response, _ = encode_response(model, "v1", answered, outputs)
     media = "application/octet-stream" if binary else "application/json"
-    record = Captured(
-        request_id, time.time(), "/v2/models/fraud-scorer/infer", "fraud-scorer", media, b""
-    )
+    route = f"/v2/models/{model}/infer"
+    record = Captured(request_id, time.time(), route, model, media, b"")
     record.request = v2_body(arrays, binary)
     record.status, record.response_type, record.response = 200, media, response
     record.version = "v1"

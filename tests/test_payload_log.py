@@ -50,7 +50,13 @@ from service.payload_log.writer import (
 )
 from service.routing import _ROUTING, RequestRouting, note_answered, note_shadow
 from tests.multipart_bodies import MULTIPART, form_body, form_part
-from tests.payload_records import assert_same_answers, fraud_arrays, log_writer, v2_record
+from tests.payload_records import (
+    FLOAT32_ROUNDING,
+    assert_same_answers,
+    fraud_arrays,
+    log_writer,
+    v2_record,
+)
 
 FOREVER = Retention(max_bytes=10**12, max_age_s=10**9)
 
@@ -413,3 +419,26 @@ def test_a_tensor_row_is_checked_as_the_v2_route_checks_a_request() -> None:
     assert reasons[2].startswith("categorical: row 0: merchant_category codes are 0 to")
     assert reasons[3] == "numeric: data holds values that are not FP32"
     assert reasons[4].startswith("categorical: shape [1, 2]; the model takes [-1, 1]")
+
+
+def test_an_image_v2_replay_compares_the_probability_vectors(
+    image_model: dict, tmp_path: Path
+) -> None:
+    """Images sent as V2 tensors (JSON and binary), replayed with the version that answered:
+    the ``probabilities`` vector of every image and its ``confidence`` as logged."""
+    ready = load_for_batch(find_adapter("image-classifier"))
+    writer = log_writer(tmp_path / "log")
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    for position, (start, stop) in enumerate([(0, 3), (3, 7), (7, 12)]):
+        arrays = {"images": pixels[start:stop]}
+        answered = ready.model.run(arrays)
+        writer.offer(v2_record(f"i{position}", arrays, answered, position == 1, ready.name))
+    writer.close()
+    scores = tmp_path / "images.parquet"
+    job = ["--model", "image", "--replay", "v2", "--input", str(tmp_path / "log")]
+    assert batch_main([*job, "--output", str(scores), "--quiet"]) == 0
+    result = compare.compare(tmp_path / "log", scores)
+    by_name = {field.name: field for field in result.fields}
+    assert result.rows == 12 and set(by_name) == {"probabilities", "confidence"}
+    assert by_name["probabilities"].max_difference <= FLOAT32_ROUNDING
+    assert by_name["confidence"].max_difference <= FLOAT32_ROUNDING
