@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -12,6 +13,7 @@ from service.areas.images import (
     ImageInputError,
     decode,
     decode_base64,
+    decode_column,
     parse_k,
     to_results,
 )
@@ -101,3 +103,15 @@ def test_top_k_is_sorted_and_sums_to_at_most_one() -> None:
             assert sum(values) <= 1 + 1e-6
             assert result["class_id"] == int(row.argmax())
             assert result["label"] == labels[result["class_id"]] == result["top_k"][0]["label"]
+
+
+def test_a_batch_image_column_takes_file_bytes_or_their_base64() -> None:
+    """A batch job's ``image`` column: bytes (Parquet) or base64 text (JSON Lines, a replayed
+    ``/v1/images/classify_batch`` request) decode alike; bad base64 is that row's reason."""
+    png = encode(IMAGES[0])
+    table = pa.table({"image": [b64(png), "not base64!"]})
+    columns, reasons = decode_column(table)
+    assert np.array_equal(columns["images"][0], IMAGES[0]) and reasons[0] is None
+    assert reasons[1] == "image: not valid base64 (standard alphabet, padded)"
+    by_bytes, none = decode_column(pa.table({"image": [png]}))
+    assert np.array_equal(by_bytes["images"][0], IMAGES[0]) and none[0] is None

@@ -1,4 +1,6 @@
-"""Payload logs over real HTTP: what a record holds, sampling, drops, a crash, and replay.
+"""Payload logs over real HTTP: what a record holds, sampling, drops, a crash, and replay (of
+named routes, of V2 JSON and binary tensors, of image uploads; with the version that answered
+and with a candidate).
 
 Every wait is on the log's own state (its manifests and parts) or a metric, with a deadline;
 no test waits for time to pass.
@@ -6,20 +8,28 @@ no test waits for time to pass.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import tritonclient.http as triton
+from PIL import Image
 
 from harness.http_checks import metric_value
+from harness.images import b64
 from harness.local_server import LocalServer
 from harness.payloads import SUSPICIOUS_TRANSACTION, transactions
 from service.areas import fraud
@@ -29,6 +39,9 @@ from service.payload_log.middleware import sampled
 from service.payload_log.records import REDACTED
 from service.payload_log.replay import read_records, worker_folders
 from service.payload_log.writer import PAUSED_ENV
+from service.tensors import datatype
+from tests import model_versions as mv
+from tests.payload_records import FLOAT32_ROUNDING, assert_same_answers
 
 pytestmark = pytest.mark.http
 ROUTE = "/v1/fraud/score"
@@ -296,3 +309,158 @@ def test_records_are_parquet_parts_listed_in_the_manifest(
             part = worker / entry["file"]
             assert part.suffix == ".parquet"
             assert pq.read_metadata(part).num_rows == entry["records"]
+
+
+FRAUD, IMAGE = "fraud-scorer", "image-classifier"
+
+
+@dataclass(frozen=True)
+class Replaying:
+    """A server logging every fraud and image request, redacting nothing, with the stored
+    fraud version pinned beside a candidate whose ``fraud_probability`` is inverted
+    (registered, not served); ``env``: what a batch job over that store needs."""
+
+    server: LocalServer
+    folder: Path
+    env: dict[str, str]
+    served: str
+    candidate: str
+
+
+@pytest.fixture(scope="module")
+def replaying(stored_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replaying]:
+    root = tmp_path_factory.mktemp("replay")
+    home = root / "home"
+    mv.copy_store(mv.store_of(Path(os.environ["BENTOML_HOME"])), mv.store_of(home), [FRAUD, IMAGE])
+    served = stored_models[FRAUD]["version"]
+    candidate = mv.new_version(mv.store_of(home), FRAUD, mv.invert_output("fraud_probability"))
+    folder = root / "log"
+    folder.mkdir()
+    env = {
+        **_log_env(folder, rate=f"{FRAUD}=1,{IMAGE}=1", flush_s="0.2"),
+        "DLSERVE_MODELS": "fraud,image",
+        "DLSERVE_PINNED_MODELS": f"{FRAUD}:{served}",
+    }
+    with LocalServer(env={**env, "BENTOML_HOME": str(home)}) as running:
+        yield Replaying(
+            running.wait("/readyz"), folder, {"BENTOML_HOME": str(home)}, served, candidate
+        )
+
+
+def _batch(replay: Replaying, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m service.batch ARGS`` over the replaying server's store, as an operator runs
+    it."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.batch", *args, "--quiet"],
+        env={**os.environ, **replay.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def v2_logged(replaying: Replaying) -> int:
+    """JSON and binary V2 requests of the fraud scorer (binary answers to the binary ones),
+    sent with Triton's client and all in the log; the rows they held."""
+    client = triton.InferenceServerClient(replaying.server.url.removeprefix("http://"))
+    ids, rows = [], 0
+    for position, binary in enumerate((False, True, False, True, True)):
+        arrays = fraud.to_arrays(
+            [fraud.Transaction(**row) for row in transactions(6 + position, seed=position)]
+        )
+        inputs = [
+            triton.InferInput(name, list(values.shape), datatype(values.dtype)).set_data_from_numpy(
+                values, binary_data=binary
+            )
+            for name, values in arrays.items()
+        ]
+        outputs = [
+            triton.InferRequestedOutput(name, binary_data=binary)
+            for name in ("fraud_probability", "anomaly_score")
+        ]
+        ids.append(uuid.uuid4().hex)
+        client.infer(FRAUD, inputs, outputs=outputs, headers={"X-Request-Id": ids[-1]})
+        rows += 6 + position
+    client.close()
+    records = _acknowledged(replaying.folder, ids)
+    assert {records[i]["response_type"] for i in ids[1::2]} == {"application/octet-stream"}
+    return rows
+
+
+def test_a_v2_replay_with_the_version_that_answered_agrees_fully(
+    replaying: Replaying, v2_logged: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores = tmp_path / "same.parquet"
+    job = _batch(
+        replaying,
+        *("--model", FRAUD, "--replay", "v2", "--version", replaying.served),
+        *("--input", str(replaying.folder), "--output", str(scores)),
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    result = compare.compare(replaying.folder, scores)
+    assert result.rows == v2_logged and result.kind == "v2"
+    assert result.logged_versions == [replaying.served] == [result.candidate_version]
+    assert_same_answers(result)
+    assert compare.main(["--log", str(replaying.folder), "--scores", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    assert f"over {v2_logged} rows (v2 records)" in printed
+    assert "fraud_probability: max |difference| 0, mean 0, PSI 0.0000" in printed
+
+
+def test_a_v2_replay_with_another_version_shows_the_shift(
+    replaying: Replaying, v2_logged: int, tmp_path: Path
+) -> None:
+    """The candidate answers 1 - p: the probability moves far (PSI well past 0.25), the
+    anomaly score, untouched, does not (beyond float32 rounding)."""
+    scores = tmp_path / "candidate.parquet"
+    job = _batch(
+        replaying,
+        *("--model", FRAUD, "--replay", "v2", "--version", replaying.candidate),
+        *("--input", str(replaying.folder), "--output", str(scores)),
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    result = compare.compare(replaying.folder, scores)
+    assert result.rows == v2_logged
+    assert result.logged_versions == [replaying.served]
+    assert result.candidate_version == replaying.candidate
+    by_name = {field.name: field for field in result.fields}
+    assert by_name["fraud_probability"].psi > 0.25
+    assert by_name["fraud_probability"].mean_difference > 0.5
+    assert by_name["anomaly_score"].max_difference <= FLOAT32_ROUNDING
+
+
+def _png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_uploads_replay_with_full_agreement(replaying: Replaying, tmp_path: Path) -> None:
+    """Uploads to /v1/images/classify keep their bytes in the log, the batch route its
+    base64 images: replayed through the image batch job, every image gets the label it got."""
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    for seed, request_id in enumerate(ids[:4]):
+        answer = httpx.post(
+            replaying.server.url + "/v1/images/classify",
+            files={"image": ("upload.png", _png(seed), "image/png")},
+            headers={"X-Request-Id": request_id},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+    batch = {"images": [b64(_png(seed)) for seed in range(10, 13)]}
+    answer = _post(replaying.server, ids[4], batch, "/v1/images/classify_batch")
+    assert answer.status_code == 200, answer.text
+    _acknowledged(replaying.folder, ids)
+    scores = tmp_path / "images.parquet"
+    job = _batch(
+        replaying, "--model", IMAGE, "--input", str(replaying.folder), "--output", str(scores)
+    )
+    assert job.returncode == 0, job.stderr[-3000:]
+    result = compare.compare(replaying.folder, scores)
+    assert result.rows == 4 + 3 and result.kind == "routes"
+    by_name = {field.name: field for field in result.fields}
+    assert by_name["label"].agreement == 1.0
+    assert by_name["class_id"].max_difference == 0.0  # a number: compared as one

@@ -263,15 +263,17 @@ BATCH_ROUTE = "/v1/images/classify_batch"
 
 
 def decode_column(table: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Batch jobs: the ``image`` (file bytes) column -> decoded images and, per row, ``None``
-    or why it cannot be classified (``decode``'s reasons)."""
+    """Batch jobs: the ``image`` column (file bytes, or their base64 text as the batch route
+    takes them: a JSON Lines file, a replayed payload log) -> decoded images and, per row,
+    ``None`` or why it cannot be classified (``decode``'s and ``decode_base64``'s reasons)."""
     rows = table.num_rows
     files = table.column("image").to_pylist() if "image" in table.column_names else [None] * rows
     images = np.zeros((rows, SIZE, SIZE), dtype=np.uint8)
     reasons = np.full(rows, None, dtype=object)
     for row, data in enumerate(files):
         try:
-            images[row] = decode(data or b"", ["image", row])
+            file = decode_base64([data])[0] if isinstance(data, str) else data
+            images[row] = decode(file or b"", ["image", row])
         except ImageInputError as exc:
             reasons[row] = f"image: {exc}"
     return {"images": images}, reasons

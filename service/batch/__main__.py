@@ -16,7 +16,7 @@ from service.batch.adapter import UnknownModelError, model_choices
 from service.batch.job import JobConfig, Summary, dry_run, run_local
 from service.batch.parts import ResumeMismatchError
 from service.batch.readers import InputError
-from service.payload_log.replay import PAYLOAD_ROW, is_payload_log
+from service.payload_log.replay import KINDS, PAYLOAD_ROW, ROUTES, is_payload_log
 
 EXIT_REJECTS = 3
 EXIT_BAD_JOB = 2
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per chunk and per ONNX call (default: the model's: "
         + ", ".join(sorted({f"{a.model} {a.batch_size}" for a in choices.values()}))
         + ")",
+    )
+    parser.add_argument(
+        "--replay",
+        choices=KINDS,
+        default=ROUTES,
+        help="which records of a payload log --input to score: routes (the area's named "
+        "routes, uploads included; default) or v2 (POST /v2/models/{name}/infer: the graph's "
+        "input tensors, outputs by their V2 names)",
     )
     parser.add_argument(
         "--version", default="latest", help="the stored version to score with (default: latest)"
@@ -103,6 +111,7 @@ def config_from(args: argparse.Namespace) -> JobConfig:
         quiet=args.quiet,
         column_map=tuple(args.column),
         version=args.version,
+        replay=args.replay,
     )
 
 

@@ -23,9 +23,11 @@ from service.batch.adapter import find_adapter
 from service.batch.parts import PartStore
 from service.batch.pipeline import WriteBehind, read_ahead
 from service.batch.readers import InputError, Source, open_source
+from service.batch.tensor_adapter import NoTensorInputsError, tensor_adapter
 from service.batching import Arrays
 from service.config import Settings
 from service.errors import TooLargeError
+from service.payload_log.replay import ROUTES, V2, is_payload_log
 
 ROW_ID = "row_id"
 
@@ -43,6 +45,7 @@ class JobConfig:
     quiet: bool = False
     column_map: tuple[tuple[str, str], ...] = ()  # (model input column, file column) pairs
     version: str = "latest"  # the stored version to score with
+    replay: str = ROUTES  # which records of a payload log input: ROUTES or V2
 
     def resolved(self, adapter: BatchAdapter) -> JobConfig:
         """This config with the adapter's batch size when none was given; ``InputError`` for
@@ -68,9 +71,9 @@ class JobConfig:
     def open(self, adapter: BatchAdapter) -> Source:
         """The input, opened to read the columns ``adapter`` needs, in chunks."""
         categorical = self.file_names(adapter.categorical_columns)
-        model = (adapter.model, adapter.input_columns)
+        replay = (adapter.model, self.replay, adapter.input_columns)
         return open_source(
-            self.input, self.batch_size, self.file_columns(adapter), categorical, model
+            self.input, self.batch_size, self.file_columns(adapter), categorical, replay
         )
 
     def to_model_columns(self, table: pa.Table) -> pa.Table:
@@ -160,6 +163,26 @@ def load_for_batch(adapter: BatchAdapter, version: str = "latest") -> ReadyModel
     return spec.load(settings.provider, settings.intra_op_threads, version)
 
 
+def load_job(
+    config: JobConfig, model: ReadyModel | None = None
+) -> tuple[JobConfig, BatchAdapter, ReadyModel]:
+    """The job's config (resolved), adapter and model: the area's adapter of ``config.model``,
+    or for a V2 replay the loaded version's graph inputs and outputs (``tensor_adapter``).
+    ``model``: the ready model to score with (default: load it as the service would)."""
+    if config.replay == V2 and not is_payload_log(config.input):
+        raise InputError(f"--replay v2 reads a payload log folder; {config.input} is not one")
+    adapter = find_adapter(config.model)
+    config = config.resolved(adapter)
+    model = model or load_for_batch(adapter, config.version)
+    if config.replay == V2:
+        try:
+            adapter = tensor_adapter(adapter, model)
+        except NoTensorInputsError as exc:
+            raise InputError(str(exc)) from exc
+        config = config.resolved(adapter)
+    return config, adapter, model
+
+
 @dataclass(frozen=True)
 class Chunk:
     """Rows ``[index * batch_size, ...)`` validated: ids, valid mask, reasons, graph inputs,
@@ -223,9 +246,7 @@ def constant(value: str, rows: int) -> pa.DictionaryArray:
 
 def dry_run(config: JobConfig) -> str:
     """Score only the first chunk and write nothing; a line saying what it found."""
-    adapter = find_adapter(config.model)
-    config = config.resolved(adapter)
-    model = load_for_batch(adapter, config.version)
+    config, adapter, model = load_job(config)
     table = next(config.open(adapter).chunks, None)
     if table is None:
         raise InputError(f"input {config.input} has no rows")
@@ -242,8 +263,8 @@ def open_store(
     config: JobConfig, adapter: BatchAdapter, fingerprint: dict[str, Any], model: ReadyModel
 ) -> PartStore:
     """The job's part store; ``--resume`` accepts only parts of this very job: same input file,
-    batch size, model and version, id column, and file column for every model input
-    (``--column``)."""
+    batch size, model and version, id column, file column for every model input
+    (``--column``), and for a payload log the same kind of replay."""
     inputs = adapter.input_columns
     columns = dict(zip(inputs, config.file_names(inputs), strict=True))
     identity = {
@@ -253,6 +274,7 @@ def open_store(
         "version": model.version,
         "id_column": config.id_column,
         "columns": columns,
+        **({"replay": config.replay} if config.replay != ROUTES else {}),
     }
     return PartStore(config.work_folder, identity, config.resume, (config.output, config.rejects))
 
@@ -273,9 +295,7 @@ def run_local(
     thread), building and committing the output tables (write-behind thread).
     """
     started = time.perf_counter()
-    adapter = find_adapter(config.model)
-    config = config.resolved(adapter)
-    model = model or load_for_batch(adapter, config.version)
+    config, adapter, model = load_job(config, model)
     source = config.open(adapter)
     store = open_store(config, adapter, source.fingerprint, model)
 

@@ -5,8 +5,10 @@ engine) and hands their indices to ``map_batches`` over a pool of ``ChunkScorer`
 actor loads the model once, reads its chunks' rows straight from the Parquet file (only the
 row groups that hold them), runs the shared ``prepare`` / ``BatchAdapter.infer`` / ``to_tables``
 steps and puts the part files in place; the driver then records each chunk in the manifest and
-finally writes the output files. Parquet input only (the actors need random access by row);
-the part folder must be on storage every actor and the driver share.
+finally writes the output files. Parquet input only (the actors need random access by row),
+or a payload log folder: the driver reads the replay's rows (``--replay``, as the local
+engine) and writes them as one Parquet file in the work folder, which the actors read. The
+part folder must be on storage every actor and the driver share.
 
 Without ``--ray-address`` a local Ray is started bound to 127.0.0.1 with no dashboard.
 """
@@ -16,25 +18,28 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.progress import progress_bar
-from service.batch.adapter import find_adapter
 from service.batch.job import (
     JobConfig,
     Summary,
     close_job,
-    load_for_batch,
+    load_job,
     open_store,
     prepare,
     to_tables,
 )
 from service.batch.parts import write_parts
 from service.batch.readers import InputError, input_format, open_source, parquet_rows
+from service.payload_log.replay import is_payload_log
 
+PAYLOAD_ROWS = "payload-rows.parquet"  # a payload log's replayed rows, in the work folder
 SPAN_ROWS = 131_072  # rows one actor call reads at once: about one Parquet row group
 PASSED_ENV = ("BENTOML_", "DLSERVE_")
 
@@ -42,10 +47,9 @@ PASSED_ENV = ("BENTOML_", "DLSERVE_")
 class ChunkScorer:
     """A Ray Data actor: one loaded model, scoring chunks of one input into part files."""
 
-    def __init__(self, config: JobConfig) -> None:
-        self.config = config
-        self.adapter = find_adapter(config.model)
-        self.model = load_for_batch(self.adapter, config.version)
+    def __init__(self, config: JobConfig, rows_file: Path) -> None:
+        self.config, self.adapter, self.model = load_job(config)
+        self.rows_file = rows_file
         self.columns = config.file_columns(self.adapter)
         self.categorical = config.file_names(self.adapter.categorical_columns)
 
@@ -54,7 +58,7 @@ class ChunkScorer:
         size, indices = self.config.batch_size, [int(i) for i in batch["index"]]
         first = min(indices)
         rows = parquet_rows(
-            self.config.input,
+            self.rows_file,
             first * size,
             (max(indices) + 1) * size,
             self.columns,
@@ -99,14 +103,21 @@ def run_ray(config: JobConfig, address: str | None, actors: int | None = None) -
     import ray
 
     started = time.perf_counter()
-    if input_format(config.input) != "parquet":
-        raise InputError("the Ray engine reads Parquet only; use --engine local for CSV/JSONL")
-    adapter = find_adapter(config.model)
-    config = config.resolved(adapter)
-    model = load_for_batch(adapter, config.version)
-    fingerprint = open_source(config.input, config.batch_size, []).fingerprint
-    store = open_store(config, adapter, fingerprint, model)
-    total = pq.ParquetFile(config.input).metadata.num_rows
+    replaying = is_payload_log(config.input)
+    if not replaying and input_format(config.input) != "parquet":
+        raise InputError(
+            "the Ray engine reads Parquet or a payload log only; use --engine local for CSV/JSONL"
+        )
+    config, adapter, model = load_job(config)
+    source = config.open(adapter) if replaying else open_source(config.input, config.batch_size, [])
+    store = open_store(config, adapter, source.fingerprint, model)
+    rows_file = config.input
+    if replaying:
+        rows_file = config.work_folder / PAYLOAD_ROWS
+        if not source.rows:
+            raise InputError(f"input {config.input} has no rows")
+        pq.write_table(pa.concat_tables(source.chunks), rows_file)
+    total = pq.ParquetFile(rows_file).metadata.num_rows
     todo = [i for i in range(math.ceil(total / config.batch_size)) if not store.done(i)]
     config = JobConfig(
         **{**config.__dict__, "input": config.input.resolve(), "output": config.output.resolve()}
@@ -118,7 +129,7 @@ def run_ray(config: JobConfig, address: str | None, actors: int | None = None) -
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
         scored = ray.data.from_items([{"index": i} for i in todo]).map_batches(
             ChunkScorer,
-            fn_constructor_args=(config,),
+            fn_constructor_args=(config, rows_file.resolve()),
             batch_size=max(1, SPAN_ROWS // config.batch_size),
             compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=1,

@@ -5,14 +5,15 @@ whatever the file's row groups or blocks, so a resumed job sees the same chunks.
 with pyarrow; CSV and JSON Lines with pandas' chunked readers (a column holding a bad value is
 kept as text for the validator to reject, rather than failing the read). A folder is read as
 image files: one row per file, ``path`` (its name) and ``image`` (its bytes); a payload log
-folder (``service.payload_log``) as the rows of the model's answered requests, keyed by
-``payload_row``.
+folder (``service.payload_log``) as the rows of the model's answered requests of one kind
+(named routes, or V2 tensors), keyed by ``payload_row``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 
 from service.payload_log import replay
 
+log = logging.getLogger(__name__)
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
 
 
@@ -55,13 +57,17 @@ def open_source(
     batch_size: int,
     columns: list[str],
     categorical: list[str] | None = None,
-    model: tuple[str, tuple[str, ...]] | None = None,
+    model: tuple[str, str, tuple[str, ...]] | None = None,
 ) -> Source:
     """Open ``path`` for chunked reading of ``columns`` (missing ones are left to the validator);
     Parquet delivers the ``categorical`` ones dictionary-encoded. ``model``: the scoring model's
-    name and input columns, which pick a payload log's rows."""
+    name, the kind of replay (``replay.ROUTES`` or ``replay.V2``) and its input columns, which
+    pick a payload log's rows; the records that give none are logged as a warning."""
     if model is not None and replay.is_payload_log(path):
-        rows, fingerprint = replay.payload_source_rows(path, *model)
+        replayed, fingerprint = replay.payload_source(path, *model)
+        if replayed.note is not None:
+            log.warning("payload log %s: %s", path, replayed.note)
+        rows = replayed.rows
         present = rows.select([name for name in columns if name in rows.column_names])
         chunks = (present.slice(start, batch_size) for start in range(0, len(rows), batch_size))
         return Source(chunks, len(rows), fingerprint)
