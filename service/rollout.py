@@ -8,16 +8,18 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
   (``DLSERVE_ROLLOUT_KEY_HEADER``, else ``x-request-id``, else a random one) falls under
   ``percent``: a client that retries with the same key sees the same version, on every worker.
 - **shadow**: after the served version has answered, a sampled share (``sample``) of requests
-  is run again on the candidate in a task of its own, whose answer is only compared (agreement
-  within ``agree_within``); at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
-  per worker, the others dropped and counted, as are runs the candidate's queue refuses.
+  is buffered with its served scores (``service.shadow``) and run again on the candidate,
+  many requests joined into one call (``SHADOW_FLUSH_ROWS`` rows, or ``SHADOW_FLUSH_MS`` after
+  the first), whose answers are only compared (agreement within ``agree_within``); at most
+  ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` shadowed requests buffered or in the call per worker,
+  the others dropped and counted, as are calls the candidate's queue refuses.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
 model) and the histogram of the model's score output over the model's fixed score buckets.
 Once the candidate has ``min_requests`` answers (and the served version as many), each new
 answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
 index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
-the served version's scores above ``max_psi`` (checked every ``PSI_EVERY`` answers), or
+the served version's scores above ``max_psi`` (checked once ``PSI_EVERY`` more answers came), or
 (shadow) row agreement below
 ``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
 (the candidate becomes the served version). While a rollout is running or after it ended, the
@@ -31,7 +33,6 @@ candidate ran as its shadow: ``service.routing.current_routing()``.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
@@ -51,15 +52,18 @@ from service.config import Settings, SettingsError, variable
 from service.errors import OverloadedError
 from service.routing import current_routing, note_shadow
 from service.served_model import Generation, ServedModel
+from service.shadow import Flush, ShadowBatcher, compare
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["canary", "shadow"]
 State = Literal["loading", "canary", "shadow", "promoted", "rolled_back", "canceled", "failed"]
 RUNNING = frozenset({"loading", "canary", "shadow"})
-SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows")
+SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows", "calls")
 PSI_FLOOR = 1e-4
 PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
+SHADOW_FLUSH_ROWS = 64  # shadowed rows joined into one candidate call
+SHADOW_FLUSH_MS = 20.0  # or this long after a row entered an empty shadow buffer
 FEW_SCORES = 16
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KEPT_TRANSITIONS = 20
@@ -79,8 +83,9 @@ ROLLOUT_SECONDS = Histogram(
 )
 ROLLOUT_SHADOW = Counter(
     "dlserve_rollout_shadow_total",
-    "Shadow runs by model and outcome: compared, dropped (too many in flight, or the "
-    "candidate's queue full), error; and rows agreeing or disagreeing with the served answer.",
+    "Shadowed requests by model and outcome: compared, dropped (too many in flight, or the "
+    "candidate's queue full), error; rows agreeing or disagreeing with the served answer; and "
+    "calls (candidate calls the shadowed requests were joined into).",
     ["model", "outcome"],
 )
 ROLLOUT_TRANSITIONS = Counter(
@@ -171,8 +176,19 @@ class VersionFigures:
     def answered(self, seconds: float, scores: np.ndarray | None) -> None:
         self.requests += 1
         self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        if scores is None:
-            return
+        if scores is not None:
+            self._count_scores(scores)
+
+    def answered_many(self, seconds: np.ndarray, scores: np.ndarray | None) -> None:
+        """``seconds.size`` answers at once (a shadow flush): their seconds and every score."""
+        self.requests += seconds.size
+        self.latency += np.bincount(
+            np.searchsorted(LATENCY_BUCKETS, seconds), minlength=len(self.latency)
+        )
+        if scores is not None:
+            self._count_scores(scores)
+
+    def _count_scores(self, scores: np.ndarray) -> None:
         values = scores.ravel()
         if values.size > FEW_SCORES:
             self.scores += np.bincount(
@@ -182,9 +198,9 @@ class VersionFigures:
         for value in values.tolist():  # numpy's fixed cost is more than a few bisects
             self.scores[bisect_left(self._bounds, value)] += 1
 
-    def failed(self) -> None:
-        self.requests += 1
-        self.errors += 1
+    def failed(self, count: int = 1) -> None:
+        self.requests += count
+        self.errors += count
 
     @property
     def error_ratio(self) -> float:
@@ -204,7 +220,8 @@ class VersionFigures:
 
 @dataclass
 class ShadowFigures:
-    """Shadow runs: compared, dropped, failed, and rows agreeing with the served answer."""
+    """Shadowed requests: compared, dropped, failed; rows agreeing with the served answer;
+    and the candidate calls they were joined into."""
 
     compared: int = 0
     dropped: int = 0
@@ -212,13 +229,14 @@ class ShadowFigures:
     rows: int = 0
     agreeing_rows: int = 0
     abs_difference: float = 0.0
-    in_flight: int = 0
+    calls: int = 0
 
     @property
     def agreement(self) -> float | None:
         return self.agreeing_rows / self.rows if self.rows else None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, in_flight: int) -> dict[str, Any]:
+        """The figures, and ``in_flight`` shadowed requests not compared yet."""
         agreement = self.agreement
         return {
             "compared": self.compared,
@@ -227,7 +245,8 @@ class ShadowFigures:
             "rows": self.rows,
             "agreement": None if agreement is None else round(agreement, 4),
             "mean_abs_difference": round(self.abs_difference / self.rows, 6) if self.rows else None,
-            "in_flight": self.in_flight,
+            "calls": self.calls,
+            "in_flight": in_flight,
         }
 
 
@@ -246,17 +265,24 @@ class Rollout:
         self.reason: str | None = None
         self.candidate: Generation | None = None
         self.psi: float | None = None
-        self.max_shadows = max_shadows
         self.transitions: deque[dict[str, Any]] = deque(maxlen=KEPT_TRANSITIONS)
         bounds = np.asarray(served.spec.score_buckets, dtype=np.float64)
         self.figures = {"served": VersionFigures(bounds), "candidate": VersionFigures(bounds)}
         self.shadow = ShadowFigures()
         self._pin_before = served.pinned
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._shadows = ShadowBatcher(
+            self._run_shadow,
+            self._shadow_flushed,
+            capacity=max_shadows,
+            flush_rows=SHADOW_FLUSH_ROWS,
+            flush_seconds=SHADOW_FLUSH_MS / 1000,
+            join=served.spec.join,
+        )
         self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         name = served.name
         self._shadow_series = {o: ROLLOUT_SHADOW.labels(name, o) for o in SHADOW_OUTCOMES}
         self._score = served.spec.score_output
+        self._next_psi = 0  # candidate answers at the next PSI check
         self._share = spec.percent / 100
         self._enter("loading", f"candidate {spec.candidate} beside {self.baseline}")
         served.pinned = self.baseline  # polling and the load route keep the served version
@@ -293,6 +319,7 @@ class Rollout:
         if candidate is None or self.state not in ("canary", "shadow"):
             raise RuntimeError(f"nothing to promote: the rollout is {self.state}")
         self.served.pinned = self.spec.candidate
+        self._shadows.close()
         self.candidate = None
         self.served.swap_in(candidate)
         self._end("promoted", reason)
@@ -309,6 +336,7 @@ class Rollout:
         self._end("canceled", "canceled by a call")
 
     def _drop_candidate(self) -> None:
+        self._shadows.close()
         candidate, self.candidate = self.candidate, None
         if candidate is not None:
             self.served.retire(candidate)
@@ -356,7 +384,10 @@ class Rollout:
         self._count(generation, "served", "ok", s)
         self.figures["served"].answered(s, scores)
         if self.state == "shadow" and random.random() < self.spec.sample:
-            self._start_shadow(inputs, scores)
+            if self._shadows.offer(inputs, scores):
+                note_shadow(self.served.name, self.spec.candidate)
+            else:
+                self._shadow_dropped(1)
 
     def failed(self, generation: Generation) -> None:
         """A request failed on ``generation`` (a 500): count it and check the bounds."""
@@ -368,7 +399,24 @@ class Rollout:
         if role == "candidate":
             self._judge()
 
-    def _count(self, generation: Generation, role: str, outcome: str, seconds: float) -> None:
+    def _count(
+        self, generation: Generation, role: str, outcome: str, seconds: float, requests: int = 1
+    ) -> None:
+        series = self._series_of(generation, role, outcome)
+        series[0].inc(requests)
+        if outcome == "ok":
+            series[1].observe(seconds)
+
+    def _count_seconds(self, generation: Generation, role: str, seconds: np.ndarray) -> None:
+        """``seconds.size`` requests answered ``ok``, each after its seconds."""
+        requests, histogram = self._series_of(generation, role, "ok")
+        requests.inc(seconds.size)
+        for value in seconds.tolist():
+            histogram.observe(value)
+
+    def _series_of(
+        self, generation: Generation, role: str, outcome: str
+    ) -> tuple[Counter, Histogram]:
         version = generation.ready.version
         series = self._series.get((version, role, outcome))
         if series is None:  # ``labels()`` costs ~1.7 us a call: looked up once per series
@@ -378,68 +426,56 @@ class Rollout:
                 ROLLOUT_SECONDS.labels(name, version, role),
             )
             self._series[(version, role, outcome)] = series
-        series[0].inc()
-        if outcome == "ok":
-            series[1].observe(seconds)
+        return series
 
-    def _start_shadow(self, inputs: Arrays, served_scores: np.ndarray | None) -> None:
+    def _shadow_dropped(self, requests: int) -> None:
+        self.shadow.dropped += requests
+        self._shadow_series["dropped"].inc(requests)
+
+    async def _run_shadow(self, inputs: Arrays) -> Arrays:
+        """One shadow flush's rows on the candidate, held meanwhile (``ShadowBatcher.run``)."""
         candidate = self.candidate
         if candidate is None:
-            return
-        if self.shadow.in_flight >= self.max_shadows:
-            self._shadow_dropped()
-            return
-        note_shadow(self.served.name, self.spec.candidate)
+            raise RuntimeError("the rollout ended")  # reported to a rollout that ended: ignored
         self.served.hold(candidate)
-        self.shadow.in_flight += 1
-        task = asyncio.get_running_loop().create_task(
-            self._shadow_run(candidate, inputs, served_scores)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _shadow_dropped(self) -> None:
-        self.shadow.dropped += 1
-        self._shadow_series["dropped"].inc()
-
-    async def _shadow_run(
-        self, candidate: Generation, inputs: Arrays, served_scores: np.ndarray | None
-    ) -> None:
-        started = time.perf_counter()
         try:
             assert isinstance(candidate.runner, MicroBatcher)
-            outputs = await candidate.runner.submit(inputs)
-        except OverloadedError:
-            self._shadow_dropped()
-            return
-        except Exception as exc:  # the candidate's failure is counted, never the client's
-            log.debug("shadow run of %s failed", self.spec.candidate, exc_info=exc)
-            if self.running:
-                self.shadow.errors += 1
-                self.figures["candidate"].failed()
-                self._shadow_series["error"].inc()
-                self._count(candidate, "shadow", "error", 0.0)
-                self._judge()
-            return
+            return await candidate.runner.submit(inputs)
         finally:
-            self.shadow.in_flight -= 1
             self.served.release(candidate)
-        if not self.running:
+
+    def _shadow_flushed(self, flush: Flush) -> None:
+        """Count and compare one shadow flush's requests, then check the bounds."""
+        candidate = self.candidate
+        if not self.running or candidate is None:
             return
-        seconds = time.perf_counter() - started
-        scores = outputs[self._score] if self._score is not None else None
-        self._count(candidate, "shadow", "ok", seconds)
-        self.figures["candidate"].answered(seconds, scores)
-        self.shadow.compared += 1
-        self._shadow_series["compared"].inc()
-        if scores is not None and served_scores is not None:
-            difference = np.abs(np.asarray(scores, np.float64) - served_scores).ravel()
-            agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
-            self.shadow.rows += difference.size
-            self.shadow.agreeing_rows += agreeing
-            self.shadow.abs_difference += float(difference.sum())
-            self._shadow_series["agreeing_rows"].inc(agreeing)
-            self._shadow_series["disagreeing_rows"].inc(difference.size - agreeing)
+        shadow, series = self.shadow, self._shadow_series
+        shadow.calls += 1
+        series["calls"].inc()
+        if isinstance(flush.error, OverloadedError):
+            self._shadow_dropped(flush.requests)
+            return
+        if flush.error is not None:  # the candidate's failure is counted, never the client's
+            log.debug("shadow run of %s failed", self.spec.candidate, exc_info=flush.error)
+            shadow.errors += flush.requests
+            self.figures["candidate"].failed(flush.requests)
+            series["error"].inc(flush.requests)
+            self._count(candidate, "shadow", "error", 0.0, flush.requests)
+            self._judge()
+            return
+        assert flush.outputs is not None
+        scores = flush.outputs[self._score] if self._score is not None else None
+        self._count_seconds(candidate, "shadow", flush.seconds)
+        self.figures["candidate"].answered_many(flush.seconds, scores)
+        shadow.compared += flush.requests
+        series["compared"].inc(flush.requests)
+        if scores is not None and flush.served_scores is not None:
+            comparison = compare(flush.served_scores, scores, self.spec.agree_within)
+            shadow.rows += comparison.rows
+            shadow.agreeing_rows += comparison.agreeing
+            shadow.abs_difference += comparison.abs_difference
+            series["agreeing_rows"].inc(comparison.agreeing)
+            series["disagreeing_rows"].inc(comparison.rows - comparison.agreeing)
         self._judge()
 
     # -- verdicts ---------------------------------------------------------------------------
@@ -457,8 +493,9 @@ class Rollout:
                 f"{candidate.requests} requests"
             )
             return
-        checks_scores = candidate.requests % PSI_EVERY == 0
+        checks_scores = candidate.requests >= self._next_psi
         if self._score is not None and served.requests >= spec.min_requests and checks_scores:
+            self._next_psi = candidate.requests + PSI_EVERY
             self.psi = psi(served.scores, candidate.scores)
             ROLLOUT_PSI.labels(self.served.name).set(self.psi)
             if self.psi > spec.max_psi:
@@ -475,7 +512,10 @@ class Rollout:
             )
             return
         if spec.promote_after is not None and candidate.requests >= spec.promote_after:
-            self.promote(f"{candidate.requests} candidate answers within bounds")
+            self.promote(
+                f"{spec.promote_after} candidate answers within bounds "
+                f"({candidate.requests} at the check)"
+            )
 
     def describe(self) -> dict[str, Any]:
         """``/v1/models``' ``rollout``: state, share, bounds, figures so far, transitions."""
@@ -490,7 +530,9 @@ class Rollout:
             "bounds": spec.model_dump(exclude={"candidate", "mode", "percent", "sample"}),
             "psi": None if self.psi is None else round(self.psi, 4),
             "figures": {role: figures.describe() for role, figures in self.figures.items()},
-            "shadow": self.shadow.describe() if spec.mode == "shadow" else None,
+            "shadow": self.shadow.describe(self._shadows.pending)
+            if spec.mode == "shadow"
+            else None,
             "transitions": list(self.transitions),
         }
 

@@ -1,6 +1,6 @@
 """Rollouts in-process (``service.rollout``): the PSI, the spec's limits, the canary's hash,
-and, on the smoke fraud scorer with a second version beside it, the shadow's bound under a
-burst and the cancel."""
+and, on the smoke fraud scorer with a second version beside it, a shadowed burst joined
+into few candidate calls within its bound, and the cancel."""
 
 from __future__ import annotations
 
@@ -73,20 +73,23 @@ def plane_and_candidate(
         mv.remove_version(store, NAME, candidate)
 
 
-def test_a_shadow_burst_is_bounded_and_the_rest_dropped_and_counted(
+def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_counted(
     plane_and_candidate: tuple[DataPlane, str],
 ) -> None:
+    """50 concurrent 3-row requests, every one shadowed, at most 40 in flight: the 40 taken
+    are compared in a few candidate calls (64 rows each at most), the other 10 dropped."""
     plane, candidate = plane_and_candidate
     served = plane.model(NAME)
     old = served.ready.version
     spec = RolloutSpec(candidate=candidate, mode="shadow", min_requests=10, promote_after=None)
-    rollout = start(served, spec, max_shadows=2)
+    rollout = start(served, spec, max_shadows=40)
     assert rollout.state == "shadow" and served.pinned == old
-    dropped_before = ROLLOUT_SHADOW.labels(NAME, "dropped")._value.get()
+    series = {o: ROLLOUT_SHADOW.labels(NAME, o) for o in ("dropped", "compared", "calls")}
+    before = {outcome: counter._value.get() for outcome, counter in series.items()}
 
     async def burst() -> list[str]:
         answers = await asyncio.gather(*(served.predict(INPUTS) for _ in range(50)))
-        while rollout.shadow.in_flight:  # the shadow tasks finish on this loop
+        while rollout.shadow.compared + rollout.shadow.dropped < 50:  # flushes on this loop
             await asyncio.sleep(0)
         return [ready.version for ready, _ in answers]
 
@@ -94,11 +97,14 @@ def test_a_shadow_burst_is_bounded_and_the_rest_dropped_and_counted(
     assert set(versions) == {old}, "a shadowed request was answered by the candidate"
     shadow = rollout.shadow
     assert shadow.compared + shadow.dropped == 50 and shadow.errors == 0
-    assert shadow.compared >= 2 and shadow.dropped >= 1, shadow
-    assert ROLLOUT_SHADOW.labels(NAME, "dropped")._value.get() - dropped_before == shadow.dropped
+    assert shadow.dropped >= 1 and shadow.compared >= 21, shadow
+    assert shadow.calls <= -(-shadow.compared * 3 // 64) + 1, shadow  # rows / 64, rounded up
+    for outcome, counter in series.items():
+        assert counter._value.get() - before[outcome] == getattr(shadow, outcome), outcome
     assert shadow.agreement == 1.0 and shadow.rows == 3 * shadow.compared
     assert rollout.figures["served"].requests == 50
     assert rollout.figures["candidate"].requests == shadow.compared
+    assert rollout.describe()["shadow"]["in_flight"] == 0
 
 
 def test_a_cancel_drops_the_candidate_and_gives_the_hold_back(
