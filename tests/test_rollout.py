@@ -107,6 +107,40 @@ def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_co
     assert rollout.describe()["shadow"]["in_flight"] == 0
 
 
+def test_a_shadow_flush_that_disagrees_rolls_the_candidate_back(
+    plane_and_candidate: tuple[DataPlane, str], fraud_model: dict
+) -> None:
+    """A candidate answering 1 - p, shadowed: its first flushes (figures and comparison per
+    flush) break the bounds; the candidate is dropped and its buffer closed."""
+    plane, _ = plane_and_candidate
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    source = store / NAME / fraud_model["version"]
+    inverted = mv.new_version(store, NAME, mv.invert_output("fraud_probability"), source=source)
+    served = plane.model(NAME)
+    spec = RolloutSpec(
+        candidate=inverted, mode="shadow", min_requests=10, min_agreement=0.9, promote_after=None
+    )
+    try:
+        rollout = start(served, spec, max_shadows=64)
+        generation = rollout.candidate
+
+        async def shadowed() -> None:
+            for _ in range(2000):  # one request at a time, until the verdict
+                if not rollout.running:
+                    return
+                await served.predict(INPUTS)
+
+        asyncio.run(shadowed())
+    finally:
+        mv.remove_version(store, NAME, inverted)
+    assert rollout.state == "rolled_back", rollout.reason
+    assert "PSI" in rollout.reason or "agreement" in rollout.reason, rollout.reason
+    assert rollout.shadow.calls >= 1 and rollout.shadow.agreement is not None
+    assert rollout.shadow.agreement < 0.9 and rollout.figures["candidate"].requests >= 10
+    assert generation is not None and generation.closed and rollout.candidate is None
+    assert rollout.describe()["shadow"]["in_flight"] == 0
+
+
 def test_a_cancel_drops_the_candidate_and_gives_the_hold_back(
     plane_and_candidate: tuple[DataPlane, str],
 ) -> None:
