@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.batching import Arrays, MicroBatcher
 from service.config import Settings, SettingsError, variable
 from service.errors import OverloadedError
+from service.metrics import observe_scores
 from service.routing import current_routing, note_shadow
 from service.served_model import Generation, ServedModel
 from service.shadow import Flush, ShadowBatcher, compare
@@ -411,8 +412,7 @@ class Rollout:
         """``seconds.size`` requests answered ``ok``, each after its seconds."""
         requests, histogram = self._series_of(generation, role, "ok")
         requests.inc(seconds.size)
-        for value in seconds.tolist():
-            histogram.observe(value)
+        observe_scores(histogram, seconds)  # per bucket, not per request
 
     def _series_of(
         self, generation: Generation, role: str, outcome: str
