@@ -9,7 +9,9 @@ p50 over the plain one's in the same pass (target: at most 1.10). With ``--befor
 checkout of an earlier dlserve, e.g. ``git archive main | tar -x -C DIR``) a third server runs
 the same shadow rollout on that code, measured in the same passes. The shadowed requests each
 server compared and dropped (and the candidate calls they took) are read from ``/v1/models``
-after the runs.
+after the runs. Beside the p50s, each cell has the server's CPU seconds (all its processes)
+per request: on a machine shared with other work, where the p50s swing with the neighbours,
+the steadier figure of what a shadow costs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 
 from bench.floor import hot_routes
 from bench.sidebyside import busy
@@ -57,6 +60,12 @@ def servers(home: Path, served: str, candidate: str, before: Path | None) -> dic
 
 def before_label(before: Path) -> str:
     return f"shadow, every request, before ({before.name})"
+
+
+def cpu_seconds(server: LocalServer) -> float:
+    """CPU seconds (user and system) the server's processes used so far."""
+    root = psutil.Process(server.process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
 
 
 def shadow_counts(server: LocalServer) -> dict | None:
@@ -95,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             assert result.non_2xx == 0, f"{label}: {result.non_2xx} non-2xx answers"
         for run in range(1, args.passes + 1):
             for label, server in running.items():
+                cpu = cpu_seconds(server)
                 result = drive(server.url, body, 16, args.seconds)
+                requests = max(result.requests_per_second * args.seconds, 1)
+                cpu_us = (cpu_seconds(server) - cpu) / requests * 1e6
                 cells.append(
                     {
                         "pass": run,
@@ -104,12 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                         "p50_ms": result.p50_ms,
                         "p99_ms": result.p99_ms,
                         "non_2xx": result.non_2xx,
+                        "cpu_us_per_request": round(cpu_us, 1),
                         "load_1m": round(os.getloadavg()[0], 2),
                     }
                 )
                 print(
                     f"pass {run} c16 {label:<48}{result.requests_per_second:>8.1f} req/s "
-                    f"p50 {result.p50_ms:.2f} p99 {result.p99_ms:.2f} ms "
+                    f"p50 {result.p50_ms:.2f} p99 {result.p99_ms:.2f} ms cpu {cpu_us:.0f} us/req "
                     f"non-2xx {result.non_2xx} (load {os.getloadavg()[0]:.2f})",
                     flush=True,
                 )
@@ -128,12 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         for label in running
         if label != PLAIN
     }
-    print(f"\nc16 p50 (median of {args.passes} passes): no rollout {p50[PLAIN]:.2f} ms")
+    cpu = {
+        label: float(np.median([c["cpu_us_per_request"] for c in cells if c["server"] == label]))
+        for label in running
+    }
+    print(
+        f"\nc16 p50 (median of {args.passes} passes): no rollout {p50[PLAIN]:.2f} ms, "
+        f"cpu {cpu[PLAIN]:.0f} us/request"
+    )
     for label, per_pass in ratios.items():
         print(
             f"{label}: p50 {p50[label]:.2f} ms; over plain in each pass "
             f"{[round(r, 3) for r in per_pass]}, median {float(np.median(per_pass)):.3f}x "
-            f"(target <= 1.10); shadowed requests: {shadows[label]}"
+            f"(target <= 1.10); cpu {cpu[label]:.0f} us/request "
+            f"({cpu[label] / cpu[PLAIN]:.3f}x); shadowed requests: {shadows[label]}"
         )
     print(f"load average {os.getloadavg()}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "busy": reason,
         "cells": cells,
         "p50_ms": p50,
+        "cpu_us_per_request": cpu,
         "over_plain_p50_per_pass": {
             label: [round(r, 3) for r in per_pass] for label, per_pass in ratios.items()
         },
