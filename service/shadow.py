@@ -157,14 +157,13 @@ class ShadowBatcher:
             rows += self._rows[count]
             count += 1
         inputs, scores, offered = self._take(count)
-        joined = inputs[0] if count == 1 else self._join(inputs)
         known = [score for score in scores if score is not None]
         served = np.concatenate(known) if len(known) == count else None
         self._in_call = count
         outputs: Arrays | None = None
         error: BaseException | None = None
         try:
-            outputs = await self._run(joined)
+            outputs = await self._run(inputs[0] if count == 1 else self._join(inputs))
         except Exception as exc:  # the candidate's failure is reported, never raised
             error = exc
         finally:
