@@ -15,7 +15,8 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
   the others dropped and counted, as are calls the candidate's queue refuses.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
-model) and the histogram of the model's score output over the model's fixed score buckets.
+model) and the histogram of the model's score output over the model's fixed score buckets
+(in Prometheus too: the served version's answers written ``SERVED_WRITES_EVERY`` at a time).
 Once the candidate has ``min_requests`` answers (and the served version as many), each new
 answer checks the bounds: an error ratio above ``max_error_ratio``, a population stability
 index (PSI, over the score buckets, proportions floored at 1e-4) between the candidate's and
@@ -65,6 +66,7 @@ PSI_FLOOR = 1e-4
 PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
 SHADOW_FLUSH_ROWS = 64  # shadowed rows joined into one candidate call
 SHADOW_FLUSH_MS = 20.0  # or this long after a row entered an empty shadow buffer
+SERVED_WRITES_EVERY = 64  # served answers between two writes of their Prometheus series
 FEW_SCORES = 16
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 KEPT_TRANSITIONS = 20
@@ -284,6 +286,8 @@ class Rollout:
         self._shadow_series = {o: ROLLOUT_SHADOW.labels(name, o) for o in SHADOW_OUTCOMES}
         self._score = served.spec.score_output
         self._next_psi = 0  # candidate answers at the next PSI check
+        self._unwritten: list[float] = []  # served answers' seconds, not in Prometheus yet
+        self._unwritten_on: Generation | None = None
         self._share = spec.percent / 100
         self._enter("loading", f"candidate {spec.candidate} beside {self.baseline}")
         served.pinned = self.baseline  # polling and the load route keep the served version
@@ -352,6 +356,7 @@ class Rollout:
         log.info("model %s rollout: %s -> %s: %s", self.served.name, previous, state, reason)
 
     def _end(self, state: State, reason: str) -> None:
+        self._write_served()
         ROLLOUT_ACTIVE.labels(self.served.name, self.spec.candidate, self.spec.mode).set(0)
         self._enter(state, reason)
 
@@ -382,7 +387,7 @@ class Rollout:
             self.figures["candidate"].answered(s, scores)
             self._judge()
             return
-        self._count(generation, "served", "ok", s)
+        self._served_ok(generation, s)
         self.figures["served"].answered(s, scores)
         if self.state == "shadow" and random.random() < self.spec.sample:
             if self._shadows.offer(inputs, scores):
@@ -407,6 +412,22 @@ class Rollout:
         series[0].inc(requests)
         if outcome == "ok":
             series[1].observe(seconds)
+
+    def _served_ok(self, generation: Generation, seconds: float) -> None:
+        """A served answer, written to Prometheus with the next ``SERVED_WRITES_EVERY`` (two
+        multiprocess-file writes a request are most of the served path's bookkeeping)."""
+        if generation is not self._unwritten_on:
+            self._write_served()
+            self._unwritten_on = generation
+        self._unwritten.append(seconds)
+        if len(self._unwritten) >= SERVED_WRITES_EVERY:
+            self._write_served()
+
+    def _write_served(self) -> None:
+        generation, seconds = self._unwritten_on, self._unwritten
+        if generation is not None and seconds:
+            self._unwritten = []
+            self._count_seconds(generation, "served", np.asarray(seconds))
 
     def _count_seconds(self, generation: Generation, role: str, seconds: np.ndarray) -> None:
         """``seconds.size`` requests answered ``ok``, each after its seconds."""

@@ -17,7 +17,16 @@ from harness.payloads import transactions
 from service.areas.fraud import Transaction, to_arrays
 from service.config import Settings, SettingsError
 from service.inference import DataPlane
-from service.rollout import ROLLOUT_SHADOW, RolloutSpec, psi, refusal_of, stable_share, start
+from service.rollout import (
+    ROLLOUT_REQUESTS,
+    ROLLOUT_SHADOW,
+    SERVED_WRITES_EVERY,
+    RolloutSpec,
+    psi,
+    refusal_of,
+    stable_share,
+    start,
+)
 from service.traffic import Traffic
 from tests import model_versions as mv
 
@@ -86,6 +95,8 @@ def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_co
     assert rollout.state == "shadow" and served.pinned == old
     series = {o: ROLLOUT_SHADOW.labels(NAME, o) for o in ("dropped", "compared", "calls")}
     before = {outcome: counter._value.get() for outcome, counter in series.items()}
+    served_ok = ROLLOUT_REQUESTS.labels(NAME, old, "served", "ok")
+    served_before = served_ok._value.get()
 
     async def burst() -> list[str]:
         answers = await asyncio.gather(*(served.predict(INPUTS) for _ in range(50)))
@@ -105,6 +116,10 @@ def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_co
     assert rollout.figures["served"].requests == 50
     assert rollout.figures["candidate"].requests == shadow.compared
     assert rollout.describe()["shadow"]["in_flight"] == 0
+    # the served answers reach Prometheus SERVED_WRITES_EVERY at a time, and all at the end
+    assert SERVED_WRITES_EVERY > 50 and served_ok._value.get() == served_before
+    rollout.cancel()
+    assert served_ok._value.get() - served_before == 50
 
 
 def test_a_shadow_flush_that_disagrees_rolls_the_candidate_back(
