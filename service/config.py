@@ -312,11 +312,12 @@ class Settings(BaseSettings):
         "`x-request-id`, else at random): the same key, the same version",
     )
     rollout_shadow_max_in_flight: int = Field(
-        16,
+        256,
         ge=1,
         le=10_000,
-        description="shadow runs on a candidate at once per worker; beyond, a run is dropped "
-        'and counted (`dlserve_rollout_shadow_total{outcome="dropped"}`)',
+        description="shadowed requests buffered for, or in, a candidate call at once per worker "
+        "(their rows are held meanwhile); beyond, a request's shadow is dropped and counted "
+        '(`dlserve_rollout_shadow_total{outcome="dropped"}`)',
     )
     precision: NameList = Field(
         (),

@@ -9,26 +9,29 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
   ``percent``: a client that retries with the same key sees the same version, on every worker.
   For a stepwise model the whole request (a stream or a completion) runs on that version.
 - **shadow** (batched models only): after the served version has answered, a sampled share
-  (``sample``) of requests is run again on the candidate in a task of its own, whose answer is
-  only compared row by row: the same class for a model with a ``ClassOutput``, else scores
-  within ``agree_within``; at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` such runs at once
-  per worker, the others dropped and counted, as are runs the candidate's queue refuses. A
-  stepwise model's shadow is refused (``refusal_of``): a second generation would share the
-  cores and step loop of the client's stream and slow it.
+  (``sample``) of requests is buffered with the served answer (``service.shadow``) and run
+  again on the candidate, many requests joined into one call (``SHADOW_FLUSH_ROWS`` rows, or
+  ``SHADOW_FLUSH_MS`` after the first), whose answers are only compared row by row: the same
+  class for a model with a ``ClassOutput``, else scores within ``agree_within``; at most
+  ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` shadowed requests buffered or in the call per worker,
+  the others dropped and counted, as are calls the candidate's queue refuses. A stepwise
+  model's shadow is refused (``refusal_of``): a second generation would share the cores and
+  step loop of the client's stream and slow it.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
 model; for a stepwise request, from admission to its last output) and the model's output
 distributions: the score output over the model's fixed score buckets, the class frequencies
 (over the served version's labels), and for a stepwise model the completion lengths and
-finish reasons (``service.rollout_stepwise``). Once the candidate has ``min_requests``
-answers (and the served version as many), each new answer checks the bounds: an error ratio
-above ``max_error_ratio``, a population stability index (PSI, proportions floored at 1e-4)
-between any of the candidate's distributions and the served version's above ``max_psi``
-(checked every ``PSI_EVERY`` answers and before a promotion), or (shadow) row agreement
-below ``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds
-promote it (the candidate becomes the served version). While a rollout is running or after
-it ended, the model is held at the version it serves (``ServedModel.pinned``): the store's
-``latest`` pointer moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
+finish reasons (``service.rollout_stepwise``); in Prometheus too, the served version's answers
+written ``SERVED_WRITES_EVERY`` at a time. Once the candidate has ``min_requests`` answers (and
+the served version as many), each new answer checks the bounds: an error ratio above
+``max_error_ratio``, a population stability index (PSI, proportions floored at 1e-4) between
+any of the candidate's distributions and the served version's above ``max_psi`` (checked once
+``PSI_EVERY`` more answers came, and before a promotion), or (shadow) row agreement below
+``min_agreement`` rolls it back; ``promote_after`` candidate answers within bounds promote it
+(the candidate becomes the served version). While a rollout is running or after it ended, the
+model is held at the version it serves (``ServedModel.pinned``): the store's ``latest`` pointer
+moves nothing; ``cancel`` gives the hold back to ``DLSERVE_PINNED_MODELS``.
 
 Each transition is logged, counted (``dlserve_rollout_transitions_total``) and listed by
 ``describe`` (``/v1/models``' ``rollout``). ``service.rollout_fleet`` declares each start and
@@ -39,7 +42,6 @@ version answered a request and which candidate ran as its shadow:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
@@ -57,18 +59,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from service.batching import Arrays, MicroBatcher
 from service.config import Settings, SettingsError, variable
 from service.errors import OverloadedError
+from service.metrics import observe_scores
 from service.rollout_stepwise import Ends, SequenceFigures, watched
 from service.routing import current_routing, note_shadow
 from service.served_model import Generation, ServedModel
+from service.shadow import Flush, ShadowBatcher, compare
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["canary", "shadow"]
 State = Literal["loading", "canary", "shadow", "promoted", "rolled_back", "canceled", "failed"]
 RUNNING = frozenset({"loading", "canary", "shadow"})
-SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows")
+SHADOW_OUTCOMES = ("compared", "dropped", "error", "agreeing_rows", "disagreeing_rows", "calls")
 PSI_FLOOR = 1e-4
 PSI_EVERY = 10  # candidate answers between two PSI checks (~30 us each)
+SHADOW_FLUSH_ROWS = 64  # shadowed rows joined into one candidate call
+SHADOW_FLUSH_MS = 20.0  # or this long after a row entered an empty shadow buffer
+SERVED_WRITES_EVERY = 64  # served answers between two writes of their Prometheus series
 FEW_SCORES = 16
 OTHER_CLASS = "(a class the served version does not have)"
 LATENCY_BUCKETS = (
@@ -91,8 +98,9 @@ ROLLOUT_SECONDS = Histogram(
 )
 ROLLOUT_SHADOW = Counter(
     "dlserve_rollout_shadow_total",
-    "Shadow runs by model and outcome: compared, dropped (too many in flight, or the "
-    "candidate's queue full), error; and rows agreeing or disagreeing with the served answer.",
+    "Shadowed requests by model and outcome: compared, dropped (too many in flight, or the "
+    "candidate's queue full), error; rows agreeing or disagreeing with the served answer; and "
+    "calls (candidate calls the shadowed requests were joined into).",
     ["model", "outcome"],
 )
 ROLLOUT_TRANSITIONS = Counter(
@@ -202,6 +210,20 @@ class VersionFigures:
     ) -> None:
         """A batched answer: its scores and its rows' class bins (``None``: none)."""
         self._took(seconds)
+        self._count_outputs(scores, classes)
+
+    def answered_many(
+        self, seconds: np.ndarray, scores: np.ndarray | None, classes: np.ndarray | None = None
+    ) -> None:
+        """``seconds.size`` answers at once (a shadow flush): their seconds, every score and
+        every row's class bin."""
+        self.requests += seconds.size
+        self.latency += np.bincount(
+            np.searchsorted(LATENCY_BUCKETS, seconds), minlength=len(self.latency)
+        )
+        self._count_outputs(scores, classes)
+
+    def _count_outputs(self, scores: np.ndarray | None, classes: np.ndarray | None) -> None:
         if classes is not None:
             _add(self.classes, classes)
         if scores is None:
@@ -225,9 +247,9 @@ class VersionFigures:
         self.requests += 1
         self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
-    def failed(self) -> None:
-        self.requests += 1
-        self.errors += 1
+    def failed(self, count: int = 1) -> None:
+        self.requests += count
+        self.errors += count
 
     @property
     def error_ratio(self) -> float:
@@ -276,8 +298,9 @@ def _add(counts: np.ndarray, bins: np.ndarray) -> None:
 
 @dataclass
 class ShadowFigures:
-    """Shadow runs: compared, dropped, failed, and rows agreeing with the served answer
-    (``by``: ``class``, the same class; ``score``, scores within ``agree_within``)."""
+    """Shadowed requests: compared, dropped, failed; rows agreeing with the served answer
+    (``by``: ``class``, the same class; ``score``, scores within ``agree_within``); and the
+    candidate calls they were joined into."""
 
     compared: int = 0
     dropped: int = 0
@@ -285,14 +308,15 @@ class ShadowFigures:
     rows: int = 0
     agreeing_rows: int = 0
     abs_difference: float = 0.0
-    in_flight: int = 0
+    calls: int = 0
     by: Literal["class", "score"] = "score"
 
     @property
     def agreement(self) -> float | None:
         return self.agreeing_rows / self.rows if self.rows else None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, in_flight: int) -> dict[str, Any]:
+        """The figures, and ``in_flight`` shadowed requests not compared yet."""
         agreement = self.agreement
         return {
             "compared": self.compared,
@@ -306,7 +330,8 @@ class ShadowFigures:
                 if self.rows and self.by == "score"
                 else None
             ),
-            "in_flight": self.in_flight,
+            "calls": self.calls,
+            "in_flight": in_flight,
         }
 
 
@@ -336,7 +361,6 @@ class Rollout:
         self.candidate: Generation | None = None
         self.psi: float | None = None  # the largest of ``drift``
         self.drift: dict[str, float] = {}  # PSI per output distribution, at the last check
-        self.max_shadows = max_shadows
         self.generation = generation
         self.claim = claim
         self.transitions: deque[dict[str, Any]] = deque(maxlen=KEPT_TRANSITIONS)
@@ -355,11 +379,21 @@ class Rollout:
         self._class_map: np.ndarray | None = None
         self.shadow = ShadowFigures(by="class" if self._classes is not None else "score")
         self._pin_before = served.pinned
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._shadows = ShadowBatcher(
+            self._run_shadow,
+            self._shadow_flushed,
+            capacity=max_shadows,
+            flush_rows=SHADOW_FLUSH_ROWS,
+            flush_seconds=SHADOW_FLUSH_MS / 1000,
+            join=served.spec.join,
+        )
         self._series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         name = served.name
         self._shadow_series = {o: ROLLOUT_SHADOW.labels(name, o) for o in SHADOW_OUTCOMES}
         self._score = served.spec.score_output
+        self._next_psi = 0  # candidate answers at the next PSI check
+        self._unwritten: list[float] = []  # served answers' seconds, not in Prometheus yet
+        self._unwritten_on: Generation | None = None
         self._share = spec.percent / 100
         self._enter("loading", f"candidate {spec.candidate} beside {self.baseline}")
         served.pinned = self.baseline  # polling and the load route keep the served version
@@ -406,6 +440,7 @@ class Rollout:
         if not self._claimed("promoted", reason):
             return
         self.served.pinned = self.spec.candidate
+        self._shadows.close()
         self.candidate = None
         self.served.swap_in(candidate)
         self._end("promoted", reason)
@@ -431,6 +466,7 @@ class Rollout:
         return self.claim is None or self.claim(self, state, reason)
 
     def _drop_candidate(self) -> None:
+        self._shadows.close()
         candidate, self.candidate = self.candidate, None
         if candidate is not None:
             self.served.retire(candidate)
@@ -445,6 +481,7 @@ class Rollout:
         log.info("model %s rollout: %s -> %s: %s", self.served.name, previous, state, reason)
 
     def _end(self, state: State, reason: str) -> None:
+        self._write_served()
         ROLLOUT_ACTIVE.labels(self.served.name, self.spec.candidate, self.spec.mode).set(0)
         self._enter(state, reason)
 
@@ -476,10 +513,13 @@ class Rollout:
             self._judge()
             return
         classes = self._class_bins(outputs, False)
-        self._count(generation, "served", "ok", s)
+        self._served_ok(generation, s)
         self.figures["served"].answered(s, scores, classes)
         if self.state == "shadow" and random.random() < self.spec.sample:
-            self._start_shadow(inputs, classes if classes is not None else scores)
+            if self._shadows.offer(inputs, classes if classes is not None else scores):
+                note_shadow(self.served.name, self.spec.candidate)
+            else:
+                self._shadow_dropped(1)
 
     def _class_bins(self, outputs: Arrays, candidate: bool) -> np.ndarray | None:
         """Each row's class as a bin of the served version's labels (``None``: no classes)."""
@@ -527,7 +567,39 @@ class Rollout:
         if role == "candidate":
             self._judge()
 
-    def _count(self, generation: Generation, role: str, outcome: str, seconds: float) -> None:
+    def _count(
+        self, generation: Generation, role: str, outcome: str, seconds: float, requests: int = 1
+    ) -> None:
+        series = self._series_of(generation, role, outcome)
+        series[0].inc(requests)
+        if outcome == "ok":
+            series[1].observe(seconds)
+
+    def _served_ok(self, generation: Generation, seconds: float) -> None:
+        """A served answer, written to Prometheus with the next ``SERVED_WRITES_EVERY`` (two
+        multiprocess-file writes a request are most of the served path's bookkeeping)."""
+        if generation is not self._unwritten_on:
+            self._write_served()
+            self._unwritten_on = generation
+        self._unwritten.append(seconds)
+        if len(self._unwritten) >= SERVED_WRITES_EVERY:
+            self._write_served()
+
+    def _write_served(self) -> None:
+        generation, seconds = self._unwritten_on, self._unwritten
+        if generation is not None and seconds:
+            self._unwritten = []
+            self._count_seconds(generation, "served", np.asarray(seconds))
+
+    def _count_seconds(self, generation: Generation, role: str, seconds: np.ndarray) -> None:
+        """``seconds.size`` requests answered ``ok``, each after its seconds."""
+        requests, histogram = self._series_of(generation, role, "ok")
+        requests.inc(seconds.size)
+        observe_scores(histogram, seconds)  # per bucket, not per request
+
+    def _series_of(
+        self, generation: Generation, role: str, outcome: str
+    ) -> tuple[Counter, Histogram]:
         version = generation.ready.version
         series = self._series.get((version, role, outcome))
         if series is None:  # ``labels()`` costs ~1.7 us a call: looked up once per series
@@ -537,81 +609,59 @@ class Rollout:
                 ROLLOUT_SECONDS.labels(name, version, role),
             )
             self._series[(version, role, outcome)] = series
-        series[0].inc()
-        if outcome == "ok":
-            series[1].observe(seconds)
+        return series
 
-    def _start_shadow(self, inputs: Arrays, served_answer: np.ndarray | None) -> None:
+    def _shadow_dropped(self, requests: int) -> None:
+        self.shadow.dropped += requests
+        self._shadow_series["dropped"].inc(requests)
+
+    async def _run_shadow(self, inputs: Arrays) -> Arrays:
+        """One shadow flush's rows on the candidate, held meanwhile (``ShadowBatcher.run``)."""
         candidate = self.candidate
         if candidate is None:
-            return
-        if self.shadow.in_flight >= self.max_shadows:
-            self._shadow_dropped()
-            return
-        note_shadow(self.served.name, self.spec.candidate)
+            raise RuntimeError("the rollout ended")  # reported to a rollout that ended: ignored
         self.served.hold(candidate)
-        self.shadow.in_flight += 1
-        task = asyncio.get_running_loop().create_task(
-            self._shadow_run(candidate, inputs, served_answer)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _shadow_dropped(self) -> None:
-        self.shadow.dropped += 1
-        self._shadow_series["dropped"].inc()
-
-    async def _shadow_run(
-        self, candidate: Generation, inputs: Arrays, served_answer: np.ndarray | None
-    ) -> None:
-        started = time.perf_counter()
         try:
             assert isinstance(candidate.runner, MicroBatcher)
-            outputs = await candidate.runner.submit(inputs)
-        except OverloadedError:
-            self._shadow_dropped()
-            return
-        except Exception as exc:  # the candidate's failure is counted, never the client's
-            log.debug("shadow run of %s failed", self.spec.candidate, exc_info=exc)
-            if self.running:
-                self.shadow.errors += 1
-                self.figures["candidate"].failed()
-                self._shadow_series["error"].inc()
-                self._count(candidate, "shadow", "error", 0.0)
-                self._judge()
-            return
+            return await candidate.runner.submit(inputs)
         finally:
-            self.shadow.in_flight -= 1
             self.served.release(candidate)
-        if not self.running:
-            return
-        seconds = time.perf_counter() - started
-        scores = outputs[self._score] if self._score is not None else None
-        classes = self._class_bins(outputs, True)
-        self._count(candidate, "shadow", "ok", seconds)
-        self.figures["candidate"].answered(seconds, scores, classes)
-        self.shadow.compared += 1
-        self._shadow_series["compared"].inc()
-        self._agree(classes if classes is not None else scores, served_answer)
-        self._judge()
 
-    def _agree(self, answer: np.ndarray | None, served_answer: np.ndarray | None) -> None:
-        """Count the rows where the candidate's ``answer`` agrees with the served one: the
-        same class (class models), else scores within ``agree_within``."""
-        if answer is None or served_answer is None:
+    def _shadow_flushed(self, flush: Flush) -> None:
+        """Count and compare one shadow flush's requests, then check the bounds."""
+        candidate = self.candidate
+        if not self.running or candidate is None:
             return
-        if self.shadow.by == "class":
-            agreeing = int(np.count_nonzero(answer == served_answer))
-            rows = answer.size
-        else:
-            difference = np.abs(np.asarray(answer, np.float64) - served_answer).ravel()
-            agreeing = int(np.count_nonzero(difference <= self.spec.agree_within))
-            rows = difference.size
-            self.shadow.abs_difference += float(difference.sum())
-        self.shadow.rows += rows
-        self.shadow.agreeing_rows += agreeing
-        self._shadow_series["agreeing_rows"].inc(agreeing)
-        self._shadow_series["disagreeing_rows"].inc(rows - agreeing)
+        shadow, series = self.shadow, self._shadow_series
+        shadow.calls += 1
+        series["calls"].inc()
+        if isinstance(flush.error, OverloadedError):
+            self._shadow_dropped(flush.requests)
+            return
+        if flush.error is not None:  # the candidate's failure is counted, never the client's
+            log.debug("shadow run of %s failed", self.spec.candidate, exc_info=flush.error)
+            shadow.errors += flush.requests
+            self.figures["candidate"].failed(flush.requests)
+            series["error"].inc(flush.requests)
+            self._count(candidate, "shadow", "error", 0.0, flush.requests)
+            self._judge()
+            return
+        assert flush.outputs is not None
+        scores = flush.outputs[self._score] if self._score is not None else None
+        classes = self._class_bins(flush.outputs, True)
+        self._count_seconds(candidate, "shadow", flush.seconds)
+        self.figures["candidate"].answered_many(flush.seconds, scores, classes)
+        shadow.compared += flush.requests
+        series["compared"].inc(flush.requests)
+        answers = classes if classes is not None else scores
+        if answers is not None and flush.served_answers is not None:
+            comparison = compare(flush.served_answers, answers, self.spec.agree_within, shadow.by)
+            shadow.rows += comparison.rows
+            shadow.agreeing_rows += comparison.agreeing
+            shadow.abs_difference += comparison.abs_difference
+            series["agreeing_rows"].inc(comparison.agreeing)
+            series["disagreeing_rows"].inc(comparison.rows - comparison.agreeing)
+        self._judge()
 
     # -- verdicts ---------------------------------------------------------------------------
 
@@ -629,9 +679,10 @@ class Rollout:
             )
             return
         promoting = spec.promote_after is not None and candidate.requests >= spec.promote_after
-        due = candidate.requests % PSI_EVERY == 0 or promoting
+        due = candidate.requests >= self._next_psi or promoting
         pairs = candidate.paired(served) if served.requests >= spec.min_requests and due else {}
         if pairs:
+            self._next_psi = candidate.requests + PSI_EVERY
             self.drift = {name: psi(*pair) for name, pair in pairs.items()}
             worst = max(self.drift, key=self.drift.__getitem__)
             self.psi = self.drift[worst]
@@ -650,7 +701,10 @@ class Rollout:
             )
             return
         if promoting:
-            self.promote(f"{candidate.requests} candidate answers within bounds")
+            self.promote(
+                f"{spec.promote_after} candidate answers within bounds "
+                f"({candidate.requests} at the check)"
+            )
 
     def describe(self) -> dict[str, Any]:
         """``/v1/models``' ``rollout``: state, share, bounds, figures so far, transitions."""
@@ -667,7 +721,9 @@ class Rollout:
             "psi": None if self.psi is None else round(self.psi, 4),
             "drift": {name: round(value, 4) for name, value in self.drift.items()},
             "figures": {role: figures.describe() for role, figures in self.figures.items()},
-            "shadow": self.shadow.describe() if spec.mode == "shadow" else None,
+            "shadow": self.shadow.describe(self._shadows.pending)
+            if spec.mode == "shadow"
+            else None,
             "transitions": list(self.transitions),
         }
 

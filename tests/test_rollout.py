@@ -1,8 +1,8 @@
 """Rollouts in-process (``service.rollout``): the PSI, the spec's limits, the canary's hash,
-and, on the smoke fraud scorer with a second version beside it, the shadow's bound under a
-burst and the cancel; on the image classifier, class frequencies, class agreement and a class
-drift rolled back; on the text generator, a canary's streams counted to their end and a
-length or finish-reason drift rolled back."""
+and, on the smoke fraud scorer with a second version beside it, a shadowed burst joined
+into few candidate calls within its bound, and the cancel; on the image classifier, class
+frequencies, class agreement and a class drift rolled back; on the text generator, a canary's
+streams counted to their end and a length or finish-reason drift rolled back."""
 
 from __future__ import annotations
 
@@ -25,7 +25,16 @@ from service.areas.fraud import Transaction, to_arrays
 from service.areas.text.program import encode_request, sequence_end
 from service.config import Settings, SettingsError
 from service.inference import DataPlane
-from service.rollout import ROLLOUT_SHADOW, RolloutSpec, psi, refusal_of, stable_share, start
+from service.rollout import (
+    ROLLOUT_REQUESTS,
+    ROLLOUT_SHADOW,
+    SERVED_WRITES_EVERY,
+    RolloutSpec,
+    psi,
+    refusal_of,
+    stable_share,
+    start,
+)
 from service.rollout_stepwise import watched
 from service.traffic import Traffic
 from tests import model_versions as mv
@@ -93,20 +102,25 @@ def plane_and_candidate(
         yield beside
 
 
-def test_a_shadow_burst_is_bounded_and_the_rest_dropped_and_counted(
+def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_counted(
     plane_and_candidate: tuple[DataPlane, str],
 ) -> None:
+    """50 concurrent 3-row requests, every one shadowed, at most 40 in flight: the 40 taken
+    are compared in a few candidate calls (64 rows each at most), the other 10 dropped."""
     plane, candidate = plane_and_candidate
     served = plane.model(NAME)
     old = served.ready.version
     spec = RolloutSpec(candidate=candidate, mode="shadow", min_requests=10, promote_after=None)
-    rollout = start(served, spec, max_shadows=2)
+    rollout = start(served, spec, max_shadows=40)
     assert rollout.state == "shadow" and served.pinned == old
-    dropped_before = ROLLOUT_SHADOW.labels(NAME, "dropped")._value.get()
+    series = {o: ROLLOUT_SHADOW.labels(NAME, o) for o in ("dropped", "compared", "calls")}
+    before = {outcome: counter._value.get() for outcome, counter in series.items()}
+    served_ok = ROLLOUT_REQUESTS.labels(NAME, old, "served", "ok")
+    served_before = served_ok._value.get()
 
     async def burst() -> list[str]:
         answers = await asyncio.gather(*(served.predict(INPUTS) for _ in range(50)))
-        while rollout.shadow.in_flight:  # the shadow tasks finish on this loop
+        while rollout.shadow.compared + rollout.shadow.dropped < 50:  # flushes on this loop
             await asyncio.sleep(0)
         return [ready.version for ready, _ in answers]
 
@@ -114,11 +128,52 @@ def test_a_shadow_burst_is_bounded_and_the_rest_dropped_and_counted(
     assert set(versions) == {old}, "a shadowed request was answered by the candidate"
     shadow = rollout.shadow
     assert shadow.compared + shadow.dropped == 50 and shadow.errors == 0
-    assert shadow.compared >= 2 and shadow.dropped >= 1, shadow
-    assert ROLLOUT_SHADOW.labels(NAME, "dropped")._value.get() - dropped_before == shadow.dropped
+    assert shadow.dropped >= 1 and shadow.compared >= 21, shadow
+    assert shadow.calls <= -(-shadow.compared * 3 // 64) + 1, shadow  # rows / 64, rounded up
+    for outcome, counter in series.items():
+        assert counter._value.get() - before[outcome] == getattr(shadow, outcome), outcome
     assert shadow.agreement == 1.0 and shadow.rows == 3 * shadow.compared
     assert rollout.figures["served"].requests == 50
     assert rollout.figures["candidate"].requests == shadow.compared
+    assert rollout.describe()["shadow"]["in_flight"] == 0
+    # the served answers reach Prometheus SERVED_WRITES_EVERY at a time, and all at the end
+    assert SERVED_WRITES_EVERY > 50 and served_ok._value.get() == served_before
+    rollout.cancel()
+    assert served_ok._value.get() - served_before == 50
+
+
+def test_a_shadow_flush_that_disagrees_rolls_the_candidate_back(
+    plane_and_candidate: tuple[DataPlane, str], fraud_model: dict
+) -> None:
+    """A candidate answering 1 - p, shadowed: its first flushes (figures and comparison per
+    flush) break the bounds; the candidate is dropped and its buffer closed."""
+    plane, _ = plane_and_candidate
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    source = store / NAME / fraud_model["version"]
+    inverted = mv.new_version(store, NAME, mv.invert_output("fraud_probability"), source=source)
+    served = plane.model(NAME)
+    spec = RolloutSpec(
+        candidate=inverted, mode="shadow", min_requests=10, min_agreement=0.9, promote_after=None
+    )
+    try:
+        rollout = start(served, spec, max_shadows=64)
+        generation = rollout.candidate
+
+        async def shadowed() -> None:
+            for _ in range(2000):  # one request at a time, until the verdict
+                if not rollout.running:
+                    return
+                await served.predict(INPUTS)
+
+        asyncio.run(shadowed())
+    finally:
+        mv.remove_version(store, NAME, inverted)
+    assert rollout.state == "rolled_back", rollout.reason
+    assert "PSI" in rollout.reason or "agreement" in rollout.reason, rollout.reason
+    assert rollout.shadow.calls >= 1 and rollout.shadow.agreement is not None
+    assert rollout.shadow.agreement < 0.9 and rollout.figures["candidate"].requests >= 10
+    assert generation is not None and generation.closed and rollout.candidate is None
+    assert rollout.describe()["shadow"]["in_flight"] == 0
 
 
 def test_a_cancel_drops_the_candidate_and_gives_the_hold_back(
@@ -158,9 +213,10 @@ def test_a_declared_rollout_with_a_bad_field_stops_the_start_naming_it(
 
 
 async def _settled(rollout: Any, answers: list[Any]) -> list[Any]:
-    """``answers`` (awaited in order), then the rollout's shadow runs finished."""
+    """``answers`` (awaited in order), then the rollout's shadowed requests compared (or the
+    rollout ended)."""
     done = [await answer for answer in answers]
-    while rollout.shadow.in_flight:  # the shadow tasks finish on this loop
+    while rollout.running and rollout.describe()["shadow"]["in_flight"]:  # flushes on this loop
         await asyncio.sleep(0)
     return done
 
@@ -171,7 +227,7 @@ def test_a_class_drift_is_rolled_back_and_a_shadow_compares_classes(
     """A candidate that lists the 10 classes in reverse, shadowing requests of the same 8
     images: every row disagrees by class while its confidences (the score output) are the
     served ones, so only the class frequencies' PSI can roll it back, which it does at the
-    first check."""
+    first check (the first flush past ``min_requests``)."""
     images, _ = load_test_images(8)
     reverse = mv.reverse_classes("probabilities", 10)
     with _beside(monkeypatch, "image", image_model, reverse) as (plane, candidate):
@@ -187,14 +243,18 @@ def test_a_class_drift_is_rolled_back_and_a_shadow_compares_classes(
     assert described["drift"]["scores"] == 0.0 and described["drift"]["classes"] > 0.25
     shadow = described["shadow"]
     assert shadow["agreement_by"] == "class" and shadow["mean_abs_difference"] is None
-    assert shadow["agreement"] == 0.0 and shadow["rows"] == 8 * shadow["compared"] == 80
+    assert shadow["agreement"] == 0.0 and shadow["rows"] == 8 * shadow["compared"]
+    assert 10 <= shadow["compared"] <= 15 and 1 <= shadow["calls"] <= shadow["compared"]
     served_classes = described["figures"]["served"]["classes"]
     candidate_classes = described["figures"]["candidate"]["classes"]
     assert list(served_classes) == labels and sum(served_classes.values()) % 8 == 0
     # the same images each time: the candidate's counts mirror the served ones, per request
     served_requests = sum(served_classes.values()) // 8
     per_request = [served_classes[label] // served_requests for label in labels]
-    assert [candidate_classes[label] for label in labels] == [10 * c for c in per_request[::-1]]
+    compared = shadow["compared"]
+    assert [candidate_classes[label] for label in labels] == [
+        compared * c for c in per_request[::-1]
+    ]
 
 
 def test_an_equal_copy_agrees_by_class_in_a_shadow(
