@@ -10,13 +10,13 @@ contract, warm-up, rehearsal); until that succeeded the candidate gets no traffi
   For a stepwise model the whole request (a stream or a completion) runs on that version.
 - **shadow** (batched models only): after the served version has answered, a sampled share
   (``sample``) of requests is buffered with the served answer (``service.shadow``) and run
-  again on the candidate, many requests joined into one call (``SHADOW_FLUSH_ROWS`` rows, or
-  ``SHADOW_FLUSH_MS`` after the first), whose answers are only compared row by row: the same
-  class for a model with a ``ClassOutput``, else scores within ``agree_within``; at most
-  ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` shadowed requests buffered or in the call per worker,
-  the others dropped and counted, as are calls the candidate's queue refuses. A stepwise
-  model's shadow is refused (``refusal_of``): a second generation would share the cores and
-  step loop of the client's stream and slow it.
+  again on the candidate, many requests joined into one call (``SHADOW_FLUSH_ROWS`` rows, at
+  most ``DLSERVE_MAX_QUEUE_ROWS``, or ``SHADOW_FLUSH_MS`` after the first), whose answers are
+  only compared row by row: the same class for a model with a ``ClassOutput``, else scores
+  within ``agree_within``; at most ``DLSERVE_ROLLOUT_SHADOW_MAX_IN_FLIGHT`` shadowed requests
+  buffered or in the call per worker, the others dropped and counted, as are calls the
+  candidate's queue refuses. A stepwise model's shadow is refused (``refusal_of``): a second
+  generation would share the cores and step loop of the client's stream and slow it.
 
 Per version it keeps requests, errors, a latency histogram (seconds in ``predict``: queue and
 model; for a stepwise request, from admission to its last output) and the model's output
@@ -383,7 +383,7 @@ class Rollout:
             self._run_shadow,
             self._shadow_flushed,
             capacity=max_shadows,
-            flush_rows=SHADOW_FLUSH_ROWS,
+            flush_rows=min(SHADOW_FLUSH_ROWS, served.max_queue_rows),  # else refused whole
             flush_seconds=SHADOW_FLUSH_MS / 1000,
             join=served.spec.join,
         )

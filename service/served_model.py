@@ -188,6 +188,12 @@ class ServedModel:
         return self.spec.name
 
     @property
+    def max_queue_rows(self) -> int:
+        """Rows a version's micro-batcher holds waiting before it refuses more
+        (``DLSERVE_MAX_QUEUE_ROWS``): a larger call is refused whole."""
+        return self._settings.max_queue_rows
+
+    @property
     def ready(self) -> ReadyModel | None:
         """The version serving new requests, or ``None``."""
         current = self._current

@@ -142,6 +142,31 @@ def test_a_shadow_burst_is_joined_into_few_calls_and_the_overflow_dropped_and_co
     assert served_ok._value.get() - served_before == 50
 
 
+def test_a_shadow_flush_stays_within_the_candidate_s_queue_bound(
+    fraud_model: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``DLSERVE_MAX_QUEUE_ROWS`` 10, shadows of 3-row requests are flushed at most 10 rows
+    a call (3 requests), so the candidate's batcher refuses none of them: all compared."""
+    monkeypatch.setenv("DLSERVE_MAX_QUEUE_ROWS", "10")
+    with _beside(monkeypatch, "fraud", fraud_model) as (plane, candidate):
+        served = plane.model(NAME)
+        spec = RolloutSpec(candidate=candidate, mode="shadow", min_requests=10, promote_after=None)
+        rollout = start(served, spec, max_shadows=64)
+
+        async def one_at_a_time() -> None:  # (the served queue bound holds 3 requests too)
+            for _ in range(12):
+                await served.predict(INPUTS)
+            while rollout.shadow.compared + rollout.shadow.dropped < 12:  # flushes on this loop
+                await asyncio.sleep(0)
+
+        asyncio.run(one_at_a_time())
+        rollout.cancel()
+    shadow = rollout.shadow
+    assert shadow.dropped == 0 and shadow.compared == 12 and shadow.rows == 36, shadow
+    assert shadow.calls >= 4  # 36 rows, 9 a call at most (3 requests of 3 rows)
+    assert rollout.figures["candidate"].requests == 12
+
+
 def test_a_shadow_flush_that_disagrees_rolls_the_candidate_back(
     plane_and_candidate: tuple[DataPlane, str], fraud_model: dict
 ) -> None:

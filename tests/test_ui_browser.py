@@ -231,9 +231,11 @@ def test_a_completion_streams_in_over_several_updates(browser: Any, ui_server: L
     pieces = streamed_pieces(ui_server, body)
     assert shown == "".join(pieces)  # the same seed: the same text as the API streams
     lengths = browser.execute_script("return window.textLengths")
-    # The text grew by one DOM update per streamed chunk, as each arrived (at least three).
-    assert lengths == [len("".join(pieces[: n + 1])) for n in range(len(pieces))]
-    assert len(lengths) >= 3
+    # The text grew as the chunks arrived: at least three DOM updates, each adding text, the
+    # last the whole completion. (How outputs are cut into chunks depends on timing: a stream
+    # whose reader is behind gets the outputs waiting for it joined into one chunk.)
+    assert len(lengths) >= 3 and lengths == sorted(set(lengths)), lengths
+    assert lengths[-1] == len(shown)
     screenshot(by_id(browser, "completion"), "completion")
 
 
