@@ -225,9 +225,14 @@ def test_running_streams_advance_together_in_one_call(toy_server: LocalServer) -
         return [event["batch"] for event in events[:-1]]
 
     # The earlier tests' streams leave their places at the next step: both must find room.
+    # The second starts once the first is running: with one waiting place
+    # (DLSERVE_MAX_WAITING_SEQUENCES), two that arrive together may both wait, and one is
+    # refused (429), as it should be. The first runs 50 steps of 20 ms, so they overlap.
     _wait_for_counts(toy_server, (0, 0))
     with ThreadPoolExecutor(2) as pool:
-        sizes = list(pool.map(batch_sizes, [0, 100]))
+        first = pool.submit(batch_sizes, 0)
+        _wait_for_counts(toy_server, (1, 0))
+        sizes = [pool.submit(batch_sizes, 100).result(), first.result()]
     assert max(max(steps) for steps in sizes) == 2  # both advanced in the same call
 
 
