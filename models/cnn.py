@@ -23,6 +23,7 @@ class CNNConfig:
     """
 
     n_classes: int = 10
+    mirror_average: bool = True  # average the probabilities of each image and its mirror
     blocks: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (128,))
     hidden: int = 256
     dropout: float = 0.3
@@ -76,12 +77,15 @@ class CNN(nn.Module):
 class ImageClassifier(nn.Module):
     """Raw ``uint8`` images ``[N, 28, 28]`` -> ``(probabilities [N, n_classes], confidence [N])``.
 
-    ``confidence`` is the top class's probability (the service's drift signal).
+    ``confidence`` is the top class's probability (the service's drift signal). With
+    ``mirror_average`` the probabilities are the mean of the image's and its left-right
+    mirror's (test-time augmentation matching the training flips; one CNN call on both).
     """
 
     def __init__(self, config: CNNConfig, cnn: CNN | None = None) -> None:
         super().__init__()
         self.cnn = cnn or CNN(config)
+        self.mirror_average = config.mirror_average
         self.register_buffer("mean", torch.tensor(config.mean))
         self.register_buffer("std", torch.tensor(config.std))
 
@@ -90,5 +94,10 @@ class ImageClassifier(nn.Module):
         return ((images.float() / 255.0 - self.mean) / self.std).unsqueeze(1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probabilities = torch.softmax(self.cnn(self.standardise(images)), dim=-1)
+        inputs = self.standardise(images)
+        if not self.mirror_average:
+            probabilities = torch.softmax(self.cnn(inputs), dim=-1)
+        else:
+            both = torch.softmax(self.cnn(torch.cat([inputs, inputs.flip(-1)])), dim=-1)
+            probabilities = both.reshape(2, -1, both.shape[-1]).mean(0)
         return probabilities, probabilities.amax(dim=-1)

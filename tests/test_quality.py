@@ -35,29 +35,55 @@ def test_fraud_network_beats_logistic_regression() -> None:
     assert models["mlp"]["pr_auc"] > models["logistic_regression"]["pr_auc"]
 
 
-def test_image_classifier_reaches_93_percent() -> None:
-    assert full_report("image")["test_accuracy"] >= 0.93
+def test_image_classifier_reaches_94_5_percent() -> None:
+    assert full_report("image")["test_accuracy"] >= 0.945
 
 
-def test_sentiment_models_beat_tfidf_and_the_transformer_reaches_84_percent() -> None:
+def test_sentiment_gru_reaches_80_and_the_transformer_87_percent() -> None:
     report = full_report("sentiment")
     assert report["rnn"]["test_accuracy"] > report["tfidf_baseline"]["test_accuracy"]
-    assert report["transformer"]["test_accuracy"] >= 0.84
+    assert report["rnn"]["test_accuracy"] >= 0.80
+    assert report["transformer"]["test_accuracy"] >= 0.87
 
 
-def test_text_generator_reaches_1_55_nats_per_character_within_30_minutes() -> None:
-    report = full_report("text")
-    assert report["val_loss"] <= 1.55 and report["duration_seconds"] <= 30 * 60
+def test_text_generator_reaches_1_45_nats_per_character() -> None:
+    assert full_report("text")["val_loss"] <= 1.45
 
 
-def test_image_generator_is_consistent_with_its_classes() -> None:
+def test_image_generator_is_consistent_with_its_classes_and_near_the_real_data() -> None:
     report = full_report("gan")
     assert report["judge"]["samples_per_class"] == 1000
-    assert report["class_consistency"] >= 0.80
+    assert report["class_consistency"] >= 0.95
     assert len(report["class_consistency_per_class"]) == 10
     ratio = report["frechet_distance"] / report["frechet_floor"]
     assert report["frechet_ratio"] == pytest.approx(ratio, rel=0.01)
-    assert report["duration_seconds"] <= 30 * 60
+    assert report["frechet_ratio"] <= 10
+
+
+TRAINED_AREAS = ("fraud", "embeddings", "image", "sentiment", "text", "gan")
+BUDGET_MINUTES = {True: 60, False: 150}  # make models on 2 cores: with native bf16, without
+
+
+def test_make_models_fits_the_budget_of_this_kind_of_cpu() -> None:
+    """Every full report says its machine and its duration; their sum is ``make models``'
+    training time (start-up excluded), judged against the budget for that kind of CPU."""
+    reports = [full_report(area) for area in TRAINED_AREAS]
+    bf16 = all(report["machine"]["native_bf16"] for report in reports)
+    minutes = sum(report["duration_seconds"] for report in reports) / 60
+    assert minutes <= BUDGET_MINUTES[bf16], f"{minutes:.0f} min, native bf16: {bf16}"
+
+
+@pytest.mark.parametrize("area", ["fraud", "image", "sentiment", "text", "gan"])
+def test_every_registered_variant_passed_its_gate(area: str) -> None:
+    """A variant is registered only when its gate passed; each area made at least one."""
+    report = full_report(area)
+    found = [v for key, value in report.items() if key == "variants" for v in value]
+    found += [v for value in report.values() if isinstance(value, dict) for v in value.get(
+        "variants", []
+    )]
+    assert found, f"{area}: no variant in the report"
+    for variant in found:
+        assert (variant["registered"] is not None) == variant["gate"]["passed"], variant
 
 
 UNAMBIGUOUS = [

@@ -129,8 +129,9 @@ def run(args: argparse.Namespace) -> str:
             stored = register_model(STORE_NAME, path, metadata, (tokenizer_path,))
             entry["registered"] = {"name": stored["name"], "version": stored["version"]}
     directory = report_dir("embeddings", args.preset)
-    entry["seconds"] = round(time.perf_counter() - started, 1)
-    write_metrics(directory, {"area": "embeddings", "preset_config": asdict(preset), **entry})
+    entry["duration_seconds"] = round(time.perf_counter() - started, 1)
+    report = {"area": "embeddings", "preset": args.preset, "preset_config": asdict(preset)}
+    write_metrics(directory, {**report, **entry})
     return (
         f"{dimensions} dimensions, ONNX vs PyTorch max abs diff {worst:.2g} on {texts} texts; "
         f"report in {directory}"

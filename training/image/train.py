@@ -19,7 +19,12 @@ from training.areas import TrainingArea
 from training.export import check_parity, export_onnx
 from training.image.augment import augment
 from training.image.data import CLASSES, Split, add_data_dir_argument, default_dir, load_splits
-from training.loop import fit_best_epoch, predict_in_batches, seed_everything
+from training.loop import (
+    exponential_average,
+    fit_best_epoch,
+    predict_in_batches,
+    seed_everything,
+)
 from training.precision import add_precision_argument, use_bf16
 from training.reports import plot_confusion_matrix, plot_training_curves, report_dir, write_metrics
 from training.variants import ACCURACY, Int8Plan, build_int8, register_with_variants, static_int8
@@ -43,6 +48,7 @@ class Preset:
     learning_rate: float = 4e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
+    average_decay: float = 0.998  # per step, of the exported weights' moving average
 
 
 PRESETS: dict[str, Preset] = {
@@ -94,8 +100,12 @@ def accuracy(model: ImageClassifier, split: Split) -> float:
 
 def fit(
     train: Split, validation: Split, preset: Preset, args: argparse.Namespace
-) -> tuple[ImageClassifier, dict[str, list[float]]]:
-    """AdamW with a one-cycle schedule; keep the epoch with the best validation accuracy."""
+) -> tuple[ImageClassifier, ImageClassifier, dict[str, list[float]]]:
+    """AdamW with a one-cycle schedule and a moving average of the weights.
+
+    Returns the averaged weights' best validation epoch (the model to export), the raw
+    weights' best validation epoch (for the ablation) and the curves.
+    """
     generator = seed_everything(args.seed)
     model = ImageClassifier(CNNConfig()).to(memory_format=torch.channels_last)
     rows = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.labels))
@@ -110,6 +120,7 @@ def fit(
     loss_fn = functools.partial(
         _loss, smoothing=preset.label_smoothing, bf16=use_bf16(args.precision)
     )
+    average = exponential_average(model, preset.average_decay)
     curves = fit_best_epoch(
         model,
         loader,
@@ -121,8 +132,26 @@ def fit(
         quiet=args.quiet,
         max_steps=steps,
         scheduler=schedule,
+        average=average,
     )
-    return model.to(memory_format=torch.contiguous_format), curves
+    averaged: ImageClassifier = average.module
+    return (
+        averaged.to(memory_format=torch.contiguous_format),
+        model.to(memory_format=torch.contiguous_format),
+        curves,
+    )
+
+
+def ablation(averaged: ImageClassifier, raw: ImageClassifier, test: Split) -> dict[str, float]:
+    """Test accuracy with and without each of the two choices no other run can show: the
+    moving average of the weights, and the mirror average at inference."""
+    scores = {}
+    for weights, model in (("raw", raw), ("averaged", averaged)):
+        for mirror in (False, True):
+            model.mirror_average = mirror
+            scores[f"{weights}{'_mirrored' if mirror else ''}"] = round(accuracy(model, test), 4)
+        model.mirror_average = CNNConfig.mirror_average
+    return scores
 
 
 def evaluate(model: ImageClassifier, test: Split) -> dict:
@@ -229,7 +258,7 @@ def run(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     preset = PRESETS[args.preset]
     train, validation, test = load_data(args, preset)
-    model, curves = fit(train, validation, preset, args)
+    model, raw, curves = fit(train, validation, preset, args)
     metrics = evaluate(model, test)
     summary = f"test accuracy {metrics['test_accuracy']:.4f}"
     if args.dry_run:
@@ -251,6 +280,7 @@ def run(args: argparse.Namespace) -> str:
             for n, s in zip(("train", "validation", "test"), (train, validation, test), strict=True)
         },
         "curves": curves,
+        "ablation_test_accuracy": ablation(model, raw, test),
         "parity_max_abs_diff": parity,
         "variants": variants,
         "registered": {"name": MODEL_NAME, "version": stored["version"]} if args.register else None,

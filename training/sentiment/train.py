@@ -61,6 +61,7 @@ class Preset:
     transformer: Schedule
     max_tokens: int = 128
     vocab_size: int = 8000
+    teacher_weight: float = 0.5  # share of the transformer's P(positive) in the GRU's targets
 
 
 PRESETS = {
@@ -80,12 +81,14 @@ PRESETS = {
 
 @dataclass
 class Trained:
-    """A trained model, its per-epoch curves, test probabilities and training time."""
+    """A trained model, its per-epoch curves, test probabilities and training time, and the
+    share of a teacher's predictions in its training targets."""
 
     built: Built
     curves: dict[str, list[float]]
     test_probabilities: np.ndarray
     seconds: float
+    teacher_weight: float = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("rnn", "transformer", "both"),
         default="both",
         help="which model to train (default: both)",
+    )
+    parser.add_argument(
+        "--teacher-weight",
+        type=float,
+        default=None,
+        help="share of the transformer's P(positive) in the GRU's training targets (knowledge "
+        "distillation; the rest is the label; 0 trains on labels only; needs --model both "
+        "unless 0; default: the preset's)",
     )
     parser.add_argument(
         "--max-steps",
@@ -113,7 +124,10 @@ def build(kind: str, train: TextSplit, preset: Preset) -> Built:
 def train_model(
     kind: str, splits: list[TextSplit], preset: Preset, args: argparse.Namespace
 ) -> Trained:
-    """Build and fit one model, keeping the epoch with the best validation accuracy."""
+    """Build and fit one model, keeping the epoch with the best validation accuracy.
+
+    The training split's labels may be soft (see ``distilled``); validation and test are not.
+    """
     started = time.perf_counter()
     generator = seed_everything(args.seed)
     train, validation, test = splits
@@ -136,6 +150,46 @@ def train_model(
     )
     probabilities = predict_probabilities(classifier, test, built.encoder)
     return Trained(built, curves, probabilities, time.perf_counter() - started)
+
+
+def distilled(train: TextSplit, teacher: Trained, weight: float) -> TextSplit:
+    """``train`` with soft targets: ``weight`` x the teacher's P(positive) plus the rest of the
+    label. The binary cross-entropy against them equals the label loss and the teacher loss
+    mixed by ``weight`` (Hinton et al. 2015; Tang et al. 2019 distil BERT into a BiLSTM)."""
+    teacher_probabilities = predict_probabilities(
+        teacher.built.classifier, train, teacher.built.encoder
+    )
+    labels = (1 - weight) * train.labels + weight * teacher_probabilities
+    return TextSplit(train.texts, labels.astype(np.float32))
+
+
+def teacher_weight(args: argparse.Namespace, preset: Preset, kinds: list[str]) -> float:
+    """The GRU's distillation weight; refuses a teacher the run does not train."""
+    weight = preset.teacher_weight if args.teacher_weight is None else args.teacher_weight
+    if not 0 <= weight <= 1:
+        raise SystemExit(f"--teacher-weight must be within 0 and 1, not {weight}")
+    if weight and "rnn" in kinds and "transformer" not in kinds:
+        raise SystemExit(
+            "the GRU learns from the transformer trained in the same run: "
+            "use --model both, or --teacher-weight 0"
+        )
+    return weight
+
+
+def train_models(
+    kinds: list[str], splits: list[TextSplit], preset: Preset, args: argparse.Namespace
+) -> dict[str, Trained]:
+    """Train ``kinds``, the transformer first: with a teacher weight, the GRU learns from it."""
+    weight = teacher_weight(args, preset, kinds)
+    trained: dict[str, Trained] = {}
+    for kind in sorted(kinds, key=lambda kind: kind != "transformer"):
+        if kind == "rnn" and weight:
+            train = distilled(splits[0], trained["transformer"], weight)
+            trained[kind] = train_model(kind, [train, *splits[1:]], preset, args)
+            trained[kind].teacher_weight = weight
+        else:
+            trained[kind] = train_model(kind, splits, preset, args)
+    return {kind: trained[kind] for kind in kinds}
 
 
 def export_model(trained: Trained, splits: list[TextSplit], directory: Path) -> tuple[Path, float]:
@@ -206,6 +260,7 @@ def model_metadata(
             "preset": args.preset,
             "seed": args.seed,
             "max_steps_per_epoch": args.max_steps,
+            "teacher_weight": trained.teacher_weight,
         },
     }
 
@@ -263,11 +318,12 @@ def write_report(
 
 def run(args: argparse.Namespace) -> str:
     """Train, evaluate, export, register and report; return the headline numbers."""
+    started = time.perf_counter()
     preset = PRESETS[args.preset]
     splits = split_reviews(load_reviews(), args.seed, preset.rows)
     labels = splits[2].labels
     kinds = list(STORE_NAMES) if args.model == "both" else [args.model]
-    trained = {kind: train_model(kind, splits, preset, args) for kind in kinds}
+    trained = train_models(kinds, splits, preset, args)
     baseline = tfidf_probabilities(splits[0], splits[2], args.seed)
     entries = {"tfidf_baseline": model_metrics(labels, baseline)}
     for kind, t in trained.items():
@@ -275,6 +331,7 @@ def run(args: argparse.Namespace) -> str:
             **model_metrics(labels, t.test_probabilities),
             "seconds": round(t.seconds),
             "max_steps_per_epoch": args.max_steps,
+            "teacher_weight": t.teacher_weight,
         }
     summary = "test accuracy " + " ".join(
         f"{name}={entry['test_accuracy']:.4f}" for name, entry in entries.items()
@@ -290,6 +347,7 @@ def run(args: argparse.Namespace) -> str:
         "seed": args.seed,
         "preset_config": asdict(preset),
         "data": data_summary(splits),
+        "duration_seconds": round(time.perf_counter() - started, 1),
     }
     write_report(directory, entries, trained, labels, extra)
     return f"{summary}; report in {directory}"
