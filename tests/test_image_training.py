@@ -13,6 +13,7 @@ import torch
 
 from core.model_store import load_model
 from harness.images import load_test_images
+from models.cnn import CNNConfig, ImageClassifier
 from training.cli import main
 from training.image.augment import random_erase, shift_and_flip
 from training.image.data import CLASSES, DataError, default_dir, load_splits, read_idx
@@ -95,3 +96,26 @@ def test_exported_graph_takes_raw_uint8_images(image_model: dict) -> None:
     np.testing.assert_allclose(outputs["confidence"], probabilities.max(1), atol=1e-6)
     with pytest.raises(Exception, match=r"(?i)type"):
         model.run({"images": images.astype(np.float32)})
+
+
+def test_the_mirror_average_is_the_mean_of_an_image_and_its_mirror() -> None:
+    torch.manual_seed(0)
+    model = ImageClassifier(CNNConfig()).eval()
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    with torch.no_grad():
+        probabilities, confidence = model(images)
+        alone = torch.softmax(model.cnn(model.standardise(images)), -1)
+        mirrored = torch.softmax(model.cnn(model.standardise(images.flip(-1))), -1)
+        torch.testing.assert_close(probabilities, (alone + mirrored) / 2)
+        torch.testing.assert_close(model(images.flip(-1))[0], probabilities)
+        torch.testing.assert_close(confidence, probabilities.amax(-1))
+        assert not torch.allclose(alone, mirrored)  # the CNN itself is not symmetric
+
+
+def test_the_smoke_report_has_the_averaging_and_mirror_ablation(image_model: dict) -> None:
+    metrics = json.loads((REPORTS / "image-smoke" / "metrics.json").read_text())
+    ablation = metrics["ablation_test_accuracy"]
+    assert list(ablation) == ["raw", "raw_mirrored", "averaged", "averaged_mirrored"]
+    assert ablation["averaged_mirrored"] == metrics["test_accuracy"]
+    assert len(metrics["curves"]["validation_averaged"]) == len(metrics["curves"]["validation"])
+    assert metrics["machine"]["cores"] >= 1 and isinstance(metrics["machine"]["native_bf16"], bool)
