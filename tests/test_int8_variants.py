@@ -1,6 +1,8 @@
 """INT8 variants: smoke training registers gated variants as versions with their precision, the
 gate refuses a variant that loses too much, and the service serves the precision
-``DLSERVE_PRECISION`` chooses (a pin wins; an unknown precision stops the start)."""
+``DLSERVE_PRECISION`` chooses (a pin wins; an unknown precision stops the start). The text
+generator's gate runs the cache graph itself over the report's validation windows, and its
+INT8 variant decodes text in process and over ``/v1/completions``."""
 
 from __future__ import annotations
 
@@ -20,15 +22,27 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.features import FRAUD_SPEC
 from core.model_store import ModelUnavailableError, read_stored_model
 from core.precision import FP32, INT8, version_for_precision
+from core.text_generation import CharVocabulary, TextGenerator, generate, session_call
 from harness.local_server import LocalServer
 from harness.payloads import transactions
+from models.gpt import GPTConfig
 from service import registry
 from service.config import Settings, SettingsError
 from service.served_model import ServedModel
 from training.fraud.features import time_ordered_split
 from training.fraud.simulator import simulate_transactions
 from training.fraud.train import int8_plan, to_splits
-from training.variants import ACCURACY, VAL_LOSS, build_int8, gate, register_with_variants
+from training.text import train as text_training
+from training.text.data import load_text, split_text
+from training.text.export import open_session
+from training.variants import (
+    ACCURACY,
+    VAL_LOSS,
+    Int8Plan,
+    build_int8,
+    gate,
+    register_with_variants,
+)
 
 # Every model whose area makes an INT8 variant, and the report entry that lists it.
 REPORTED = {
@@ -37,10 +51,12 @@ REPORTED = {
     "sentiment-rnn": ("sentiment-smoke", ("rnn",)),
     "sentiment-transformer": ("sentiment-smoke", ("transformer",)),
     "image-generator": ("gan-smoke", ()),
+    "text-generator": ("text-smoke", ()),
 }
 # The smoke models whose INT8 variant passes its gate on the smoke data (the transformer's
-# 40 test sentences make one flipped answer 2.5 points, so its gate may refuse it).
-PASSING = ("fraud-scorer", "image-classifier", "sentiment-rnn")
+# 40 test sentences make one flipped answer 2.5 points, so its gate may refuse it; the text
+# generator's variant lost about 1e-4 nats of the 0.02 allowed).
+PASSING = ("fraud-scorer", "image-classifier", "sentiment-rnn", "text-generator")
 STORE = Path(os.environ["BENTOML_HOME"]) / "models"
 
 
@@ -222,3 +238,141 @@ def test_a_variant_serves_only_with_the_latest_fp32_graph_and_a_passed_gate() ->
             version_for_precision(name, FP32)
     finally:
         shutil.rmtree(STORE / name, ignore_errors=True)
+
+
+# The text generator: the gate runs the cache graph over the report's validation windows.
+TEXT = "text-generator"
+
+
+@pytest.fixture(scope="module")
+def text_validation() -> np.ndarray:
+    """The held-out ids the smoke run scored (same text, same split, same vocabulary)."""
+    return split_text(load_text()).validation
+
+
+def _too_coarse(fp32: Path, int8: Path) -> None:
+    """A "quantizer" that loses too much: every weight matrix rounded to a step of 0.5, far
+    wider than the weights (almost all become 0). ``_damaging``'s sign flips would change
+    nothing here: with no biases, the flipped embedding, projections and tied output layer
+    cancel out."""
+    model = onnx.load(str(fp32))
+    for index, tensor in enumerate(model.graph.initializer):
+        values = numpy_helper.to_array(tensor)
+        if values.ndim == 2 and values.dtype == np.float32:
+            coarse = (np.round(values / 0.5) * 0.5).astype(np.float32)
+            model.graph.initializer[index].CopyFrom(numpy_helper.from_array(coarse, tensor.name))
+    onnx.save(model, str(int8))
+
+
+def _text_config(metadata: dict) -> GPTConfig:
+    heads, head_dim = metadata["heads"], metadata["head_dim"]
+    return GPTConfig(
+        vocab_size=len(metadata["vocabulary"]),
+        context_length=metadata["context_length"],
+        layers=metadata["layers"],
+        heads=heads,
+        width=heads * head_dim,
+    )
+
+
+def _text_plan(metadata: dict, validation: np.ndarray) -> Int8Plan:
+    windows = text_training.PRESETS["smoke"].final_eval_windows
+    return text_training.int8_plan(_text_config(metadata), validation, windows)
+
+
+def test_the_text_gate_scores_the_graph_on_the_report_s_validation_windows(
+    stored_models: dict[str, dict], text_validation: np.ndarray
+) -> None:
+    fp32 = stored_models[TEXT]
+    report = json.loads(
+        (Path(os.environ["DLSERVE_REPORTS"]) / "text-smoke" / "metrics.json").read_text()
+    )
+    (check,) = report["variants"][0]["gate"]["checks"]
+    assert check["metric"] == "val_loss" and check["most_lost"] == VAL_LOSS.most_lost
+    # The FP32 graph's figure is the report's (PyTorch's) val_loss: the same windows, the
+    # same loss, now through ONNX Runtime with the cache inputs empty.
+    assert check["fp32"] == pytest.approx(report["val_loss"], abs=1e-4)
+    assert report["val_loss"] == fp32["metrics"]["val_loss"]
+    _, fp32_path = read_stored_model(f"{TEXT}:{fp32['version']}")
+    plan = _text_plan(fp32, text_validation)
+    assert plan.method == "dynamic" and plan.tolerances == (VAL_LOSS,)
+    assert plan.evaluate(fp32_path)["val_loss"] == pytest.approx(check["fp32"], abs=1e-6)
+    _, int8_path = read_stored_model(f"{TEXT}:{_int8_version(TEXT)}")
+    assert plan.evaluate(int8_path)["val_loss"] == pytest.approx(check["variant"], abs=1e-6)
+    assert check["variant"] != check["fp32"]  # a different graph, scored apart
+
+
+def test_a_text_variant_that_loses_too_much_is_refused_and_never_registered(
+    stored_models: dict[str, dict], text_validation: np.ndarray, tmp_path: Path
+) -> None:
+    fp32 = stored_models[TEXT]
+    _, fp32_path = read_stored_model(f"{TEXT}:{fp32['version']}")
+    plan = replace(_text_plan(fp32, text_validation), quantize=_too_coarse)
+    variant = build_int8(fp32_path, plan, tmp_path)
+    (check,) = variant.gate["checks"]
+    assert not variant.passed and check["lost"] > VAL_LOSS.most_lost, check
+    name = "text-generator-gate-test"  # a store name of its own: the served model is untouched
+    try:
+        stored, report = register_with_variants(
+            name, fp32_path, {"task": "t", "inputs": [], "outputs": []}, [variant], True
+        )
+        assert report[0]["registered"] is None
+        assert report[0]["not_registered"] == "failed its gate"
+        versions = [path.name for path in (STORE / name).iterdir() if path.is_dir()]
+        assert versions == [stored["version"]]
+        with pytest.raises(ModelUnavailableError, match="no int8 variant of version"):
+            version_for_precision(name, INT8)
+    finally:
+        shutil.rmtree(STORE / name, ignore_errors=True)
+
+
+def _greedy(generator: TextGenerator, vocabulary: CharVocabulary, prompt: str, new: int) -> str:
+    return vocabulary.decode(generate(generator, vocabulary.encode(prompt), new))
+
+
+def test_the_text_generator_s_loader_serves_int8_and_decodes_with_it(
+    stored_models: dict[str, dict],
+) -> None:
+    spec = registry.area_of(TEXT).spec_by_name[TEXT]
+    served = ServedModel(spec, Settings(precision=(f"{TEXT}=int8",)), in_training=lambda _: None)
+    ready = served.ready
+    assert ready is not None and ready.version == _int8_version(TEXT)
+    assert ready.metadata["precision"] == INT8
+    assert ready.metadata["variant_of"]["sha256"] == stored_models[TEXT]["sha256"]
+    companion = ready.companion  # the decoder the completions route steps
+    ids = companion.vocabulary.encode("ROMEO:\nWhat light")
+    served_logits, _ = companion.generator.prefill(ids, every_position=True)
+    _, int8_path = read_stored_model(f"{TEXT}:{ready.version}")
+    _, fp32_path = read_stored_model(f"{TEXT}:{stored_models[TEXT]['version']}")
+    int8 = TextGenerator(session_call(open_session(int8_path)), ready.metadata)
+    fp32 = TextGenerator(session_call(open_session(fp32_path)), stored_models[TEXT])
+    int8_logits, _ = int8.prefill(ids, every_position=True)
+    fp32_logits, _ = fp32.prefill(ids, every_position=True)
+    np.testing.assert_allclose(served_logits, int8_logits, rtol=0, atol=1e-6)
+    gap = float(np.max(np.abs(served_logits - fp32_logits)))
+    assert 0 < gap < 0.05, gap  # the INT8 graph, not the FP32 one, and close to it
+    text = _greedy(companion.generator, companion.vocabulary, "ROMEO:\n", 40)
+    assert len(text) == 40 and set(text) <= set(ready.metadata["vocabulary"])
+    assert text == _greedy(int8, companion.vocabulary, "ROMEO:\n", 40)
+
+
+def test_completions_at_int8_say_so_and_decode_with_the_variant(
+    stored_models: dict[str, dict],
+) -> None:
+    version = _int8_version(TEXT)
+    env = {"DLSERVE_MODELS": "text", "DLSERVE_PRECISION": f"{TEXT}=int8"}
+    with LocalServer(env) as server:
+        server.wait("/readyz")
+        (listed,) = httpx.get(server.url + "/v1/models").json()["models"]
+        assert (listed["name"], listed["version"], listed["precision"]) == (TEXT, version, INT8)
+        prompt = "ROMEO:\n"
+        answer = httpx.post(
+            server.url + "/v1/completions",
+            json={"model": TEXT, "prompt": prompt, "max_tokens": 12, "temperature": 0},
+        ).json()
+    metadata, int8_path = read_stored_model(f"{TEXT}:{version}")
+    int8 = TextGenerator(session_call(open_session(int8_path)), metadata)
+    assert answer["system_fingerprint"] == f"{TEXT}:{version}"
+    assert answer["choices"][0]["text"] == _greedy(
+        int8, CharVocabulary.from_metadata(metadata), prompt, 12
+    )

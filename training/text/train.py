@@ -15,8 +15,12 @@ import torch
 from torch.nn import functional as F
 
 from core.text_generation import (
+    ATTENTION_MASK,
     BATCH,
+    INPUT_IDS,
+    LOGITS,
     PAST_SEQUENCE,
+    POSITION_IDS,
     SEQUENCE,
     TOTAL_SEQUENCE,
     SamplingParams,
@@ -30,10 +34,16 @@ from training.areas import TrainingArea
 from training.completion import Completion, add_time_guard_argument, guard_reached
 from training.loop import progress_bar, seed_everything
 from training.precision import add_precision_argument, use_bf16
-from training.registry import register_model
 from training.reports import report_dir, write_metrics
 from training.text.data import SOURCE, Corpus, load_text, split_text
-from training.text.export import check_generation_parity, export_cached, io_schema, open_session
+from training.text.export import (
+    cache_names,
+    check_generation_parity,
+    export_cached,
+    io_schema,
+    open_session,
+)
+from training.variants import VAL_LOSS, Int8Plan, build_int8, dynamic_int8, register_with_variants
 
 MODEL_NAME = "text-generator"
 SAMPLE_PROMPT = "ROMEO\n"
@@ -101,22 +111,28 @@ def batches(ids: torch.Tensor, context: int, size: int, generator: torch.Generat
         yield windows[:, :-1], windows[:, 1:]
 
 
+def loss_windows(ids: np.ndarray, context: int, windows: int | None) -> tuple[np.ndarray, ...]:
+    """Consecutive non-overlapping windows of ``ids``: inputs and next-character targets, each
+    ``[count, context]`` int64. ``windows`` None: every whole window; else the first ones."""
+    count = (len(ids) - 1) // context
+    count = count if windows is None else min(count, windows)
+    data = np.ascontiguousarray(ids[: count * context + 1], dtype=np.int64)
+    return data[:-1].reshape(count, context), data[1:].reshape(count, context)
+
+
 @torch.no_grad()
 def mean_loss(
     gpt: GPT, ids: np.ndarray, windows: int | None, batch_size: int = 64, bf16: bool = False
 ) -> float:
-    """Mean next-character loss (nats) over consecutive non-overlapping context windows.
+    """Mean next-character loss (nats) over consecutive non-overlapping context windows
+    (``loss_windows``).
 
     ``windows`` None: every window of ``ids``; else the first ``windows`` ones. ``bf16``
     (the curves during training only): matrix products under bfloat16 autocast.
     """
     gpt.eval()
-    context = gpt.config.context_length
-    count = (len(ids) - 1) // context
-    count = count if windows is None else min(count, windows)
-    data = torch.from_numpy(ids[: count * context + 1])
-    inputs = data[:-1].view(count, context)
-    targets = data[1:].view(count, context)
+    inputs, targets = map(torch.from_numpy, loss_windows(ids, gpt.config.context_length, windows))
+    count, context = inputs.shape
     total = 0.0
     for start in range(0, count, batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -125,6 +141,62 @@ def mean_loss(
         total += F.cross_entropy(logits.flatten(0, 1), chunk.flatten(), reduction="sum").item()
     gpt.train()
     return total / (count * context)
+
+
+def onnx_mean_loss(
+    path: Path,
+    config: GPTConfig,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int = 64,
+    threads: int = 1,
+) -> float:
+    """``mean_loss`` of an exported cache graph, run by ONNX Runtime (``open_session``): each
+    call is a prefill of ``batch_size`` whole windows at once (positions 0 onwards, every
+    position attended, an empty past), and every position's logits are scored (float64)."""
+    session = open_session(path, threads)
+    past = cache_names(config, "past")
+    total = 0.0
+    for start in range(0, len(inputs), batch_size):
+        ids = inputs[start : start + batch_size]
+        count, steps = ids.shape
+        empty = np.zeros((count, config.heads, 0, config.head_dim), dtype=np.float32)
+        feeds = {
+            INPUT_IDS: ids,
+            POSITION_IDS: np.tile(np.arange(steps, dtype=np.int64), (count, 1)),
+            ATTENTION_MASK: np.ones((count, steps), dtype=np.int64),
+        } | dict.fromkeys(past, empty)
+        (logits,) = session.run([LOGITS], feeds)
+        logits = logits.astype(np.float64)
+        peak = logits.max(axis=-1, keepdims=True)
+        log_norm = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
+        chosen = np.take_along_axis(logits, targets[start : start + batch_size, :, None], -1)
+        total += float((log_norm - chosen[..., 0]).sum())
+    return total / targets.size
+
+
+INT8_WHY = (
+    "MatMul-heavy decoder: dynamic INT8 weights for the blocks' weight MatMuls (attention "
+    "projections, MLP), activations quantized per call; attention's activation-by-activation "
+    "MatMuls and the cache stay FP32, and so does the output layer where the exporter leaves "
+    "its transpose of the tied embedding in the graph (full preset); no calibration set "
+    "would fit every cache length"
+)
+
+
+def int8_plan(
+    config: GPTConfig, validation: np.ndarray, windows: int | None, threads: int = 1
+) -> Int8Plan:
+    """Dynamic INT8 of the cache graph's MatMul/Gemm weights, gated on the validation loss of
+    the graph itself: the same windows as the report's ``val_loss`` (``loss_windows``, the
+    preset's ``final_eval_windows``), each fed as one prefill, the FP32 graph and the variant
+    scored by the same function (``onnx_mean_loss``)."""
+    inputs, targets = loss_windows(validation, config.context_length, windows)
+
+    def evaluate(path: Path) -> dict[str, float]:
+        return {"val_loss": onnx_mean_loss(path, config, inputs, targets, threads=threads)}
+
+    return Int8Plan(dynamic_int8(("MatMul", "Gemm")), "dynamic", INT8_WHY, evaluate, (VAL_LOSS,))
 
 
 def learning_rate(preset: Preset, step: int, progress: float) -> float:
@@ -256,7 +328,8 @@ def plot_curves(path: Path, curves: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> str:
-    """Train, evaluate, export (parity-gated), register and report; return the headline."""
+    """Train, evaluate, export (parity-gated), make the INT8 variant and gate it, register
+    (the variant first when it passed) and report; return the headline."""
     started = time.perf_counter()
     preset = PRESETS[args.preset]
     corpus = split_text(load_text())
@@ -281,7 +354,13 @@ def run(args: argparse.Namespace) -> str:
         generated = samples(
             TextGenerator(session_call(open_session(onnx_path)), metadata), corpus, args.seed
         )
-        stored = register_model(MODEL_NAME, onnx_path, metadata) if args.register else metadata
+        plan = int8_plan(
+            config, corpus.validation, preset.final_eval_windows, torch.get_num_threads()
+        )
+        int8 = build_int8(onnx_path, plan, Path(scratch))
+        stored, variants = register_with_variants(
+            MODEL_NAME, onnx_path, metadata, [int8], args.register
+        )
     plot_curves(directory / "loss_curves.png", curves)
     write_metrics(
         directory,
@@ -310,6 +389,7 @@ def run(args: argparse.Namespace) -> str:
             "export_and_parity_seconds": round(export_seconds, 1),
             "parity": parity,
             "samples": generated,
+            "variants": variants,
             "curves": {k: curves[k] for k in ("step", "seconds", "train_loss", "val_loss")},
             "registered": (
                 {"name": MODEL_NAME, "version": stored["version"]} if args.register else None
