@@ -23,7 +23,7 @@ class CNNConfig:
     """
 
     n_classes: int = 10
-    mirror_average: bool = True  # average the probabilities of each image and its mirror
+    mirror_average: bool = False  # average the probabilities of each image and its mirror
     blocks: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (128,))
     hidden: int = 256
     dropout: float = 0.3
