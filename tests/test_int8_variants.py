@@ -39,6 +39,7 @@ from training.variants import (
     ACCURACY,
     VAL_LOSS,
     Int8Plan,
+    Variant,
     build_int8,
     gate,
     register_with_variants,
@@ -124,7 +125,12 @@ def test_a_variant_that_loses_too_much_is_refused_and_never_registered(
     variant = build_int8(fp32, plan, tmp_path)
     (check,) = variant.gate["checks"]
     assert not variant.passed and check["lost"] > check["most_lost"], check
-    name = "fraud-scorer-gate-test"  # a store name of its own: the served model is untouched
+    _assert_registered_without(variant, fp32, "fraud-scorer-gate-test")
+
+
+def _assert_registered_without(variant: Variant, fp32: Path, name: str) -> None:
+    """Registering ``fp32`` with a ``variant`` that failed its gate stores the FP32 graph only,
+    under ``name`` (a store name of its own: the served model is untouched)."""
     try:
         stored, report = register_with_variants(
             name, fp32, {"task": "t", "inputs": [], "outputs": []}, [variant], True
@@ -311,19 +317,7 @@ def test_a_text_variant_that_loses_too_much_is_refused_and_never_registered(
     variant = build_int8(fp32_path, plan, tmp_path)
     (check,) = variant.gate["checks"]
     assert not variant.passed and check["lost"] > VAL_LOSS.most_lost, check
-    name = "text-generator-gate-test"  # a store name of its own: the served model is untouched
-    try:
-        stored, report = register_with_variants(
-            name, fp32_path, {"task": "t", "inputs": [], "outputs": []}, [variant], True
-        )
-        assert report[0]["registered"] is None
-        assert report[0]["not_registered"] == "failed its gate"
-        versions = [path.name for path in (STORE / name).iterdir() if path.is_dir()]
-        assert versions == [stored["version"]]
-        with pytest.raises(ModelUnavailableError, match="no int8 variant of version"):
-            version_for_precision(name, INT8)
-    finally:
-        shutil.rmtree(STORE / name, ignore_errors=True)
+    _assert_registered_without(variant, fp32_path, "text-generator-gate-test")
 
 
 def _greedy(generator: TextGenerator, vocabulary: CharVocabulary, prompt: str, new: int) -> str:
