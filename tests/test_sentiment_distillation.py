@@ -61,4 +61,5 @@ def test_the_smoke_report_says_the_gru_learned_from_the_transformer(
     report = json.loads(path.read_text())
     assert (report["rnn"]["teacher_weight"], report["transformer"]["teacher_weight"]) == (0.5, 0)
     assert stored_models["sentiment-rnn"]["training"]["teacher_weight"] == 0.5
+    assert len(report["rnn"]["validation_accuracy_per_epoch"]) == 1  # the smoke preset's epoch
     assert report["duration_seconds"] > 0 and report["machine"]["cores"] >= 1

@@ -73,8 +73,9 @@ PRESETS = {
     ),
     "full": Preset(
         rows=None,
-        rnn=Schedule(epochs=3, batch_size=64, learning_rate=2e-3),
+        rnn=Schedule(epochs=5, batch_size=64, learning_rate=2e-3),
         transformer=Schedule(epochs=1, batch_size=32, learning_rate=8e-5),
+        teacher_weight=0.8,
     ),
 }
 
@@ -332,6 +333,7 @@ def run(args: argparse.Namespace) -> str:
             "seconds": round(t.seconds),
             "max_steps_per_epoch": args.max_steps,
             "teacher_weight": t.teacher_weight,
+            "validation_accuracy_per_epoch": [round(v, 4) for v in t.curves["validation"]],
         }
     summary = "test accuracy " + " ".join(
         f"{name}={entry['test_accuracy']:.4f}" for name, entry in entries.items()
