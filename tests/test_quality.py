@@ -68,6 +68,8 @@ def test_make_models_fits_the_budget_of_this_kind_of_cpu() -> None:
     """Every full report says its machine and its duration; their sum is ``make models``'
     training time (start-up excluded), judged against the budget for that kind of CPU."""
     reports = [full_report(area) for area in TRAINED_AREAS]
+    unstamped = [area for area, r in zip(TRAINED_AREAS, reports, strict=True) if "machine" not in r]
+    assert not unstamped, f"reports from before machines were recorded: retrain {unstamped}"
     bf16 = all(report["machine"]["native_bf16"] for report in reports)
     minutes = sum(report["duration_seconds"] for report in reports) / 60
     assert minutes <= BUDGET_MINUTES[bf16], f"{minutes:.0f} min, native bf16: {bf16}"
