@@ -86,9 +86,10 @@ PRESETS: dict[str, Preset] = {
         final_eval_windows=64,
     ),
     "full": Preset(
-        model=GPTConfig(context_length=256, layers=4, heads=8, width=256),
+        model=GPTConfig(context_length=128, layers=4, heads=8, width=256),
+        # about 27 min on 2 cores with bf16 (4,452 steps took 1,620 s), 38 min without
         max_steps=4_400,
-        batch_size=16,  # 16 x 256: the characters per step of 32 x 128
+        batch_size=32,
         learning_rate=3e-3,
         warmup_steps=100,
         eval_windows=128,
