@@ -10,8 +10,8 @@ the table and the ratio of 16 streams to 1; writes the figures as JSON. The clie
 process, so on a small machine they take CPU from the server: the figures are a lower bound.
 ``--client`` picks how they read (``raw``: the socket's bytes kept and parsed once each answer
 ends, next to no CPU per event; ``httpx``: every event parsed as it comes), several measured in
-turn per cell. ``--profile PATH`` records the worker with py-spy during the 16-stream cell (collapsed stacks,
-every thread).
+turn per cell. ``--profile PATH`` records the worker with py-spy during the 16-stream cell
+(collapsed stacks, every thread).
 """
 
 from __future__ import annotations
