@@ -393,10 +393,10 @@ def adjusted_logits(
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log probabilities (float64) of one row of logits ``[vocab]``."""
-    row = np.asarray(logits, dtype=np.float64).reshape(-1)
-    shifted = row - row.max()
-    return shifted - np.log(np.exp(shifted).sum())
+    """Log probabilities (float64) along the last axis of ``logits`` (``[..., vocab]``)."""
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = values - values.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def sample(

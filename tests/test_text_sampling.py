@@ -44,6 +44,11 @@ def test_log_softmax_is_a_distribution_even_for_large_logits() -> None:
     logprobs = log_softmax(np.array([1000.0, 999.0, -5.0]))
     assert np.isclose(np.exp(logprobs).sum(), 1.0) and np.all(logprobs <= 0)
     assert np.isclose(logprobs[0] - logprobs[1], 1.0)
+    rows = np.array([[1000.0, 999.0, -5.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    batched = log_softmax(rows[None])  # [1, 2, vocab]: each row on its own
+    assert batched.shape == (1, 2, 3) and batched.dtype == np.float64
+    np.testing.assert_allclose(batched[0, 0], logprobs)
+    np.testing.assert_allclose(batched[0, 1], np.log(np.full(3, 1 / 3)))
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from core.text_generation import (
     SamplingParams,
     TextGenerator,
     generate,
+    log_softmax,
     session_call,
     window_after_full,
 )
@@ -167,11 +168,8 @@ def onnx_mean_loss(
             ATTENTION_MASK: np.ones((count, steps), dtype=np.int64),
         } | dict.fromkeys(past, empty)
         (logits,) = session.run([LOGITS], feeds)
-        logits = logits.astype(np.float64)
-        peak = logits.max(axis=-1, keepdims=True)
-        log_norm = peak[..., 0] + np.log(np.exp(logits - peak).sum(axis=-1))
-        chosen = np.take_along_axis(logits, targets[start : start + batch_size, :, None], -1)
-        total += float((log_norm - chosen[..., 0]).sum())
+        chosen = targets[start : start + batch_size, :, None]
+        total -= float(np.take_along_axis(log_softmax(logits), chosen, -1).sum())
     return total / targets.size
 
 
