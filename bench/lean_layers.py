@@ -8,20 +8,25 @@ peeled one layer at a time from the outside in (the outer accounting, then each 
 middleware), down to the route alone, in interleaved rounds. Each figure is the fastest of
 ``--rounds`` rounds of ``--requests`` calls (the least disturbed by the rest of the machine), in
 µs per request; a layer's cost is the difference between the stack with it and the stack
-without it.
+without it. Beside them, plain FastAPI's no-op (``bench.plain_server``'s), called the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
+
+from fastapi import FastAPI, Request
 
 from bench.noop_area import ROUTE
 
 BODY = b'{"x": 1}'
+PLAIN = "plain FastAPI no-op (bench.plain_server's)"
 SCOPE: dict[str, Any] = {
     "type": "http",
     "http_version": "1.1",
@@ -61,23 +66,41 @@ async def per_request_us(app: Any, requests: int) -> float:
     return elapsed / requests * 1e6
 
 
-async def start_lifespan(app: Any) -> None:
-    """Run ``app``'s lifespan start-up (BentoML makes the service instance there)."""
-    started = asyncio.Event()
-    messages = [{"type": "lifespan.startup"}]
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop()
-        await asyncio.Event().wait()  # never shut down while measuring
-        return {}
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """``app``'s lifespan started (BentoML makes the service instance there) for the block, and
+    shut down after it (BentoML's task store thread ends there: the process can exit)."""
+    started, stopped = asyncio.Event(), asyncio.Event()
+    messages: asyncio.Queue[dict[str, str]] = asyncio.Queue()
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"].startswith("lifespan.startup"):
             started.set()
+        elif message["type"].startswith("lifespan.shutdown"):
+            stopped.set()
 
-    asyncio.get_running_loop().create_task(app({"type": "lifespan"}, receive, send))
+    task = asyncio.get_running_loop().create_task(app({"type": "lifespan"}, messages.get, send))
+    await messages.put({"type": "lifespan.startup"})
     await started.wait()
+    try:
+        yield
+    finally:
+        await messages.put({"type": "lifespan.shutdown"})
+        await stopped.wait()
+        await task
+
+
+def plain_fastapi_noop() -> Any:
+    """The no-op as plain FastAPI answers it (``bench.plain_server``'s ``/noop``, on the no-op's
+    path): the in-process floor the lean path is compared with."""
+    app = FastAPI()
+
+    @app.post(ROUTE)
+    async def noop(request: Request) -> dict[str, bool]:
+        await request.body()
+        return {"ok": True}
+
+    return app
 
 
 def layers(stack: Any) -> list[tuple[str, Any]]:
@@ -97,7 +120,6 @@ async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
 
     bentoml_app = service.DLServe.to_asgi()
     assert isinstance(bentoml_app, lean_path.LeanDispatch)
-    await start_lifespan(bentoml_app)
     stack, route = bentoml_app.lean, bentoml_app.lean
     while hasattr(route, "app"):
         route = route.app
@@ -107,7 +129,16 @@ async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
         ("lean dispatcher", bentoml_app),
         *((f"lean stack from {name}", app) for name, app in layers(stack)),
         ("the route alone (NamedRoute)", route),
+        (PLAIN, plain_fastapi_noop()),
     ]
+    async with lifespan(bentoml_app):
+        return await fastest(subjects, requests, rounds)
+
+
+async def fastest(
+    subjects: list[tuple[str, Any]], requests: int, rounds: int
+) -> list[tuple[str, float]]:
+    """Each subject's fastest round (µs per request), the subjects interleaved in each round."""
     figures: dict[str, list[float]] = {name: [] for name, _ in subjects}
     for _name, app in subjects:  # warm-up
         await per_request_us(app, min(requests, 200))
@@ -131,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     figures = asyncio.run(measure(args.requests, args.rounds))
-    below = [value for _, value in figures[1:]] + [0.0]
+    layered, plain = figures[:-1], figures[-1]
+    below = [value for _, value in layered[1:]] + [0.0]
     print(f"{'app called':<48}{'µs/request':>12}{'this layer':>12}")
-    for (name, value), inner in zip(figures, below, strict=True):
+    for (name, value), inner in zip(layered, below, strict=True):
         layer = "" if name.startswith("BentoML") else f"{value - inner:>12.1f}"
         print(f"{name:<48}{value:>12.1f}{layer}")
+    print(f"{plain[0]:<48}{plain[1]:>12.1f}")
     return 0
 
 
