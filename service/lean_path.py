@@ -43,6 +43,8 @@ import asyncio
 import functools
 import logging
 import re
+import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from timeit import default_timer
@@ -54,8 +56,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.answer_deadlines import AnswerDeadlines
 from service.area import Area
 from service.config import Settings
+from service.metrics import observe_all
 from service.traffic import Traffic
 
 log = logging.getLogger("dlserve")
@@ -94,7 +98,14 @@ class BentoRequestMetrics:
     lean path: the same metric names, labels, buckets and multiprocess modes, in the value
     files that BentoML's ``/metrics`` collects. As BentoML does for a path in its skip list
     (the routes, with ``DLSERVE_REQUEST_METRICS=false``), ``stamp_last_request=False`` leaves
-    the last-request timestamp alone and counts the rest."""
+    the last-request timestamp alone and counts the rest.
+
+    Writes are gathered per turn of the event loop: what the requests of one turn changed
+    (requests in progress per path, answers per path and status with their durations, the
+    last request's time) is written once, at the end of that turn (``write``, a ``call_soon``),
+    in one increment per series and per histogram bucket rather than five writes of the
+    multiprocess files per request. The files lag the requests by at most that turn.
+    """
 
     def __init__(self, stamp_last_request: bool) -> None:
         from bentoml._internal.configuration.containers import BentoMLContainer
@@ -140,32 +151,67 @@ class BentoRequestMetrics:
         self.stamp_last_request = stamp_last_request
         self._identity = (server_context.bento_name, server_context.bento_version)
         self._runner = server_context.service_name
-        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self._running: dict[str, Any] = {}
+        self._answered_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._running_children: dict[str, Any] = {}
+        self._running_change: dict[str, int] = defaultdict(int)  # started minus ended, per path
+        self._durations: dict[tuple[str, int], list[float]] = defaultdict(list)
+        self._last_start: float | None = None
+        self._write_scheduled = False
 
-    def started(self, path: str) -> Any:
-        """A request on ``path`` arrived: counted in progress (the gauge's child, to ``dec()``
-        once it is answered) and, unless skipped, the last-request timestamp."""
+    def started(self, path: str) -> None:
+        """A request on ``path`` arrived: in progress until ``ended``."""
         if self.stamp_last_request:
-            self.last_request.set_to_current_time()
-        child = self._running.get(path)
-        if child is None:
-            child = self.in_progress.labels(path, *self._identity, self._runner)
-            if len(self._running) < LABEL_CACHE_LIMIT:
-                self._running[path] = child
-        child.inc()
-        return child
+            self._last_start = time.time()
+        self._running_change[path] += 1
+        self._schedule_write()
+
+    def ended(self, path: str) -> None:
+        """The request on ``path`` that ``started`` is over (answered or not)."""
+        self._running_change[path] -= 1
+        self._schedule_write()
 
     def answered(self, path: str, status: int, seconds: float) -> None:
         """One answered request on ``path`` with ``status``, taking ``seconds``."""
-        children = self._answered.get((path, status))
+        self._durations[(path, status)].append(seconds)
+        self._schedule_write()
+
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self.write)
+
+    def write(self) -> None:
+        """Write to the metric files what changed since the last write."""
+        self._write_scheduled = False
+        if self._last_start is not None:
+            self.last_request.set(self._last_start)
+            self._last_start = None
+        for path, change in self._running_change.items():
+            if change:
+                self._running_child(path).inc(change)
+        self._running_change.clear()
+        for (path, status), durations in self._durations.items():
+            total, duration = self._answered_child(path, status)
+            total.inc(len(durations))
+            observe_all(duration, durations)
+        self._durations.clear()
+
+    def _running_child(self, path: str) -> Any:
+        child = self._running_children.get(path)
+        if child is None:
+            child = self.in_progress.labels(path, *self._identity, self._runner)
+            if len(self._running_children) < LABEL_CACHE_LIMIT:
+                self._running_children[path] = child
+        return child
+
+    def _answered_child(self, path: str, status: int) -> tuple[Any, Any]:
+        children = self._answered_children.get((path, status))
         if children is None:
             values = (path, *self._identity, str(status), self._runner)
             children = (self.total.labels(*values), self.duration.labels(*values))
-            if len(self._answered) < LABEL_CACHE_LIMIT:
-                self._answered[(path, status)] = children
-        children[0].inc()
-        children[1].observe(seconds)
+            if len(self._answered_children) < LABEL_CACHE_LIMIT:
+                self._answered_children[(path, status)] = children
+        return children
 
 
 class RequestAccounting:
@@ -182,6 +228,7 @@ class RequestAccounting:
         self.app = app
         self.traffic = traffic
         self.timeout_s = timeout_s
+        self.deadlines = AnswerDeadlines(timeout_s)
         self._make_metrics = metrics
         self._metrics: BentoRequestMetrics | None = None
 
@@ -190,17 +237,17 @@ class RequestAccounting:
         if metrics is None:  # made in the worker, once BentoML's server context is set
             metrics = self._metrics = self._make_metrics()
         path = scope["path"]
-        running = metrics.started(path)
+        metrics.started(path)
         start = default_timer()
         status = 0
-        deadline = asyncio.timeout(self.timeout_s)
+        deadlines = self.deadlines
+        deadline = deadlines.start()
 
         async def answering(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if not deadline.expired():  # as BentoML's: no timeout once the answer starts
-                    deadline.reschedule(None)
+                deadlines.answered(deadline)  # as BentoML's: no timeout once the answer starts
                 message["headers"] = [*message.get("headers", ()), LEAN_HEADER]
             elif not message.get("more_body", False):
                 metrics.answered(path, status, max(default_timer() - start, 0))
@@ -208,16 +255,16 @@ class RequestAccounting:
 
         self.traffic.started += 1
         try:
-            async with deadline:
-                await self.app(scope, receive, answering)
-        except TimeoutError:
-            if not deadline.expired() or status:
+            await self.app(scope, receive, answering)
+        except asyncio.CancelledError:
+            if status or not deadline.expired_here():
                 raise
             error = {"error": f"Not able to process the request in {self.timeout_s} seconds"}
             await JSONResponse(error, status_code=504)(scope, receive, answering)
         finally:
+            deadlines.answered(deadline)
             self.traffic.started -= 1
-            running.dec()
+            metrics.ended(path)
 
 
 @dataclass

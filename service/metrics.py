@@ -5,7 +5,9 @@ Only Counter, Histogram and Gauge: Info and Enum do not work in multiprocess mod
 
 from __future__ import annotations
 
+import collections
 import os
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -140,6 +142,19 @@ def score_histogram(model: str, buckets: tuple[float, ...]) -> Histogram:
     return histogram
 
 
+def observe_all(histogram: Histogram, values: list[float]) -> None:
+    """Add ``values`` to ``histogram`` in pure Python: one increment per bucket they fall in
+    and one of the sum, the same counts and sum as one ``observe`` each (which writes two
+    values each). For a few values; ``observe_scores`` counts many with numpy."""
+    if len(values) == 1:
+        histogram.observe(values[0])
+        return
+    buckets = collections.Counter(bisect_left(histogram._upper_bounds, v) for v in values)
+    for index, count in buckets.items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(values))
+
+
 def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
     """Add a batch of scores to ``histogram`` in one pass: count them per bucket with numpy,
     then one increment per non-empty bucket (``Histogram.observe`` per score costs ~1.6 µs each:
@@ -147,8 +162,7 @@ def observe_scores(histogram: Histogram, scores: np.ndarray) -> None:
     per score."""
     values = np.asarray(scores, dtype=np.float64).ravel()
     if values.size <= FEW_SCORES:  # numpy's fixed cost (~5 µs) is more than a few observes
-        for value in values.tolist():
-            histogram.observe(value)
+        observe_all(histogram, values.tolist())
         return
     bounds = np.asarray(histogram._upper_bounds)  # ends with +Inf
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))

@@ -8,12 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from service import registry
-from service.lean_path import LeanDispatch, RequestAccounting, V2Infer, named_routes
+from service.lean_path import (
+    BentoRequestMetrics,
+    LeanDispatch,
+    RequestAccounting,
+    V2Infer,
+    named_routes,
+)
 from service.traffic import Traffic
 
 
@@ -36,10 +43,13 @@ class Recorded:
         self.started_paths: list[str] = []
         self.observed: list[tuple[str, int]] = []
 
-    def started(self, path: str) -> Gauge:
+    def started(self, path: str) -> None:
         self.started_paths.append(path)
         self.running.inc()
-        return self.running
+
+    def ended(self, path: str) -> None:
+        assert path == self.started_paths[-1]
+        self.running.dec()
 
     def answered(self, path: str, status: int, seconds: float) -> None:
         assert seconds >= 0
@@ -116,6 +126,27 @@ def test_a_request_not_answered_in_time_gets_bentoml_s_504_and_is_counted() -> N
     }
     assert metrics.observed == [("/v2/models/fraud-scorer/infer", 504)]
     assert traffic.started == 0 and metrics.running.value == 0
+
+
+def test_bentoml_s_request_metrics_are_written_once_per_turn_of_the_loop() -> None:
+    metrics = BentoRequestMetrics(stamp_last_request=True)
+    path = "/v1/test/metrics-per-turn"
+
+    async def one_turn() -> list[float]:
+        for _ in range(3):
+            metrics.started(path)
+        metrics.answered(path, 200, 0.004)
+        metrics.answered(path, 200, 0.2)
+        metrics.ended(path)
+        metrics.ended(path)
+        total, duration = metrics._answered_child(path, 200)
+        running = metrics._running_child(path)
+        before = [running._value.get(), total._value.get(), duration._sum.get()]
+        await asyncio.sleep(0)  # the end of this turn of the loop: the write
+        return [*before, running._value.get(), total._value.get(), duration._sum.get()]
+
+    assert asyncio.run(one_turn()) == [0, 0, 0, 1, 2, pytest.approx(0.204)]
+    assert metrics.last_request._value.get() > 0
 
 
 def test_the_lean_areas_name_their_named_routes() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from service import registry
-from service.metrics import LINEAR_SCORE_BUCKETS, observe_scores, score_histogram
+from service.metrics import LINEAR_SCORE_BUCKETS, observe_all, observe_scores, score_histogram
 
 
 def samples(histogram: Histogram) -> dict[tuple[str, str], float]:
@@ -29,7 +29,7 @@ def test_bulk_observation_equals_one_observe_per_score() -> None:
         one_by_one.observe(score)
     in_bulk = Histogram("bulk", "h", buckets=buckets, registry=None)
     observe_scores(in_bulk, scores)
-    observe_scores(in_bulk, scores[:2])  # a few: observed one by one
+    observe_scores(in_bulk, scores[:2])  # a few: grouped in pure Python
     observe_scores(one_by_one, scores[:2])
     observe_scores(in_bulk, np.array([], dtype=np.float32))  # nothing to add
     expected = {
@@ -40,6 +40,24 @@ def test_bulk_observation_equals_one_observe_per_score() -> None:
     for key, value in expected.items():
         assert np.isclose(got[key], value, rtol=1e-9), key
     assert got[("bulk_count", "")] == len(scores) + 2
+
+
+def test_a_few_values_grouped_in_python_equal_one_observe_each() -> None:
+    buckets = (0.005, 0.1, 2.5)
+    values = [0.005, 0.004, 0.1, 0.3, 2.5, 7.0, 0.3]  # bounds, between them, past the last
+    one_by_one = Histogram("single", "h", buckets=buckets, registry=None)
+    for value in values:
+        one_by_one.observe(value)
+    grouped = Histogram("grouped", "h", buckets=buckets, registry=None)
+    observe_all(grouped, values[:1])
+    observe_all(grouped, values[1:])
+    observe_all(grouped, [])
+    expected = {
+        (name.replace("single", "grouped"), le): v for (name, le), v in samples(one_by_one).items()
+    }
+    got = samples(grouped)
+    assert got.keys() == expected.keys()
+    assert all(np.isclose(got[key], value, rtol=1e-12) for key, value in expected.items())
 
 
 def test_each_model_has_its_own_buckets() -> None:
