@@ -16,7 +16,8 @@ lean stack keeps what those routes' behaviour needs and nothing else:
 
 1. ``RequestAccounting``: the request counted in the worker's ``Traffic.started`` (as the
    patched timeout middleware counts it, ``service.bentoml_compat``), BentoML's request timeout
-   (504 when no answer has started after ``timeout_s``), and BentoML's own request metrics
+   (504 when no answer has started after ``timeout_s``: ``service.answer_deadlines``, one timer
+   for all requests), and BentoML's own request metrics, written once per turn of the loop
    (``bentoml_service_request_total``, ``..._request_duration_seconds``,
    ``..._request_in_progress`` (the autoscaler's), ``..._last_request_timestamp_seconds``:
    same names, labels and buckets, written to the same multiprocess files, so ``/metrics``,
