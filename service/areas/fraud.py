@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from starlette.responses import JSONResponse
 
 from core.features import FRAUD_SPEC
 from service.area import (
@@ -29,6 +28,7 @@ from service.area import (
 from service.batching import Arrays
 from service.columns import AtLeast, ColumnRules
 from service.errors import RequestInputError
+from service.json_answer import JSONAnswer
 from service.model_contract import ModelMetadata
 from service.served_model import ModelReference, reference
 
@@ -210,7 +210,7 @@ def answer(ready: ReadyModel, outputs: Arrays) -> dict[str, Any]:
 async def score(models: ServedModels, transactions: Transactions) -> FraudScoreResponse:
     """Score 1 to 1,000 transactions: fraud probability, anomaly score, decision."""
     ready, outputs = await models.predict(MODEL, to_arrays(transactions))
-    return JSONResponse(answer(ready, outputs))
+    return JSONAnswer(answer(ready, outputs))
 
 
 # The transaction a new version scores (through the route's encoding, threshold and answer,

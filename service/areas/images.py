@@ -32,7 +32,6 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field, model_validator
-from starlette.responses import JSONResponse
 
 from service.abandon import stop_if_set, unless_client_leaves, until_client_leaves
 from service.area import (
@@ -48,6 +47,7 @@ from service.area import (
 )
 from service.batching import Arrays
 from service.errors import RequestInputError
+from service.json_answer import JSONAnswer
 from service.metrics import IMAGE_PIXELS_DECODED
 from service.model_contract import ModelMetadata, TensorSpec
 from service.request_numbers import bounded_int
@@ -326,7 +326,7 @@ async def classify(
 ) -> ImageClassifyResponse:
     """Classify one image file (multipart field ``image``); ``?k=`` sets top-k (1-10)."""
     ready, results = await _classify(models, lambda: [image], "image", ctx)
-    return JSONResponse({"model": reference(ready), **results[0]})
+    return JSONAnswer({"model": reference(ready), **results[0]})
 
 
 async def classify_batch(
@@ -334,7 +334,7 @@ async def classify_batch(
 ) -> ImageBatchResponse:
     """Classify 1 to 256 base64 image files, results in input order; ``?k=`` as above."""
     ready, results = await _classify(models, lambda: decode_base64(images), "images", ctx)
-    return JSONResponse({"model": reference(ready), "results": results})
+    return JSONAnswer({"model": reference(ready), "results": results})
 
 
 def sample_image() -> bytes:
