@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--before",
         type=Path,
-        help="a checkout of an earlier dlserve to serve with its own defaults beside this one "
+        help="a checkout of an earlier dlserve to serve with its own defaults and this one's "
+        "workers beside this one "
         "(e.g. `git archive main | tar -x -C DIR`); default: this code with the former "
         "defaults (1 worker, access log and tracing on)",
     )
@@ -121,11 +122,12 @@ def start_servers(
         former = LocalServer({"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", **former_env})
         former_name = "dlserve, former defaults (1 worker, access log, tracing)"
     else:
+        before_env = {"DLSERVE_WORKERS": str(cpus), "PYTHONDONTWRITEBYTECODE": "1"}
         former = LocalServer(
-            {"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", "PYTHONDONTWRITEBYTECODE": "1"},
+            {"DLSERVE_MODELS": models, "DLSERVE_PROVIDER": "cpu", **before_env},
             cwd=before.absolute(),
         )
-        former_name = f"dlserve before ({before.name}, its defaults)"
+        former_name = f"dlserve before ({before.name}, its defaults, {cpus} workers)"
     servers += [dlserve, former]
     targets += [
         Target(f"dlserve, {cpus} workers", dlserve.url, "named"),
