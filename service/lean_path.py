@@ -157,7 +157,7 @@ class BentoRequestMetrics:
         self._running_change: dict[str, int] = defaultdict(int)  # started minus ended, per path
         self._durations: dict[tuple[str, int], list[float]] = defaultdict(list)
         self._last_start: float | None = None
-        self._write_scheduled = False
+        self._write_loop: asyncio.AbstractEventLoop | None = None  # where a write is pending
 
     def started(self, path: str) -> None:
         """A request on ``path`` arrived: in progress until ``ended``."""
@@ -177,13 +177,14 @@ class BentoRequestMetrics:
         self._schedule_write()
 
     def _schedule_write(self) -> None:
-        if not self._write_scheduled:
-            self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self.write)
+        loop = asyncio.get_running_loop()
+        if self._write_loop is not loop:  # none pending on this loop (a new loop: tests)
+            self._write_loop = loop
+            loop.call_soon(self.write)
 
     def write(self) -> None:
         """Write to the metric files what changed since the last write."""
-        self._write_scheduled = False
+        self._write_loop = None
         if self._last_start is not None:
             self.last_request.set(self._last_start)
             self._last_start = None

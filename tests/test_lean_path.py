@@ -149,6 +149,24 @@ def test_bentoml_s_request_metrics_are_written_once_per_turn_of_the_loop() -> No
     assert metrics.last_request._value.get() > 0
 
 
+def test_a_write_left_pending_by_a_closed_loop_is_made_on_the_next_loop() -> None:
+    metrics = BentoRequestMetrics(stamp_last_request=False)
+    path = "/v1/test/metrics-next-loop"
+
+    async def start_another_and_wait_a_turn() -> float:
+        metrics.started(path)
+        await asyncio.sleep(0)
+        return metrics._running_child(path)._value.get()
+
+    closed = asyncio.new_event_loop()
+    closed.call_soon(metrics.started, path)  # schedules its write on this loop ...
+    closed.call_soon(closed.stop)  # ... which stops before that write's turn
+    closed.run_forever()
+    closed.close()
+    assert metrics._running_child(path)._value.get() == 0
+    assert asyncio.run(start_another_and_wait_a_turn()) == 2
+
+
 def test_the_lean_areas_name_their_named_routes() -> None:
     areas = registry.all_areas(())
     assert set(named_routes(areas, ["fraud"])) == {"/v1/fraud/score"}
