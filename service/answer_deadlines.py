@@ -50,10 +50,12 @@ class AnswerDeadlines:
         task = asyncio.current_task(loop)
         assert task is not None, "a deadline needs a task to cancel"
         deadline = Deadline(next(self._keys), task, loop.time() + self.timeout_s)
+        if self._timer_loop is not loop:  # a new loop (tests): a closed one's requests are gone
+            self._pending.clear()
+            self._timer, self._timer_loop = None, loop
         self._pending[deadline.key] = deadline
-        if self._timer is None or self._timer_loop is not loop:  # (a new loop: tests)
+        if self._timer is None:
             self._timer = loop.call_at(deadline.due, self._expire_due)
-            self._timer_loop = loop
         return deadline
 
     def answered(self, deadline: Deadline) -> None:
