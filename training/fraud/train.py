@@ -133,7 +133,7 @@ def _reconstruction_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]
 
 
 def fit(
-    model: torch.nn.Module,
+    make_model: Callable[[], torch.nn.Module],
     loss_fn: LossFn,
     rows: tuple[torch.Tensor, ...],
     validate: Callable[[torch.nn.Module], float],
@@ -142,8 +142,10 @@ def fit(
     args: argparse.Namespace,
     name: str,
 ) -> tuple[torch.nn.Module, dict]:
-    """Adam on shuffled ``rows``; keep the epoch with the best ``validate(model)`` score."""
+    """Adam on shuffled ``rows``; keep the epoch with the best ``validate(model)`` score. The
+    model is made after seeding: the same seed gives the same initial weights."""
     generator = seed_everything(args.seed)
+    model = make_model()
     loader = DataLoader(
         TensorDataset(*rows), batch_size=preset.batch_size, shuffle=True, generator=generator
     )
@@ -178,7 +180,7 @@ def train_models(
         return binary_report(validation.labels.numpy(), scores)["pr_auc"]
 
     classifier, classifier_curves = fit(
-        FraudClassifier(width, config),
+        lambda: FraudClassifier(width, config),
         _classifier_loss,
         (train.features, train.labels),
         classifier_pr_auc,
@@ -195,7 +197,7 @@ def train_models(
         return -float(predict_in_batches(model.reconstruction_error, validation_legit).mean())
 
     autoencoder, autoencoder_curves = fit(
-        Autoencoder(width, config),
+        lambda: Autoencoder(width, config),
         _reconstruction_loss,
         (legit,),
         negative_reconstruction,
