@@ -8,7 +8,8 @@ peeled one layer at a time from the outside in (the outer accounting, then each 
 middleware), down to the route alone, in interleaved rounds. Each figure is the fastest of
 ``--rounds`` rounds of ``--requests`` calls (the least disturbed by the rest of the machine), in
 µs per request; a layer's cost is the difference between the stack with it and the stack
-without it. Beside them, plain FastAPI's no-op (``bench.plain_server``'s), called the same way.
+without it. Beside them, the plain Starlette no-op ``bench.floor`` compares with
+(``bench.noop_area.plain_app``), called the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
-
-from bench.noop_area import ROUTE
+from bench.noop_area import ROUTE, plain_app
 
 BODY = b'{"x": 1}'
-PLAIN = "plain FastAPI no-op (bench.plain_server's)"
+PLAIN = "plain Starlette no-op (bench.floor's)"
 SCOPE: dict[str, Any] = {
     "type": "http",
     "http_version": "1.1",
@@ -90,19 +89,6 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
         await task
 
 
-def plain_fastapi_noop() -> Any:
-    """The no-op as plain FastAPI answers it (``bench.plain_server``'s ``/noop``, on the no-op's
-    path): the in-process floor the lean path is compared with."""
-    app = FastAPI()
-
-    @app.post(ROUTE)
-    async def noop(request: Request) -> dict[str, bool]:
-        await request.body()
-        return {"ok": True}
-
-    return app
-
-
 def layers(stack: Any) -> list[tuple[str, Any]]:
     """The lean stack and each stack below it: (outermost layer's name, app)."""
     peeled = []
@@ -129,7 +115,7 @@ async def measure(requests: int, rounds: int) -> list[tuple[str, float]]:
         ("lean dispatcher", bentoml_app),
         *((f"lean stack from {name}", app) for name, app in layers(stack)),
         ("the route alone (NamedRoute)", route),
-        (PLAIN, plain_fastapi_noop()),
+        (PLAIN, plain_app),
     ]
     async with lifespan(bentoml_app):
         return await fastest(subjects, requests, rounds)
